@@ -1,0 +1,123 @@
+//! A session's event log: assigns the gapless `seq`, persists through the store before anything
+//! is delivered, and keeps the in-memory tail that serves most replays.
+
+use crate::event::{Event, EventBody};
+use crate::ids::{SessionId, TurnId};
+use crate::store::{Batch, Store, StoreError};
+use crate::time::Timestamp;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// The log of one session. Invariant: `seq` starts at 1, strictly increases, never repeats and
+/// never skips; an event is in the store before it is in the tail or with any subscriber.
+pub struct EventLog {
+    /// The session the log belongs to.
+    session_id: SessionId,
+    /// The seq of the last persisted event (0 when empty).
+    last_seq: u64,
+    /// The last `tail_cap` persisted events.
+    tail: VecDeque<Arc<Event>>,
+    /// How many events the tail keeps.
+    tail_cap: usize,
+    /// When the last event was appended, for the actor table.
+    pub last_event_at: Option<Timestamp>,
+}
+
+impl EventLog {
+    /// Loads the log's end from the store.
+    pub fn load(
+        store: &dyn Store,
+        session_id: SessionId,
+        tail_cap: usize,
+    ) -> Result<Self, StoreError> {
+        let last_seq = store.last_seq(session_id)?;
+        let from = last_seq.saturating_sub(tail_cap as u64);
+        let tail: VecDeque<_> = store
+            .read_events(session_id, from, tail_cap)?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let last_event_at = tail.back().map(|e| e.ts);
+        Ok(EventLog {
+            session_id,
+            last_seq,
+            tail,
+            tail_cap,
+            last_event_at,
+        })
+    }
+
+    /// The seq of the last event, 0 when empty.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Persists `batch` together with `events` (given seqs right after the last one) and keeps
+    /// them in the tail. On a store failure nothing changes and the error is returned.
+    pub fn append(
+        &mut self,
+        store: &dyn Store,
+        mut batch: Batch,
+        events: Vec<(Option<TurnId>, EventBody)>,
+    ) -> Result<Vec<Arc<Event>>, StoreError> {
+        let ts = Timestamp::now();
+        batch.events = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (turn_id, body))| {
+                Arc::new(Event {
+                    seq: self.last_seq + 1 + i as u64,
+                    session_id: self.session_id,
+                    turn_id,
+                    ts,
+                    body,
+                })
+            })
+            .collect();
+        batch.durable |= batch.events.iter().any(|e| e.body.is_durable());
+        let appended = batch.events.clone();
+        store.commit(self.session_id, batch)?;
+        if let Some(last) = appended.last() {
+            self.last_seq = last.seq;
+            self.last_event_at = Some(last.ts);
+        }
+        for event in &appended {
+            if self.tail.len() == self.tail_cap {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(event.clone());
+        }
+        Ok(appended)
+    }
+
+    /// Events with seq > `after_seq`, from the tail when it covers them, else from the store.
+    pub fn read(
+        &self,
+        store: &dyn Store,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Event>>, StoreError> {
+        if after_seq >= self.last_seq || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let tail_first = self.tail.front().map_or(self.last_seq + 1, |e| e.seq);
+        if after_seq + 1 >= tail_first {
+            let skip = (after_seq + 1 - tail_first) as usize;
+            return Ok(self.tail.iter().skip(skip).take(limit).cloned().collect());
+        }
+        let mut out: Vec<Arc<Event>> = store
+            .read_events(self.session_id, after_seq, limit)?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        // The store may hold fewer than asked when the tail has what follows.
+        if out.len() < limit {
+            let next = out.last().map_or(after_seq, |e| e.seq);
+            if next + 1 >= tail_first {
+                let skip = (next + 1 - tail_first) as usize;
+                out.extend(self.tail.iter().skip(skip).take(limit - out.len()).cloned());
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,165 @@
+//! A typed handle on one session: async methods that hide `Addr::send`, mailbox errors and
+//! passivation (a stopped actor is reactivated from the store and the call is made again).
+
+use crate::error::RuntimeError;
+use crate::ids::{SessionId, TurnId};
+use crate::record::{BusyMode, SessionView};
+use crate::runtime::Runtime;
+use crate::session::{
+    Abort, AbortResult, ActorSnapshot, CancelTurn, Control, DeleteSession, EventPage, GetInfo,
+    ListTurns, PromoteTurn, ReadEvents, SendTurn, Session, Snapshot, Subscribe, TurnList,
+    TurnReceipt, UpdateSession,
+};
+use crate::subscription::Subscription;
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+use std::sync::{Arc, Mutex};
+
+/// How many times a call is made again after finding the actor stopped.
+const MAX_REACTIVATIONS: usize = 8;
+
+/// A cheap, cloneable handle on one session.
+#[derive(Clone)]
+pub struct SessionHandle {
+    /// The session.
+    id: SessionId,
+    /// Where to reactivate it.
+    runtime: Runtime,
+    /// The last known live actor.
+    addr: Arc<Mutex<Option<Addr<Session>>>>,
+}
+
+impl SessionHandle {
+    pub(crate) fn new(id: SessionId, runtime: Runtime) -> Self {
+        SessionHandle {
+            id,
+            runtime,
+            addr: Arc::default(),
+        }
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    async fn addr(&self) -> Result<Addr<Session>, RuntimeError> {
+        let cached = self.addr.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(addr) = cached.filter(|a| a.connected()) {
+            return Ok(addr);
+        }
+        let addr = self.runtime.activate(self.id).await?;
+        *self.addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr.clone());
+        Ok(addr)
+    }
+
+    async fn call<M, R>(&self, make: impl Fn() -> M) -> Result<R, RuntimeError>
+    where
+        M: Message<Result = Result<R, RuntimeError>> + Send + 'static,
+        R: Send + 'static,
+        Session: Handler<M>,
+        <Session as Actor>::Context: ToEnvelope<Session, M>,
+    {
+        for _ in 0..MAX_REACTIVATIONS {
+            let addr = self.addr().await?;
+            match addr.send(make()).await {
+                Ok(result) => return result,
+                Err(MailboxError::Closed) => {
+                    *self.addr.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    tokio::task::yield_now().await;
+                }
+                Err(MailboxError::Timeout) => {
+                    return Err(RuntimeError::Internal("session did not answer".into()))
+                }
+            }
+        }
+        Err(RuntimeError::Internal("session kept stopping".into()))
+    }
+
+    /// Sends a user message with a busy mode.
+    pub async fn send(&self, turn: SendTurn) -> Result<TurnReceipt, RuntimeError> {
+        self.call(|| turn.clone()).await
+    }
+
+    /// Sends `content` with `mode` and no options.
+    pub async fn send_text(
+        &self,
+        content: &str,
+        mode: BusyMode,
+    ) -> Result<TurnReceipt, RuntimeError> {
+        self.send(SendTurn {
+            content: content.to_string(),
+            mode,
+            ..SendTurn::default()
+        })
+        .await
+    }
+
+    /// Subscribes to events after `after_seq`.
+    pub async fn subscribe(&self, after_seq: u64) -> Result<Subscription, RuntimeError> {
+        self.call(|| Subscribe { after_seq }).await
+    }
+
+    /// Aborts the running turn.
+    pub async fn abort(&self) -> Result<AbortResult, RuntimeError> {
+        self.call(|| Abort).await
+    }
+
+    /// Cancels a queued turn.
+    pub async fn cancel_turn(&self, turn: TurnId) -> Result<(), RuntimeError> {
+        self.call(|| CancelTurn(turn)).await
+    }
+
+    /// Moves a queued turn to the front.
+    pub async fn promote_turn(&self, turn: TurnId) -> Result<(), RuntimeError> {
+        self.call(|| PromoteTurn(turn)).await
+    }
+
+    /// Holds the queue.
+    pub async fn pause(&self) -> Result<SessionView, RuntimeError> {
+        self.call(|| Control::Pause).await
+    }
+
+    /// Releases the queue and clears a failure.
+    pub async fn resume(&self) -> Result<SessionView, RuntimeError> {
+        self.call(|| Control::Resume).await
+    }
+
+    /// Clears a failure and the provider session id; the queue runs again.
+    pub async fn reset(&self) -> Result<SessionView, RuntimeError> {
+        self.call(|| Control::Reset).await
+    }
+
+    /// The session object.
+    pub async fn info(&self) -> Result<SessionView, RuntimeError> {
+        self.call(|| GetInfo).await
+    }
+
+    /// Every turn with positions of the open ones.
+    pub async fn turns(&self) -> Result<TurnList, RuntimeError> {
+        self.call(|| ListTurns).await
+    }
+
+    /// A page of events after `after_seq`.
+    pub async fn events(&self, after_seq: u64, limit: usize) -> Result<EventPage, RuntimeError> {
+        self.call(|| ReadEvents { after_seq, limit }).await
+    }
+
+    /// Renames, archives or backfills the project.
+    pub async fn update(&self, update: UpdateSession) -> Result<SessionView, RuntimeError> {
+        self.call(|| update.clone()).await
+    }
+
+    /// Aborts, cancels the queue, deletes the log.
+    pub async fn delete(&self) -> Result<(), RuntimeError> {
+        self.call(|| DeleteSession).await
+    }
+
+    /// The actor-table row.
+    pub async fn snapshot(&self) -> Result<ActorSnapshot, RuntimeError> {
+        let addr = self.addr().await?;
+        addr.send(Snapshot)
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))
+    }
+}

@@ -1,0 +1,67 @@
+//! Troupe's runtime core: an actor per AI-agent chat session, a registry that serializes session
+//! creation per key, a persisted turn queue, and a durable, gapless event log.
+//!
+//! No HTTP here: the `troupe` crate puts this behind REST, WebSocket, SSE and OpenAI-compatible
+//! endpoints. Embedders use [`Runtime`] directly inside their own actix `System`.
+//!
+//! # Layout
+//! - [`runtime`]: the builder and the [`Runtime`] handle (get or create sessions, list, shut down).
+//! - [`registry`]: the registry actor; creation per scoped key, single activation, passivation.
+//! - [`session`]: the session actor; state machine, busy modes, attempts, retries, recovery.
+//! - [`handle`]: [`SessionHandle`], typed async calls that survive passivation.
+//! - [`event_log`], [`turn_queue`], [`subscription`], [`owner_feed`]: the session's parts.
+//! - [`store`]: the [`Store`] trait with sled and in-memory implementations.
+//! - [`provider`]: the [`Provider`] trait and the scripted [`EchoProvider`].
+//! - [`event`], [`record`], [`ids`], [`time`]: the data and its wire shapes.
+//!
+//! # Supervision tree
+//! ```text
+//! actix System
+//! └── SessionRegistry            one per Runtime; creates, activates, forgets stopped sessions
+//!     ├── Session (id A)         owns record, queue, running attempt, log tail, subscribers
+//!     │   └── provider attempt   stream of ProviderEvents; cancelled by a fresh token per attempt
+//!     └── Session (id B) …       passivated when idle; reactivated from the store on demand
+//! ```
+//!
+//! # Guarantees
+//! - One session per scoped key, however many callers race ([`registry`]).
+//! - `seq` per session starts at 1, never skips, never repeats ([`event_log::EventLog`]).
+//! - Every accepted turn ends with exactly one `turn.completed` ([`session`]).
+//! - A subscriber with `after_seq` gets exactly the missing suffix, then live events.
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod event;
+pub mod event_log;
+pub mod handle;
+pub mod ids;
+pub mod metrics;
+pub mod owner_feed;
+pub mod provider;
+pub mod record;
+pub mod registry;
+pub mod runtime;
+pub mod session;
+pub mod settings;
+pub mod store;
+pub mod subscription;
+pub mod time;
+pub mod turn_queue;
+
+pub use error::RuntimeError;
+pub use event::{ErrorInfo, Event, EventBody};
+pub use handle::SessionHandle;
+pub use ids::{ScopedKey, SessionId, TurnId};
+pub use provider::{
+    AttemptRequest, Capabilities, Completion, EchoProvider, FailureClass, Provider, ProviderError,
+    ProviderEvent, ProviderRun, ProviderSet,
+};
+pub use record::{BusyMode, Outcome, SessionState, SessionView, TurnStatus, TurnView};
+pub use registry::NewSession;
+pub use runtime::{Runtime, RuntimeBuilder, SessionFilter};
+pub use session::{SendTurn, TurnReceipt};
+pub use settings::{FailurePolicy, Settings};
+pub use store::{MemoryStore, SledStore, Store};
+pub use subscription::{CloseReason, Subscription};
+pub use time::Timestamp;

@@ -1,0 +1,69 @@
+//! Counters the runtime keeps for operators; the server renders them as Prometheus text.
+
+use crate::record::Outcome;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Runtime-wide counters and gauges. Cheap to bump from any actor.
+#[derive(Debug, Default)]
+pub struct RuntimeMetrics {
+    /// Turns accepted.
+    pub turns_accepted: AtomicU64,
+    /// Turns completed, by outcome (index: [`outcome_index`]).
+    pub turns_completed: [AtomicU64; 6],
+    /// Attempts started.
+    pub attempts: AtomicU64,
+    /// Retries scheduled after transient failures.
+    pub retries: AtomicU64,
+    /// Events appended to logs.
+    pub events_appended: AtomicU64,
+    /// Subscribers dropped as lagging.
+    pub lagged_drops: AtomicU64,
+    /// Session actors started (activations and reactivations).
+    pub activations: AtomicU64,
+    /// Session actors passivated.
+    pub passivations: AtomicU64,
+    /// Sessions created.
+    pub sessions_created: AtomicU64,
+    /// Live session actors.
+    pub live_sessions: AtomicI64,
+    /// Queued turns across live sessions.
+    pub queue_depth: AtomicI64,
+    /// Subscribers across live sessions.
+    pub subscribers: AtomicI64,
+    /// Attempts running now.
+    pub running_attempts: AtomicI64,
+    /// Session actors restarted after a panic.
+    pub panics: AtomicU64,
+}
+
+/// Every outcome, in the order of [`RuntimeMetrics::turns_completed`].
+pub const OUTCOMES: [Outcome; 6] = [
+    Outcome::Success,
+    Outcome::Failed,
+    Outcome::Aborted,
+    Outcome::Interrupted,
+    Outcome::Cancelled,
+    Outcome::Abandoned,
+];
+
+/// The index of an outcome in [`RuntimeMetrics::turns_completed`].
+pub fn outcome_index(outcome: Outcome) -> usize {
+    OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(0)
+}
+
+impl RuntimeMetrics {
+    /// Adds one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `by` to a gauge.
+    pub fn add(gauge: &AtomicI64, by: i64) {
+        gauge.fetch_add(by, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,278 @@
+//! The session registry actor: creates sessions serialized per scoped key, and keeps at most
+//! one live actor per session id (activating passivated sessions from the store on demand).
+
+use crate::error::RuntimeError;
+use crate::event::{Event, EventBody};
+use crate::ids::{validate_session_key, ScopedKey, SessionId};
+use crate::metrics::RuntimeMetrics;
+use crate::record::{SessionRecord, SessionView};
+use crate::runtime::RuntimeShared;
+use crate::session::{Session, SessionArgs};
+use crate::store::{Batch, CreateOutcome};
+use crate::time::Timestamp;
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What a new session is made of.
+#[derive(Clone, Debug, Default)]
+pub struct NewSession {
+    /// Owner (from authentication).
+    pub owner: String,
+    /// Project (working directory or label).
+    pub project: Option<String>,
+    /// Client-chosen key within the scope; `None` always creates.
+    pub key: Option<String>,
+    /// Configured provider name.
+    pub provider: String,
+    /// Human title.
+    pub title: Option<String>,
+    /// Model.
+    pub model: Option<String>,
+    /// Never listed (internal, or an OpenAI request without a key).
+    pub hidden: bool,
+}
+
+impl NewSession {
+    /// The scoped key, when a key was given.
+    pub fn scoped_key(&self) -> Option<ScopedKey> {
+        self.key.as_ref().map(|key| ScopedKey {
+            owner: self.owner.clone(),
+            project: self.project.clone(),
+            key: key.clone(),
+        })
+    }
+
+    /// Checks the key and the provider.
+    pub fn validate(&self, shared: &RuntimeShared) -> Result<(), RuntimeError> {
+        if let Some(key) = &self.key {
+            validate_session_key(key).map_err(RuntimeError::InvalidSessionKey)?;
+        }
+        if shared.providers.get(&self.provider).is_none() {
+            return Err(RuntimeError::UnknownProvider(self.provider.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// Creates a session, or finds the one its key names. Exactly one concurrent caller per key
+/// gets `created: true`.
+#[derive(Message)]
+#[rtype(result = "Result<(SessionId, bool), RuntimeError>")]
+pub struct GetOrCreate(pub NewSession);
+
+/// The live actor of a session, activated from the store when needed.
+#[derive(Message)]
+#[rtype(result = "Result<Addr<Session>, RuntimeError>")]
+pub struct Activate(pub SessionId);
+
+/// A session actor stopped (passivated, deleted, or shut down).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionStopped {
+    /// The session.
+    pub id: SessionId,
+    /// Which activation stopped; a newer one is left alone.
+    pub generation: u64,
+}
+
+/// The addresses of the live session actors.
+#[derive(Message)]
+#[rtype(result = "Vec<Addr<Session>>")]
+pub struct LiveSessions;
+
+/// Whether the registry answers, for the readiness check.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Ping;
+
+struct LiveEntry {
+    addr: Addr<Session>,
+    generation: u64,
+}
+
+/// The registry actor (one per runtime).
+pub struct SessionRegistry {
+    /// Store, providers, settings, feed, metrics.
+    shared: Arc<RuntimeShared>,
+    /// Live session actors by id; at most one per id.
+    live: HashMap<SessionId, LiveEntry>,
+    /// Source of activation generations.
+    next_generation: u64,
+}
+
+impl SessionRegistry {
+    /// A registry over the runtime's shared parts.
+    pub fn new(shared: Arc<RuntimeShared>) -> Self {
+        SessionRegistry {
+            shared,
+            live: HashMap::new(),
+            next_generation: 0,
+        }
+    }
+
+    fn create(&mut self, spec: NewSession) -> Result<(SessionId, bool), RuntimeError> {
+        spec.validate(&self.shared)?;
+        let store = self.shared.store.as_ref();
+        let key = spec.scoped_key();
+        if let Some(key) = &key {
+            if let Some(id) = store.lookup_key(key)? {
+                return Ok((id, false));
+            }
+        }
+        let now = Timestamp::now();
+        let record = SessionRecord {
+            id: SessionId::new(),
+            owner: spec.owner,
+            project: spec.project,
+            provider: spec.provider,
+            key: spec.key,
+            title: spec.title,
+            model: spec.model,
+            provider_session_id: None,
+            created_at: now,
+            updated_at: now,
+            hidden: spec.hidden,
+            paused: false,
+            failed: false,
+            archived: false,
+            consecutive_failures: 0,
+            running_since: None,
+        };
+        let created = Arc::new(Event {
+            seq: 1,
+            session_id: record.id,
+            turn_id: None,
+            ts: now,
+            body: EventBody::SessionCreated {
+                session: SessionView::new(&record, false, 1, 0),
+            },
+        });
+        // The record and its first event land before the key is claimed, so whoever finds the
+        // key finds a whole session.
+        store.commit(
+            record.id,
+            Batch {
+                record: Some(record.clone()),
+                events: vec![created.clone()],
+                durable: true,
+                ..Batch::default()
+            },
+        )?;
+        if let Some(key) = &key {
+            if let CreateOutcome::Existing(winner) = store.create_session(&record, Some(key))? {
+                store.delete_session(record.id)?;
+                return Ok((winner, false));
+            }
+        }
+        RuntimeMetrics::bump(&self.shared.metrics.sessions_created);
+        log::info!(
+            "session {}: created for owner `{}` on `{}`",
+            record.id,
+            record.owner,
+            record.provider
+        );
+        if !record.hidden {
+            self.shared.feed.publish(&record.owner, created);
+        }
+        Ok((record.id, true))
+    }
+
+    fn activate(
+        &mut self,
+        id: SessionId,
+        registry: Addr<Self>,
+    ) -> Result<Addr<Session>, RuntimeError> {
+        if let Some(entry) = self.live.get(&id) {
+            if entry.addr.connected() {
+                return Ok(entry.addr.clone());
+            }
+        }
+        let record = self
+            .shared
+            .store
+            .get_session(id)?
+            .ok_or(RuntimeError::SessionNotFound)?;
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let session = Session::load(SessionArgs {
+            record,
+            shared: self.shared.clone(),
+            registry: registry.recipient(),
+            generation,
+        })?;
+        let addr = session.start();
+        log::debug!("session {id}: activated (generation {generation})");
+        self.live.insert(
+            id,
+            LiveEntry {
+                addr: addr.clone(),
+                generation,
+            },
+        );
+        Ok(addr)
+    }
+}
+
+impl Actor for SessionRegistry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(4096);
+    }
+}
+
+impl Handler<GetOrCreate> for SessionRegistry {
+    type Result = Result<(SessionId, bool), RuntimeError>;
+
+    /// Serialized: the registry handles one creation at a time, and the store's compare-and-set
+    /// on the key fences any other writer.
+    fn handle(&mut self, msg: GetOrCreate, _ctx: &mut Context<Self>) -> Self::Result {
+        self.create(msg.0)
+    }
+}
+
+impl Handler<Activate> for SessionRegistry {
+    type Result = Result<Addr<Session>, RuntimeError>;
+
+    /// At most one live actor per id: concurrent activations get the same address.
+    fn handle(&mut self, msg: Activate, ctx: &mut Context<Self>) -> Self::Result {
+        self.activate(msg.0, ctx.address())
+    }
+}
+
+impl Handler<SessionStopped> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionStopped, _ctx: &mut Context<Self>) {
+        if self
+            .live
+            .get(&msg.id)
+            .is_some_and(|e| e.generation == msg.generation)
+        {
+            self.live.remove(&msg.id);
+        }
+    }
+}
+
+impl Handler<LiveSessions> for SessionRegistry {
+    type Result = MessageResult<LiveSessions>;
+
+    fn handle(&mut self, _msg: LiveSessions, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.live
+                .values()
+                .filter(|e| e.addr.connected())
+                .map(|e| e.addr.clone())
+                .collect(),
+        )
+    }
+}
+
+impl Handler<Ping> for SessionRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: Ping, _ctx: &mut Context<Self>) -> usize {
+        self.live.len()
+    }
+}

@@ -1,0 +1,374 @@
+//! The embedder's door: build a runtime from a store, providers and settings inside your own
+//! actix `System`, then get or create sessions and drive them through typed handles.
+
+use crate::error::RuntimeError;
+use crate::handle::SessionHandle;
+use crate::ids::{ScopedKey, SessionId};
+use crate::metrics::RuntimeMetrics;
+use crate::owner_feed::OwnerFeed;
+use crate::provider::{EchoProvider, Provider, ProviderSet};
+use crate::record::{SessionState, SessionView};
+use crate::registry::{Activate, GetOrCreate, LiveSessions, NewSession, Ping, SessionRegistry};
+use crate::session::{ActorSnapshot, Drain, Interrupt, Session, Snapshot, UpdateSession};
+use crate::settings::Settings;
+use crate::store::{MemoryStore, Store};
+use actix::prelude::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// What every actor of a runtime shares.
+pub struct RuntimeShared {
+    /// The durable store: the only source of truth.
+    pub store: Arc<dyn Store>,
+    /// The configured providers.
+    pub providers: ProviderSet,
+    /// Tunables.
+    pub settings: Arc<Settings>,
+    /// Lifecycle events of every session, for owner feeds.
+    pub feed: OwnerFeed,
+    /// Slots of `max_concurrent_runs`.
+    pub limiter: Arc<Semaphore>,
+    /// Counters for operators.
+    pub metrics: Arc<RuntimeMetrics>,
+}
+
+/// Builds a [`Runtime`].
+#[derive(Default)]
+pub struct RuntimeBuilder {
+    store: Option<Arc<dyn Store>>,
+    providers: ProviderSet,
+    settings: Settings,
+}
+
+impl RuntimeBuilder {
+    /// Uses `store` (default: a fresh [`MemoryStore`]).
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Uses a shared store.
+    pub fn shared_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Adds a provider under `name`.
+    pub fn provider(mut self, name: impl Into<String>, provider: impl Provider) -> Self {
+        self.providers.insert(name, Arc::new(provider));
+        self
+    }
+
+    /// Adds a shared provider under `name`.
+    pub fn shared_provider(mut self, name: impl Into<String>, provider: Arc<dyn Provider>) -> Self {
+        self.providers.insert(name, provider);
+        self
+    }
+
+    /// Uses these settings.
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Starts the registry in the current actix system and begins startup recovery in the
+    /// background: sessions with open turns are reactivated one by one, so the runtime answers
+    /// before every session is reloaded. With no provider configured, `echo` is added.
+    pub fn start(mut self) -> Runtime {
+        if self.providers.iter().next().is_none() {
+            self.providers.insert("echo", Arc::new(EchoProvider::new()));
+        }
+        let shared = Arc::new(RuntimeShared {
+            store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+            providers: self.providers,
+            limiter: Arc::new(Semaphore::new(self.settings.max_concurrent_runs.max(1))),
+            settings: Arc::new(self.settings),
+            feed: OwnerFeed::new(4096),
+            metrics: Arc::new(RuntimeMetrics::default()),
+        });
+        let registry = SessionRegistry::new(shared.clone()).start();
+        let runtime = Runtime { shared, registry };
+        let recovering = runtime.clone();
+        actix::spawn(async move { recovering.recover().await });
+        runtime
+    }
+}
+
+/// Filters for [`Runtime::list_sessions`].
+#[derive(Clone, Debug, Default)]
+pub struct SessionFilter {
+    /// Only this project.
+    pub project: Option<String>,
+    /// Only this provider.
+    pub provider: Option<String>,
+    /// Only this state.
+    pub state: Option<SessionState>,
+    /// At most this many (default 100).
+    pub limit: Option<usize>,
+    /// Only sessions created after this one (ids are time-ordered): the page cursor.
+    pub after: Option<SessionId>,
+}
+
+/// Figures of the registry, for operators.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RegistryFigures {
+    /// Live session actors.
+    pub live: usize,
+    /// Sessions in the store that have no live actor.
+    pub passivated: u64,
+    /// Activations since start.
+    pub activations: u64,
+}
+
+/// A running runtime: a cheap, cloneable handle.
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<RuntimeShared>,
+    registry: Addr<SessionRegistry>,
+}
+
+impl Runtime {
+    /// A builder.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    /// The shared parts (store, providers, settings, feed, metrics).
+    pub fn shared(&self) -> &Arc<RuntimeShared> {
+        &self.shared
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// The providers.
+    pub fn providers(&self) -> &ProviderSet {
+        &self.shared.providers
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Arc<RuntimeMetrics> {
+        &self.shared.metrics
+    }
+
+    /// The lifecycle feed of every owner's sessions.
+    pub fn feed(&self) -> &OwnerFeed {
+        &self.shared.feed
+    }
+
+    /// Gets the session `spec.key` names in its scope, or creates it; `true` when created.
+    /// An existing key is found in the store without a round trip through the registry.
+    pub async fn get_or_create(
+        &self,
+        spec: NewSession,
+    ) -> Result<(SessionHandle, bool), RuntimeError> {
+        spec.validate(&self.shared)?;
+        if let Some(key) = spec.scoped_key() {
+            if let Some(id) = self.shared.store.lookup_key(&key)? {
+                return Ok((self.handle(id), false));
+            }
+            if let Some(id) = self.backfill_project(&key).await? {
+                return Ok((self.handle(id), false));
+            }
+        }
+        let (id, created) = self
+            .registry
+            .send(GetOrCreate(spec))
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))??;
+        Ok((self.handle(id), created))
+    }
+
+    /// A request with a project for a key whose session was made without one: the session
+    /// gets the project, and the key with the project names it from now on.
+    async fn backfill_project(&self, key: &ScopedKey) -> Result<Option<SessionId>, RuntimeError> {
+        let Some(project) = key.project.clone() else {
+            return Ok(None);
+        };
+        let Some(id) = self.shared.store.lookup_key(&key.without_project())? else {
+            return Ok(None);
+        };
+        let view = self
+            .handle(id)
+            .update(UpdateSession {
+                project: Some(project.clone()),
+                ..UpdateSession::default()
+            })
+            .await?;
+        if view.project.as_deref() != Some(project.as_str()) {
+            return Ok(None);
+        }
+        Ok(Some(self.shared.store.claim_key(key, id)?))
+    }
+
+    /// A handle on session `id`, whoever owns it; the session is activated on first use.
+    pub fn handle(&self, id: SessionId) -> SessionHandle {
+        SessionHandle::new(id, self.clone())
+    }
+
+    /// A handle on session `id` if it exists and belongs to `owner`; else `session_not_found`.
+    pub fn session_of(&self, owner: &str, id: SessionId) -> Result<SessionHandle, RuntimeError> {
+        match self.shared.store.get_session(id)? {
+            Some(record) if record.owner == owner => Ok(self.handle(id)),
+            _ => Err(RuntimeError::SessionNotFound),
+        }
+    }
+
+    /// The live actor of session `id`.
+    pub(crate) async fn activate(&self, id: SessionId) -> Result<Addr<Session>, RuntimeError> {
+        self.registry
+            .send(Activate(id))
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?
+    }
+
+    /// The owner's sessions (hidden ones never), oldest first, filtered and paged.
+    pub async fn list_sessions(
+        &self,
+        owner: &str,
+        filter: &SessionFilter,
+    ) -> Result<Vec<SessionView>, RuntimeError> {
+        let limit = filter.limit.unwrap_or(100);
+        let mut out = Vec::new();
+        let mut records = self.shared.store.list_sessions(owner)?;
+        records.sort_by_key(|r| r.id);
+        for record in records {
+            if record.hidden
+                || filter.after.is_some_and(|after| record.id <= after)
+                || filter
+                    .project
+                    .as_ref()
+                    .is_some_and(|p| record.project.as_ref() != Some(p))
+                || filter
+                    .provider
+                    .as_ref()
+                    .is_some_and(|p| &record.provider != p)
+            {
+                continue;
+            }
+            let store = &self.shared.store;
+            let queue_len = store.open_turns(record.id)?.len();
+            let running = record.running_since.is_some();
+            let view = SessionView::new(
+                &record,
+                running,
+                store.last_seq(record.id)?,
+                queue_len.saturating_sub(usize::from(running)),
+            );
+            if filter.state.is_some_and(|s| s != view.state) {
+                continue;
+            }
+            out.push(view);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// A row per live session actor.
+    pub async fn actors(&self) -> Vec<ActorSnapshot> {
+        let Ok(addrs) = self.registry.send(LiveSessions).await else {
+            return Vec::new();
+        };
+        let mut rows = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            if let Ok(row) = addr.send(Snapshot).await {
+                rows.push(row);
+            }
+        }
+        rows.sort_by_key(|r| r.session_id);
+        rows
+    }
+
+    /// Registry figures.
+    pub async fn figures(&self) -> Result<RegistryFigures, RuntimeError> {
+        let live = self
+            .registry
+            .send(Ping)
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        let stats = self.shared.store.stats()?;
+        Ok(RegistryFigures {
+            live,
+            passivated: stats.sessions.saturating_sub(live as u64),
+            activations: RuntimeMetrics::get(&self.shared.metrics.activations),
+        })
+    }
+
+    /// The readiness check: a store write and a registry round trip, each within `timeout`.
+    pub async fn check_ready(&self, timeout: Duration) -> Result<(), (&'static str, String)> {
+        let store = self.shared.store.clone();
+        let write = actix_rt::task::spawn_blocking(move || store.check_writable());
+        match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(("store", e.to_string())),
+            Ok(Err(e)) => return Err(("store", e.to_string())),
+            Err(_) => return Err(("store", "store write timed out".into())),
+        }
+        match tokio::time::timeout(timeout, self.registry.send(Ping)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(("registry", e.to_string())),
+            Err(_) => Err(("registry", "registry did not answer in time".into())),
+        }
+    }
+
+    /// Graceful shutdown: no new turns start; running attempts get up to `grace` to finish,
+    /// then end `interrupted` (re-queued for the next start); the store is flushed.
+    pub async fn shutdown(&self, grace: Duration) {
+        let addrs = self.registry.send(LiveSessions).await.unwrap_or_default();
+        let deadline = Instant::now() + grace;
+        loop {
+            let mut running = 0;
+            for addr in &addrs {
+                if addr.send(Drain).await.unwrap_or(false) {
+                    running += 1;
+                }
+            }
+            if running == 0 || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for addr in &addrs {
+            let _ = addr.send(Interrupt).await;
+        }
+        if let Err(e) = self.shared.store.flush() {
+            log::error!("store flush at shutdown failed: {e}");
+        }
+        log::info!("runtime stopped: {} session actor(s) drained", addrs.len());
+    }
+
+    /// Startup recovery: reactivates every session that has open turns.
+    async fn recover(&self) {
+        let started = Instant::now();
+        let ids = match self.shared.store.active_sessions() {
+            Ok(ids) => ids,
+            Err(e) => {
+                log::error!("startup recovery could not list sessions: {e}");
+                return;
+            }
+        };
+        if ids.is_empty() {
+            return;
+        }
+        let count = ids.len();
+        for id in ids {
+            if let Err(e) = self.activate(id).await {
+                log::error!("session {id}: recovery failed: {e}");
+            }
+        }
+        log::info!(
+            "startup recovery: {count} session(s) with open turns reactivated in {:?}",
+            started.elapsed()
+        );
+    }
+}

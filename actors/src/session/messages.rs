@@ -1,0 +1,193 @@
+//! Messages a session actor handles. Each returns its result to the caller; none is fire-and-forget,
+//! so a message that reached a stopped actor comes back as a mailbox error and is retried on a
+//! fresh activation by [`crate::SessionHandle`].
+
+use crate::error::RuntimeError;
+use crate::event::Event;
+use crate::ids::TurnId;
+use crate::record::{BusyMode, SessionState, SessionView, TurnStatus, TurnView};
+use crate::subscription::Subscription;
+use crate::time::Timestamp;
+use actix::Message;
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// A user message for the session.
+#[derive(Message, Clone, Debug, Default)]
+#[rtype(result = "Result<TurnReceipt, RuntimeError>")]
+pub struct SendTurn {
+    /// The message text.
+    pub content: String,
+    /// What to do when the session is busy.
+    pub mode: BusyMode,
+    /// Makes sending idempotent per session.
+    pub client_message_id: Option<String>,
+    /// Provider options for this turn (the echo provider's script).
+    pub options: Value,
+}
+
+/// The answer to [`SendTurn`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TurnReceipt {
+    /// The turn's id (the original one for a repeated `client_message_id`).
+    pub turn_id: TurnId,
+    /// Where it stands now.
+    pub status: TurnStatus,
+    /// 0 while running, 1.. in the queue; absent once completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
+    /// True when the `client_message_id` was seen before and nothing new was accepted.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+/// Subscribes to events after `after_seq`.
+#[derive(Message)]
+#[rtype(result = "Result<Subscription, RuntimeError>")]
+pub struct Subscribe {
+    /// Replay every event with a greater seq, then the live ones.
+    pub after_seq: u64,
+}
+
+/// Aborts the running turn.
+#[derive(Message)]
+#[rtype(result = "Result<AbortResult, RuntimeError>")]
+pub struct Abort;
+
+/// The answer to [`Abort`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AbortResult {
+    /// Whether a turn was running and is now aborted.
+    pub aborted: bool,
+    /// The aborted turn.
+    pub turn_id: Option<TurnId>,
+}
+
+/// Cancels a queued turn (it ends `cancelled`).
+#[derive(Message)]
+#[rtype(result = "Result<(), RuntimeError>")]
+pub struct CancelTurn(pub TurnId);
+
+/// Moves a queued turn to the front.
+#[derive(Message)]
+#[rtype(result = "Result<(), RuntimeError>")]
+pub struct PromoteTurn(pub TurnId);
+
+/// Queue and failure controls.
+#[derive(Message, Clone, Copy, Debug, PartialEq, Eq)]
+#[rtype(result = "Result<SessionView, RuntimeError>")]
+pub enum Control {
+    /// Hold the queue; a running turn may finish.
+    Pause,
+    /// Release the queue and clear a failure.
+    Resume,
+    /// Clear a failure, the restart count and the provider session id; the queue runs again.
+    Reset,
+}
+
+/// The session object.
+#[derive(Message)]
+#[rtype(result = "Result<SessionView, RuntimeError>")]
+pub struct GetInfo;
+
+/// The session's turns.
+#[derive(Message)]
+#[rtype(result = "Result<TurnList, RuntimeError>")]
+pub struct ListTurns;
+
+/// The answer to [`ListTurns`].
+#[derive(Clone, Debug, Serialize)]
+pub struct TurnList {
+    /// Every turn, oldest first; open ones with their position.
+    pub turns: Vec<TurnView>,
+    /// Whether the queue is held.
+    pub paused: bool,
+}
+
+/// A page of events.
+#[derive(Message)]
+#[rtype(result = "Result<EventPage, RuntimeError>")]
+pub struct ReadEvents {
+    /// Events with a greater seq.
+    pub after_seq: u64,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// The answer to [`ReadEvents`].
+#[derive(Clone, Debug, Serialize)]
+pub struct EventPage {
+    /// The events, in seq order.
+    pub events: Vec<Arc<Event>>,
+    /// The session's last seq.
+    pub last_seq: u64,
+}
+
+/// Changes the title or archives.
+#[derive(Message, Clone, Debug, Default)]
+#[rtype(result = "Result<SessionView, RuntimeError>")]
+pub struct UpdateSession {
+    /// New title.
+    pub title: Option<String>,
+    /// Archive (true) or unarchive (false).
+    pub archived: Option<bool>,
+    /// Sets the project of a session that has none (project backfill).
+    pub project: Option<String>,
+}
+
+/// Aborts, cancels the queue, deletes the log and stops the actor.
+#[derive(Message)]
+#[rtype(result = "Result<(), RuntimeError>")]
+pub struct DeleteSession;
+
+/// A row of the operators' actor table.
+#[derive(Message)]
+#[rtype(result = "ActorSnapshot")]
+pub struct Snapshot;
+
+/// What operators see of a live session actor.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActorSnapshot {
+    /// The session.
+    pub session_id: crate::SessionId,
+    /// Its owner.
+    pub owner: String,
+    /// Its state.
+    pub state: SessionState,
+    /// Live subscribers.
+    pub subscribers: usize,
+    /// Queued turns.
+    pub queue_len: usize,
+    /// Restarts after panics.
+    pub restarts: u32,
+    /// The running attempt.
+    pub run: Option<RunInfo>,
+    /// Last seq.
+    pub last_seq: u64,
+    /// When the last event was appended.
+    pub last_event_at: Option<Timestamp>,
+}
+
+/// The running attempt, for the actor table.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunInfo {
+    /// The turn being answered.
+    pub turn_id: TurnId,
+    /// Its attempt number.
+    pub attempt: u32,
+    /// When the attempt started.
+    pub started_at: Timestamp,
+    /// The provider's process id, if any.
+    pub pid: Option<u32>,
+}
+
+/// Stop dispatching new turns (graceful shutdown); running ones go on.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Drain;
+
+/// Ends the running turn `interrupted` (graceful shutdown after the grace period) and stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Interrupt;

@@ -1,0 +1,231 @@
+//! An in-memory [`Store`]: same semantics as sled, nothing on disk. For tests and benchmarks.
+
+use super::{Batch, CreateOutcome, Store, StoreError, StoreStats};
+use crate::event::Event;
+use crate::ids::{ScopedKey, SessionId, TurnId};
+use crate::record::{SessionRecord, TurnRecord, TurnStatus};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A store that lives in memory and is gone with the process.
+#[derive(Default)]
+pub struct MemoryStore {
+    /// Everything, behind one lock: the store's own atomicity, not the actors'.
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: BTreeMap<SessionId, SessionRecord>,
+    keys: HashMap<ScopedKey, SessionId>,
+    events: HashMap<SessionId, Vec<Arc<Event>>>,
+    turns: HashMap<SessionId, BTreeMap<TurnId, TurnRecord>>,
+    client_ids: HashMap<(SessionId, String), TurnId>,
+    provider_ids: HashMap<(String, String), SessionId>,
+    active: HashSet<SessionId>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain maps behind, still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Store for MemoryStore {
+    fn create_session(
+        &self,
+        record: &SessionRecord,
+        key: Option<&ScopedKey>,
+    ) -> Result<CreateOutcome, StoreError> {
+        let mut inner = self.lock();
+        if let Some(key) = key {
+            if let Some(existing) = inner.keys.get(key) {
+                return Ok(CreateOutcome::Existing(*existing));
+            }
+            inner.keys.insert(key.clone(), record.id);
+        }
+        inner.sessions.insert(record.id, record.clone());
+        Ok(CreateOutcome::Created)
+    }
+
+    fn claim_key(&self, key: &ScopedKey, id: SessionId) -> Result<SessionId, StoreError> {
+        Ok(*self.lock().keys.entry(key.clone()).or_insert(id))
+    }
+
+    fn lookup_key(&self, key: &ScopedKey) -> Result<Option<SessionId>, StoreError> {
+        Ok(self.lock().keys.get(key).copied())
+    }
+
+    fn get_session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.lock().sessions.get(&id).cloned())
+    }
+
+    fn list_sessions(&self, owner: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .sessions
+            .values()
+            .filter(|s| s.owner == owner)
+            .cloned()
+            .collect())
+    }
+
+    fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {
+        let mut ids: Vec<_> = self.lock().active.iter().copied().collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn commit(&self, session: SessionId, batch: Batch) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if let Some(first) = batch.events.first() {
+            let actual = inner.events.get(&session).map_or(0, |e| e.len() as u64);
+            if first.seq != actual + 1 {
+                return Err(StoreError::SeqConflict {
+                    session,
+                    expected: first.seq,
+                    actual,
+                });
+            }
+        }
+        if let Some(record) = batch.record {
+            inner.sessions.insert(session, record);
+        }
+        let turns = inner.turns.entry(session).or_default();
+        for turn in batch.turns {
+            turns.insert(turn.id, turn);
+        }
+        for (client_id, turn) in batch.client_ids {
+            inner.client_ids.insert((session, client_id), turn);
+        }
+        if let Some((provider, provider_id)) = batch.provider_mapping {
+            inner.provider_ids.insert((provider, provider_id), session);
+        }
+        match batch.active {
+            Some(true) => {
+                inner.active.insert(session);
+            }
+            Some(false) => {
+                inner.active.remove(&session);
+            }
+            None => {}
+        }
+        if !batch.events.is_empty() {
+            inner
+                .events
+                .entry(session)
+                .or_default()
+                .extend(batch.events);
+        }
+        Ok(())
+    }
+
+    fn read_events(
+        &self,
+        session: SessionId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let inner = self.lock();
+        let Some(events) = inner.events.get(&session) else {
+            return Ok(Vec::new());
+        };
+        let start = (after_seq as usize).min(events.len());
+        Ok(events[start..]
+            .iter()
+            .take(limit)
+            .map(|e| (**e).clone())
+            .collect())
+    }
+
+    fn last_seq(&self, session: SessionId) -> Result<u64, StoreError> {
+        Ok(self
+            .lock()
+            .events
+            .get(&session)
+            .map_or(0, |e| e.len() as u64))
+    }
+
+    fn open_turns(&self, session: SessionId) -> Result<Vec<TurnRecord>, StoreError> {
+        Ok(self.lock().turns.get(&session).map_or_else(Vec::new, |t| {
+            t.values()
+                .filter(|t| t.status != TurnStatus::Completed)
+                .cloned()
+                .collect()
+        }))
+    }
+
+    fn all_turns(&self, session: SessionId) -> Result<Vec<TurnRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .turns
+            .get(&session)
+            .map_or_else(Vec::new, |t| t.values().cloned().collect()))
+    }
+
+    fn get_turn(&self, session: SessionId, turn: TurnId) -> Result<Option<TurnRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .turns
+            .get(&session)
+            .and_then(|t| t.get(&turn).cloned()))
+    }
+
+    fn turn_for_client_id(
+        &self,
+        session: SessionId,
+        client_message_id: &str,
+    ) -> Result<Option<TurnId>, StoreError> {
+        Ok(self
+            .lock()
+            .client_ids
+            .get(&(session, client_message_id.to_string()))
+            .copied())
+    }
+
+    fn session_for_provider_id(
+        &self,
+        provider: &str,
+        provider_session_id: &str,
+    ) -> Result<Option<SessionId>, StoreError> {
+        Ok(self
+            .lock()
+            .provider_ids
+            .get(&(provider.to_string(), provider_session_id.to_string()))
+            .copied())
+    }
+
+    fn delete_session(&self, id: SessionId) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        inner.sessions.remove(&id);
+        inner.keys.retain(|_, v| *v != id);
+        inner.events.remove(&id);
+        inner.turns.remove(&id);
+        inner.client_ids.retain(|(s, _), _| *s != id);
+        inner.provider_ids.retain(|_, v| *v != id);
+        inner.active.remove(&id);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        let inner = self.lock();
+        Ok(StoreStats {
+            sessions: inner.sessions.len() as u64,
+            active_sessions: inner.active.len() as u64,
+        })
+    }
+}

@@ -1,0 +1,190 @@
+//! Subscriptions to a session's events: a replay of what the subscriber missed, then the live
+//! events, through a bounded buffer. A subscriber that falls `subscriber_buffer` events behind is
+//! dropped with [`CloseReason::Lagged`] and resumes with `after_seq`; nobody else slows down.
+
+use crate::event::Event;
+use crate::ids::SessionId;
+use crate::metrics::RuntimeMetrics;
+use crate::record::SessionState;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::sync::mpsc;
+
+/// Why a subscription ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// It fell too far behind; resume with `after_seq`.
+    Lagged,
+    /// The session was deleted.
+    Deleted,
+    /// The session actor stopped (shutdown or crash); resubscribe.
+    Stopped,
+}
+
+impl CloseReason {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CloseReason::Lagged => "lagged",
+            CloseReason::Deleted => "deleted",
+            CloseReason::Stopped => "stopped",
+        }
+    }
+}
+
+/// Shared between a subscription and its slot: why it was closed.
+type CloseCell = Arc<Mutex<Option<CloseReason>>>;
+
+/// The session's side of a subscriber.
+pub(crate) struct SubscriberSlot {
+    tx: mpsc::Sender<Arc<Event>>,
+    close: CloseCell,
+}
+
+/// The subscribers of one session.
+#[derive(Default)]
+pub(crate) struct Subscribers {
+    slots: Vec<SubscriberSlot>,
+    /// Subscribers dropped as lagging since the actor started.
+    pub lagged_total: u64,
+}
+
+impl Subscribers {
+    /// Registers a subscriber and hands back its receiving end.
+    pub fn add(&mut self, capacity: usize) -> (mpsc::Receiver<Arc<Event>>, CloseCell) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let close = CloseCell::default();
+        self.slots.push(SubscriberSlot {
+            tx,
+            close: close.clone(),
+        });
+        (rx, close)
+    }
+
+    /// Delivers events to every subscriber; drops the ones whose buffer is full.
+    /// Returns how many were dropped as lagging.
+    pub fn broadcast(&mut self, events: &[Arc<Event>]) -> usize {
+        if self.slots.is_empty() {
+            return 0;
+        }
+        let before = self.slots.len();
+        let mut lagged = 0;
+        self.slots.retain(|slot| {
+            for event in events {
+                match slot.tx.try_send(event.clone()) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        *slot.close.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(CloseReason::Lagged);
+                        lagged += 1;
+                        return false;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            true
+        });
+        debug_assert!(self.slots.len() <= before);
+        self.lagged_total += lagged as u64;
+        lagged
+    }
+
+    /// Forgets subscribers that went away; returns how many remain.
+    pub fn live(&mut self) -> usize {
+        self.slots.retain(|s| !s.tx.is_closed());
+        self.slots.len()
+    }
+
+    /// Closes every subscription with `reason`.
+    pub fn close_all(&mut self, reason: CloseReason) {
+        for slot in self.slots.drain(..) {
+            *slot.close.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+        }
+    }
+}
+
+/// A subscriber's view of a session: first the replayed events, then the live ones, in seq order
+/// with no gap and no duplicate.
+pub struct Subscription {
+    /// The session subscribed to.
+    pub session_id: SessionId,
+    /// The session's last seq when the subscription was made.
+    pub last_seq: u64,
+    /// The session's state when the subscription was made.
+    pub state: SessionState,
+    replay: VecDeque<Arc<Event>>,
+    live: mpsc::Receiver<Arc<Event>>,
+    close: CloseCell,
+    /// Events up to this seq are not delivered (a subscriber that asked past the end).
+    skip_through: u64,
+    /// Keeps the subscriber gauge true.
+    metrics: Arc<RuntimeMetrics>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        RuntimeMetrics::add(&self.metrics.subscribers, -1);
+    }
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        session_id: SessionId,
+        last_seq: u64,
+        state: SessionState,
+        replay: VecDeque<Arc<Event>>,
+        live: mpsc::Receiver<Arc<Event>>,
+        close: CloseCell,
+        skip_through: u64,
+        metrics: Arc<RuntimeMetrics>,
+    ) -> Self {
+        Subscription {
+            session_id,
+            last_seq,
+            state,
+            replay,
+            live,
+            close,
+            skip_through,
+            metrics,
+        }
+    }
+
+    /// The next event; `None` once the subscription is closed (see [`Subscription::close_reason`]).
+    pub async fn next(&mut self) -> Option<Arc<Event>> {
+        std::future::poll_fn(|cx| self.poll_next_event(cx)).await
+    }
+
+    /// Polls for the next event.
+    pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<Event>>> {
+        if let Some(event) = self.replay.pop_front() {
+            return Poll::Ready(Some(event));
+        }
+        loop {
+            match self.live.poll_recv(cx) {
+                Poll::Ready(Some(event)) if event.seq <= self.skip_through => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Why the subscription ended; `None` while it is open (or when the session went away
+    /// without saying, which means [`CloseReason::Stopped`]).
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        *self.close.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Events replayed but not yet taken.
+    pub fn replay_len(&self) -> usize {
+        self.replay.len()
+    }
+}
+
+impl futures::Stream for Subscription {
+    type Item = Arc<Event>;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_next_event(cx)
+    }
+}
