@@ -1,1 +1,24 @@
+//! Troupe: an actor-model runtime for AI-agent chat sessions, behind HTTP, WebSocket, SSE and
+//! OpenAI-compatible endpoints. The runtime core lives in the `troupe-actors` crate; this crate
+//! is the product around it.
+//!
+//! # Layout
+//! - [`config`]: layered configuration (defaults, TOML file, `TROUPE_*` environment).
+//! - [`app`]: startup, the bound [`app::Application`], graceful shutdown.
+//! - [`routes`]: the API's doors (REST, WebSocket, SSE, operators).
+//! - [`auth`]: bearer tokens → owners; admin.
+//! - [`error`]: the one API error type and its JSON body.
+//! - [`projects`]: project paths under configured roots.
+//! - [`state`]: what handlers share.
 
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod projects;
+pub mod routes;
+pub mod state;
+
+pub use troupe_actors as actors;

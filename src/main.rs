@@ -1,1 +1,51 @@
-fn main() {}
+//! The `troupe` binary: parses the command line and hands off to the library.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use troupe::app::{shutdown_signal, Application};
+use troupe::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "troupe",
+    version,
+    about = "Actor-model runtime for AI-agent chat sessions"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP, WebSocket, SSE and OpenAI-compatible API.
+    Serve {
+        /// A TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (overrides the configuration).
+        #[arg(long)]
+        bind: Option<String>,
+        /// Data directory of the sled store (overrides the configuration).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let Command::Serve { config, bind, data } = Cli::parse().command;
+    let mut config = Config::load(config.as_deref())?;
+    if let Some(bind) = bind {
+        config.bind = bind;
+    }
+    if let Some(data) = data {
+        config.data_dir = data;
+    }
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(config).await?;
+        // Scripts and tests read the bound address from this line.
+        println!("troupe listening on http://{}", app.address());
+        app.run_until_stopped(shutdown_signal()).await
+    })
+}

@@ -129,6 +129,8 @@ impl Drop for Subscription {
 }
 
 impl Subscription {
+    // The parts come from one actor step; a struct for them would only repeat these names.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         session_id: SessionId,
         last_seq: u64,

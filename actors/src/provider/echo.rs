@@ -111,11 +111,8 @@ pub fn chunks(text: &str, words: usize) -> Vec<String> {
 }
 
 /// Sends one event; `false` when the run was dropped.
-fn emit(
-    tx: &mpsc::Sender<ProviderEvent>,
-    event: ProviderEvent,
-) -> impl std::future::Future<Output = bool> + '_ {
-    async move { tx.send(event).await.is_ok() }
+async fn emit(tx: &mpsc::Sender<ProviderEvent>, event: ProviderEvent) -> bool {
+    tx.send(event).await.is_ok()
 }
 
 /// Answers one user message; `false` when the run ended (cancelled, crashed, stalled, failed).
@@ -264,10 +261,11 @@ impl Provider for EchoProvider {
                     return;
                 }
                 // A steering run answers every message that arrived while it ran, in order.
-                while steer {
-                    let Ok(next) = steer_rx.try_recv() else { break };
-                    if !answer(&tx, &request, &EchoScript::default(), &next).await {
-                        return;
+                if steer {
+                    while let Ok(next) = steer_rx.try_recv() {
+                        if !answer(&tx, &request, &EchoScript::default(), &next).await {
+                            return;
+                        }
                     }
                 }
             };

@@ -1,0 +1,272 @@
+//! Configuration: defaults, then a TOML file, then `TROUPE_*` environment overrides
+//! (`TROUPE_BIND`, `TROUPE_DATA_DIR`, nested keys with `__`: `TROUPE_RUNTIME__MAX_QUEUE=50`).
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use troupe_actors::{FailurePolicy, Settings};
+
+/// The whole configuration of `troupe serve`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub bind: String,
+    /// Where the sled store lives.
+    pub data_dir: PathBuf,
+    /// `sled` (durable, the default) or `memory` (nothing survives a restart).
+    pub store: StoreKind,
+    /// Bearer tokens.
+    pub auth: AuthConfig,
+    /// Where projects may point.
+    pub projects: ProjectsConfig,
+    /// Request and frame size limits.
+    pub limits: LimitsConfig,
+    /// WebSocket heartbeat and buffers.
+    pub websocket: WebSocketConfig,
+    /// Runtime tunables.
+    pub runtime: RuntimeConfig,
+    /// Seconds running attempts get to finish at shutdown before they are interrupted.
+    pub shutdown_grace_secs: u64,
+    /// Providers by name (`[providers.NAME]` tables).
+    pub providers: BTreeMap<String, toml::Table>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: "127.0.0.1:7878".into(),
+            data_dir: PathBuf::from("./troupe-data"),
+            store: StoreKind::Sled,
+            auth: AuthConfig::default(),
+            projects: ProjectsConfig::default(),
+            limits: LimitsConfig::default(),
+            websocket: WebSocketConfig::default(),
+            runtime: RuntimeConfig::default(),
+            shutdown_grace_secs: 10,
+            providers: BTreeMap::new(),
+        }
+    }
+}
+
+/// Which store backs the runtime.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// The embedded sled database in `data_dir`.
+    #[default]
+    Sled,
+    /// In memory; for tests and demos.
+    Memory,
+}
+
+/// A secret string that never prints.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// One bearer token and who it is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The bearer token.
+    pub token: Secret,
+    /// The owner it authenticates as.
+    pub owner: String,
+    /// Whether it may use the admin endpoints.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// Authentication: with no tokens, one implicit owner `local` (loopback only).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accepted tokens.
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// Project paths: with roots configured, a project must resolve under one of them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProjectsConfig {
+    /// Allowed roots; empty means projects are free labels, unchecked.
+    pub roots: Vec<PathBuf>,
+}
+
+/// Size limits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body (413 `payload_too_large` beyond).
+    pub body_bytes: usize,
+    /// Largest WebSocket frame (close 1009 beyond).
+    pub ws_frame_bytes: usize,
+    /// Outbound frames a WebSocket may have unsent before it is closed 1013 `lagged`.
+    pub ws_outbound_buffer: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            body_bytes: 1024 * 1024,
+            ws_frame_bytes: 1024 * 1024,
+            ws_outbound_buffer: 4096,
+        }
+    }
+}
+
+/// WebSocket heartbeat.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// The server pings this often.
+    pub heartbeat_interval_ms: u64,
+    /// A peer silent this long is dropped.
+    pub client_timeout_ms: u64,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            heartbeat_interval_ms: 30_000,
+            client_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// Runtime tunables (see `troupe_actors::Settings`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Idle seconds before a session actor is passivated.
+    pub idle_passivate_secs: f64,
+    /// Events each live session keeps in memory for replay.
+    pub replay_tail: usize,
+    /// Queued turns per session.
+    pub max_queue: usize,
+    /// Unread events per subscriber before it is dropped as lagging.
+    pub subscriber_buffer: usize,
+    /// Transient failures in a row before `retries_exhausted`.
+    pub max_consecutive_restarts: u32,
+    /// First retry delay.
+    pub retry_base_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_ms: u64,
+    /// Wall clock of one attempt.
+    pub attempt_timeout_secs: f64,
+    /// Longest provider silence.
+    pub output_idle_timeout_secs: f64,
+    /// Attempts running at once.
+    pub max_concurrent_runs: usize,
+    /// Sessions running longer than this at startup go `failed`.
+    pub stale_running_hours: f64,
+    /// `hold` or `abandon` the queue of a failed session.
+    pub on_failure: OnFailure,
+}
+
+/// What happens to the queue of a failed session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Keep the queued turns until `reset` or `resume`.
+    #[default]
+    Hold,
+    /// End them `abandoned`.
+    Abandon,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        let s = Settings::default();
+        RuntimeConfig {
+            idle_passivate_secs: s.idle_passivate.as_secs_f64(),
+            replay_tail: s.replay_tail,
+            max_queue: s.max_queue,
+            subscriber_buffer: s.subscriber_buffer,
+            max_consecutive_restarts: s.max_consecutive_restarts,
+            retry_base_ms: s.retry_base.as_millis() as u64,
+            retry_max_ms: s.retry_max.as_millis() as u64,
+            attempt_timeout_secs: s.attempt_timeout.as_secs_f64(),
+            output_idle_timeout_secs: s.output_idle_timeout.as_secs_f64(),
+            max_concurrent_runs: s.max_concurrent_runs,
+            stale_running_hours: s.stale_running.as_secs_f64() / 3600.0,
+            on_failure: OnFailure::Hold,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// The runtime's settings; `fallbacks` come from the providers' `fallback` keys.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            idle_passivate: Duration::from_secs_f64(self.idle_passivate_secs.max(0.0)),
+            replay_tail: self.replay_tail.max(1),
+            max_queue: self.max_queue,
+            subscriber_buffer: self.subscriber_buffer.max(1),
+            max_consecutive_restarts: self.max_consecutive_restarts,
+            retry_base: Duration::from_millis(self.retry_base_ms),
+            retry_max: Duration::from_millis(self.retry_max_ms),
+            attempt_timeout: Duration::from_secs_f64(self.attempt_timeout_secs.max(0.001)),
+            output_idle_timeout: Duration::from_secs_f64(self.output_idle_timeout_secs.max(0.001)),
+            max_concurrent_runs: self.max_concurrent_runs.max(1),
+            stale_running: Duration::from_secs_f64(self.stale_running_hours.max(0.0) * 3600.0),
+            on_failure: match self.on_failure {
+                OnFailure::Hold => FailurePolicy::Hold,
+                OnFailure::Abandon => FailurePolicy::Abandon,
+            },
+            ..Settings::default()
+        }
+    }
+}
+
+/// Why configuration could not be loaded or is unsafe.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable did not parse.
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// The bind address is not an address.
+    #[error("bind address `{0}` is not host:port")]
+    Bind(String),
+    /// Non-loopback bind with no tokens.
+    #[error("refusing to bind {0}: not a loopback address and no auth tokens are configured")]
+    Unprotected(SocketAddr),
+}
+
+impl Config {
+    /// Defaults, then `file` (if given), then `TROUPE_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed("TROUPE_").split("__"));
+        figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))
+    }
+
+    /// The bind address, refusing a non-loopback one without tokens.
+    pub fn checked_bind(&self) -> Result<SocketAddr, ConfigError> {
+        let addr: SocketAddr = self
+            .bind
+            .parse()
+            .map_err(|_| ConfigError::Bind(self.bind.clone()))?;
+        if !addr.ip().is_loopback() && self.auth.tokens.is_empty() {
+            return Err(ConfigError::Unprotected(addr));
+        }
+        Ok(addr)
+    }
+}

@@ -1,0 +1,183 @@
+//! `spawn_app` and typed request helpers for the API tests.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use tempfile::TempDir;
+use troupe::app::Application;
+use troupe::config::Config;
+
+/// A server running in this test's actix system.
+pub struct TestApp {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+    /// The runtime behind it (to inspect the store and metrics).
+    pub runtime: troupe::actors::Runtime,
+    /// The data directory (kept alive while the app lives).
+    pub data: TempDir,
+    /// Fires graceful shutdown.
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Completes when the server has shut down.
+    pub stopped: Option<actix_web::rt::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A default test configuration: sled in a temp dir, port 0.
+pub fn test_config(data: &TempDir) -> Config {
+    let mut config = Config {
+        bind: "127.0.0.1:0".into(),
+        data_dir: data.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.runtime.retry_base_ms = 10;
+    config.runtime.retry_max_ms = 50;
+    config
+}
+
+/// Starts a server with the default test configuration.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a server with the test configuration changed by `tweak`.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut config = test_config(&data);
+    tweak(&mut config);
+    let app = Application::build(config).await.expect("build app");
+    let address = app.address();
+    let runtime = app.runtime().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let stopped = actix_web::rt::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        address,
+        base: format!("http://{address}"),
+        client: reqwest::Client::new(),
+        runtime,
+        data,
+        stop: Some(tx),
+        stopped: Some(stopped),
+    }
+}
+
+impl TestApp {
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// GET `path`, returning status and JSON body (Null when empty or not JSON).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self.client.get(self.url(path)).send().await.expect("GET");
+        status_json(resp).await
+    }
+
+    /// POST JSON to `path`.
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        status_json(resp).await
+    }
+
+    /// Creates an echo session, returning its id.
+    pub async fn create_session(&self) -> String {
+        let (status, body) = self
+            .post("/api/v1/sessions", serde_json::json!({"provider": "echo"}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["session"]["id"].as_str().expect("id").to_string()
+    }
+
+    /// Shuts the server down gracefully and waits for it.
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(stopped) = self.stopped.take() {
+            stopped.await.expect("join").expect("clean shutdown");
+        }
+    }
+}
+
+/// Status and JSON body of a response.
+pub async fn status_json(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// The real `troupe` binary, started as a user would.
+pub struct ServerProcess {
+    /// The child.
+    pub child: Child,
+    /// Where it listens.
+    pub address: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `troupe serve --bind 127.0.0.1:0 --data DIR` plus `extra` arguments and waits
+    /// for its listening line.
+    pub fn start(data: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_troupe"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(extra)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn troupe");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let address = loop {
+            let line = lines
+                .next()
+                .expect("troupe exited before listening")
+                .expect("read stdout");
+            if let Some(rest) = line.strip_prefix("troupe listening on http://") {
+                break rest.trim().parse().expect("address");
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        ServerProcess { child, address }
+    }
+
+    /// `http://ADDRESS`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temp dir path for tests that spawn the binary.
+pub fn temp_path(dir: &TempDir) -> PathBuf {
+    dir.path().to_path_buf()
+}
