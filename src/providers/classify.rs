@@ -93,7 +93,10 @@ pub fn classify(status: Option<u16>, text: &str) -> ProviderError {
         (FailureClass::Transient, "provider_unavailable")
     } else if status == Some(404) || mentions(&lower, UNKNOWN_MODEL) {
         (FailureClass::Terminal, "model_not_found")
-    } else if matches!(status, Some(400 | 413 | 422)) || lower.contains("invalid_request") {
+    } else if matches!(status, Some(400 | 413 | 422))
+        || lower.contains("invalid_request")
+        || lower.contains("invalid request")
+    {
         (FailureClass::Terminal, "invalid_request")
     } else {
         (FailureClass::Transient, "provider_error")
