@@ -38,7 +38,10 @@ async fn tool_use_is_normalized_and_the_session_id_captured() {
     assert_eq!(completion.usage.unwrap()["output_tokens"], 7);
     assert_eq!(completion.exit_code, Some(0));
     let argv = fake.last_argv();
-    assert_eq!(&argv[..4], &["-p", "--output-format", "stream-json", "--verbose"]);
+    assert_eq!(
+        &argv[..4],
+        &["-p", "--output-format", "stream-json", "--verbose"]
+    );
     assert!(!argv.contains(&"--input-format".to_string()));
 }
 
@@ -72,7 +75,10 @@ async fn a_crash_mid_stream_is_transient_with_the_exit_code_and_stderr() {
     assert_eq!(error.class, FailureClass::Transient);
     assert_eq!(error.code, "provider_crashed");
     assert_eq!(error.exit_code, Some(3));
-    assert!(error.message.contains("something broke inside"), "{error:?}");
+    assert!(
+        error.message.contains("something broke inside"),
+        "{error:?}"
+    );
 }
 
 #[actix_rt::test]
@@ -91,9 +97,15 @@ async fn invalid_key_is_terminal_and_overloaded_transient() {
     let fake = Fake::new();
     let provider = one_shot(&fake);
     let error = failure(&collect(provider.start(request("badkey"))).await);
-    assert_eq!((error.class, error.code.as_str()), (FailureClass::Terminal, "invalid_api_key"));
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (FailureClass::Terminal, "invalid_api_key")
+    );
     let error = failure(&collect(provider.start(request("overloaded"))).await);
-    assert_eq!((error.class, error.code.as_str()), (FailureClass::Transient, "overloaded"));
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (FailureClass::Transient, "overloaded")
+    );
 }
 
 #[actix_rt::test]
@@ -111,7 +123,10 @@ async fn garbage_lines_are_skipped_and_a_2_mib_line_is_read_whole() {
     let fake = Fake::new();
     let events = collect(one_shot(&fake).start(request("garbage"))).await;
     done(&events);
-    assert_eq!(messages(&events), vec![big_text(), "done after noise".to_string()]);
+    assert_eq!(
+        messages(&events),
+        vec![big_text(), "done after noise".to_string()]
+    );
 }
 
 #[actix_rt::test]
@@ -121,7 +136,10 @@ async fn a_missing_executable_is_terminal_and_unavailable() {
     let provider = troupe::providers::CliProvider::new(ClaudeCli, settings);
     assert!(!provider.available());
     let error = failure(&collect(provider.start(request("hi"))).await);
-    assert_eq!((error.class, error.code.as_str()), (FailureClass::Terminal, "executable_not_found"));
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (FailureClass::Terminal, "executable_not_found")
+    );
 }
 
 #[actix_rt::test]
@@ -138,7 +156,10 @@ async fn prompts_reach_stdin_intact_and_never_argv() {
         assert_eq!(last["stdin"].as_str().unwrap(), prompt);
         assert_eq!(deltas(&events), format!("received {} bytes", prompt.len()));
         let argv = fake.last_argv();
-        assert!(argv.iter().all(|a| !a.contains("touch") && a.len() < 100), "{argv:?}");
+        assert!(
+            argv.iter().all(|a| !a.contains("touch") && a.len() < 100),
+            "{argv:?}"
+        );
     }
 }
 
@@ -152,7 +173,9 @@ async fn the_environment_is_allow_listed_and_the_project_is_the_working_director
     let mut settings = fake.settings("claude");
     settings.steer = false;
     settings.pass_env = vec!["FAKE_PASSED".into()];
-    settings.env.insert("FAKE_CONFIGURED".into(), "configured".into());
+    settings
+        .env
+        .insert("FAKE_CONFIGURED".into(), "configured".into());
     let provider = troupe::providers::CliProvider::new(ClaudeCli, settings);
     let mut req = request("hello");
     req.project = Some(project.path().display().to_string());
@@ -164,7 +187,10 @@ async fn the_environment_is_allow_listed_and_the_project_is_the_working_director
     assert!(record["env"]["PATH"].is_string());
     let cwd = std::fs::canonicalize(record["cwd"].as_str().unwrap()).unwrap();
     assert_eq!(cwd, std::fs::canonicalize(project.path()).unwrap());
-    assert_eq!(record["pgid"], record["pid"], "the child leads its own process group");
+    assert_eq!(
+        record["pgid"], record["pid"],
+        "the child leads its own process group"
+    );
 }
 
 #[actix_rt::test]
@@ -179,12 +205,23 @@ async fn steering_feeds_more_user_lines_into_the_same_process() {
     let steer = run.steer.clone().expect("a steer channel");
     steer.send("second".into()).unwrap();
     let second = until_end(&mut run).await;
-    assert!(matches!(second.last(), Some(ProviderEvent::Done(_))), "{second:#?}");
+    assert!(
+        matches!(second.last(), Some(ProviderEvent::Done(_))),
+        "{second:#?}"
+    );
     assert_eq!(deltas(&second), "received 6 bytes");
     let records = fake.records();
     assert_eq!(records.len(), 2);
-    assert!(records.iter().all(|r| r["pid"] == pid && r["streaming"] == true));
-    assert!(fake.last_argv().windows(2).any(|w| w == ["--input-format", "stream-json"]));
+    assert!(records
+        .iter()
+        .all(|r| r["pid"] == pid && r["streaming"] == true));
+    assert!(fake
+        .last_argv()
+        .windows(2)
+        .any(|w| w == ["--input-format", "stream-json"]));
     drop(run);
-    assert!(wait_gone(pid as i32).await, "the steered process outlived its run");
+    assert!(
+        wait_gone(pid as i32).await,
+        "the steered process outlived its run"
+    );
 }

@@ -107,12 +107,18 @@ impl AnthropicMock {
             return json_reply(200, json!({"input_tokens": 42}));
         }
         if !path.starts_with("/v1/messages") {
-            return json_reply(404, json!({"type": "error", "error": {"type": "not_found_error", "message": "not here"}}));
+            return json_reply(
+                404,
+                json!({"type": "error", "error": {"type": "not_found_error", "message": "not here"}}),
+            );
         }
         self.messages.lock().unwrap().push(body.clone());
         if *self.mode.lock().unwrap() == Mode::TooLong {
-            return json_reply(400, json!({"type": "error", "error": {"type": "invalid_request_error",
-                "message": "prompt is too long: 212345 tokens > 200000 maximum"}}));
+            return json_reply(
+                400,
+                json!({"type": "error", "error": {"type": "invalid_request_error",
+                "message": "prompt is too long: 212345 tokens > 200000 maximum"}}),
+            );
         }
         let users = body["messages"]
             .as_array()
@@ -121,21 +127,39 @@ impl AnthropicMock {
         let text = format!("turn {users}");
         let model = body["model"].as_str().unwrap_or("claude-sonnet-4-5");
         if body["stream"] != true {
-            return json_reply(200, json!({"id": "msg_mock", "type": "message", "role": "assistant",
+            return json_reply(
+                200,
+                json!({"id": "msg_mock", "type": "message", "role": "assistant",
                 "model": model, "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
-                "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 3}}));
+                "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 3}}),
+            );
         }
         let events = [
-            ("message_start", json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message",
+            (
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message",
                 "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": 10, "output_tokens": 1}}})),
-            ("content_block_start", json!({"type": "content_block_start", "index": 0,
-                "content_block": {"type": "text", "text": ""}})),
-            ("content_block_delta", json!({"type": "content_block_delta", "index": 0,
-                "delta": {"type": "text_delta", "text": text}})),
-            ("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
-            ("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn",
-                "stop_sequence": null}, "usage": {"output_tokens": 3}})),
+                "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": text}}),
+            ),
+            (
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+            (
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn",
+                "stop_sequence": null}, "usage": {"output_tokens": 3}}),
+            ),
             ("message_stop", json!({"type": "message_stop"})),
         ];
         let sse: String = events
@@ -167,7 +191,10 @@ fn settings(command: String, url: &str, home: &std::path::Path) -> CliSettings {
     let mut settings = CliSettings::new(command);
     for (name, value) in [
         ("ANTHROPIC_BASE_URL", url.to_string()),
-        ("ANTHROPIC_API_KEY", "sk-ant-test-mock-key-000000".to_string()),
+        (
+            "ANTHROPIC_API_KEY",
+            "sk-ant-test-mock-key-000000".to_string(),
+        ),
         ("HOME", home.display().to_string()),
         ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".to_string()),
         ("DISABLE_AUTOUPDATER", "1".to_string()),
@@ -224,7 +251,10 @@ async fn real_claude_two_turns_resume_the_provider_session() {
     let (mock, url) = AnthropicMock::start(Mode::Answer).await;
     let home = tempfile::tempdir().unwrap();
     let project = tempfile::tempdir().unwrap();
-    let rt = runtime(CliProvider::new(ClaudeCli, settings(command, &url, home.path())));
+    let rt = runtime(CliProvider::new(
+        ClaudeCli,
+        settings(command, &url, home.path()),
+    ));
     let (session, _) = rt
         .get_or_create(NewSession {
             owner: "local".into(),
@@ -235,18 +265,41 @@ async fn real_claude_two_turns_resume_the_provider_session() {
         .await
         .unwrap();
     let mut sub = session.subscribe(0).await.unwrap();
-    session.send_text("Say hello.", BusyMode::Enqueue).await.unwrap();
+    session
+        .send_text("Say hello.", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let (first, end) = completed(&mut sub).await;
     assert!(
-        matches!(end, EventBody::TurnCompleted { outcome: Outcome::Success, .. }),
+        matches!(
+            end,
+            EventBody::TurnCompleted {
+                outcome: Outcome::Success,
+                ..
+            }
+        ),
         "{end:?} after {first:#?}"
     );
     assert_eq!(text_of(&first), "turn 1");
-    let id = session.info().await.unwrap().provider_session_id.expect("session id mapped");
-    session.send_text("Again.", BusyMode::Enqueue).await.unwrap();
+    let id = session
+        .info()
+        .await
+        .unwrap()
+        .provider_session_id
+        .expect("session id mapped");
+    session
+        .send_text("Again.", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let (second, end) = completed(&mut sub).await;
     assert!(
-        matches!(end, EventBody::TurnCompleted { outcome: Outcome::Success, .. }),
+        matches!(
+            end,
+            EventBody::TurnCompleted {
+                outcome: Outcome::Success,
+                ..
+            }
+        ),
         "{end:?} after {second:#?}"
     );
     assert_eq!(
@@ -267,7 +320,11 @@ async fn real_claude_prompt_too_long_is_terminal_and_attempted_once() {
     // Directly through the provider: the failure and its class.
     let events = collect(provider.start(request("Summarize everything."))).await;
     let error = failure(&events);
-    assert_eq!((error.class, error.code.as_str()), (FailureClass::Terminal, "prompt_too_long"), "{error:?}");
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (FailureClass::Terminal, "prompt_too_long"),
+        "{error:?}"
+    );
     let direct_calls = mock.answered().len();
     assert!(direct_calls >= 1);
     // Through a session: one attempt, no retry.
@@ -281,12 +338,22 @@ async fn real_claude_prompt_too_long_is_terminal_and_attempted_once() {
         .await
         .unwrap();
     let mut sub = session.subscribe(0).await.unwrap();
-    session.send_text("Summarize everything.", BusyMode::Enqueue).await.unwrap();
+    session
+        .send_text("Summarize everything.", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let (events, end) = completed(&mut sub).await;
-    let EventBody::TurnCompleted { outcome, error, .. } = end else { unreachable!() };
+    let EventBody::TurnCompleted { outcome, error, .. } = end else {
+        unreachable!()
+    };
     assert_eq!(outcome, Outcome::Failed);
     assert_eq!(error.unwrap().code, "prompt_too_long");
-    let starts = events.iter().filter(|e| matches!(e, EventBody::TurnStarted { .. })).count();
+    let starts = events
+        .iter()
+        .filter(|e| matches!(e, EventBody::TurnStarted { .. }))
+        .count();
     assert_eq!(starts, 1, "attempted once: {events:#?}");
-    assert!(!events.iter().any(|e| matches!(e, EventBody::TurnRetrying { .. })));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, EventBody::TurnRetrying { .. })));
 }

@@ -11,14 +11,22 @@ use troupe_actors::{FailureClass, Provider, ProviderEvent};
 #[actix_rt::test]
 async fn items_become_tool_events_and_messages_and_the_thread_is_captured() {
     let fake = Fake::new();
-    let events = collect(fake.provider(CodexCli, "codex").start(request("tool please"))).await;
+    let events = collect(
+        fake.provider(CodexCli, "codex")
+            .start(request("tool please")),
+    )
+    .await;
     assert_eq!(session_ids(&events).len(), 1);
     assert!(events.contains(&ProviderEvent::Thinking("**Listing files**".into())));
     let uses: Vec<_> = events
         .iter()
         .filter(|e| matches!(e, ProviderEvent::ToolUse { .. }))
         .collect();
-    assert_eq!(uses.len(), 2, "a command announced once, then a file change: {events:#?}");
+    assert_eq!(
+        uses.len(),
+        2,
+        "a command announced once, then a file change: {events:#?}"
+    );
     assert_eq!(
         uses[0],
         &ProviderEvent::ToolUse {
@@ -50,7 +58,10 @@ async fn the_next_turn_resumes_the_thread() {
     let second = collect(provider.start(next)).await;
     done(&second);
     assert_eq!(deltas(&second), format!("resumed {thread}: 5 bytes"));
-    assert_eq!(fake.last_argv(), vec!["exec", "--json", "resume", &thread, "-"]);
+    assert_eq!(
+        fake.last_argv(),
+        vec!["exec", "--json", "resume", &thread, "-"]
+    );
 }
 
 #[actix_rt::test]
@@ -59,7 +70,10 @@ async fn a_crash_mid_stream_is_transient() {
     let events = collect(fake.provider(CodexCli, "codex").start(request("crash"))).await;
     assert_eq!(deltas(&events), "Starting");
     let error = failure(&events);
-    assert_eq!((error.class, error.code.as_str()), (FailureClass::Transient, "provider_crashed"));
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (FailureClass::Transient, "provider_crashed")
+    );
     assert_eq!(error.exit_code, Some(101));
     assert!(error.message.contains("panicked"));
 }
@@ -69,10 +83,16 @@ async fn turn_failed_is_classified() {
     let fake = Fake::new();
     let provider = fake.provider(CodexCli, "codex");
     let error = failure(&collect(provider.start(request("toolong"))).await);
-    assert_eq!((error.class, error.code.as_str()), (FailureClass::Terminal, "prompt_too_long"));
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (FailureClass::Terminal, "prompt_too_long")
+    );
     assert_eq!(error.exit_code, Some(1));
     let error = failure(&collect(provider.start(request("ratelimit"))).await);
-    assert_eq!((error.class, error.code.as_str()), (FailureClass::Transient, "rate_limited"));
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (FailureClass::Transient, "rate_limited")
+    );
 }
 
 #[actix_rt::test]
@@ -89,7 +109,10 @@ async fn garbage_lines_are_skipped_and_a_2_mib_line_is_read_whole() {
     let fake = Fake::new();
     let events = collect(fake.provider(CodexCli, "codex").start(request("garbage"))).await;
     done(&events);
-    assert_eq!(messages(&events), vec![big_text(), "done after noise".to_string()]);
+    assert_eq!(
+        messages(&events),
+        vec![big_text(), "done after noise".to_string()]
+    );
 }
 
 #[actix_rt::test]

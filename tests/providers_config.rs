@@ -33,7 +33,18 @@ fn the_documented_example_builds_and_lists() {
     let set = build_providers(&configs).expect("the example builds");
     let infos = provider_infos(&set, &configs);
     let names: Vec<_> = infos.iter().map(|i| i.name.as_str()).collect();
-    assert_eq!(names, ["claude", "codex", "cursor", "echo", "gemini", "local", "openrouter"]);
+    assert_eq!(
+        names,
+        [
+            "claude",
+            "codex",
+            "cursor",
+            "echo",
+            "gemini",
+            "local",
+            "openrouter"
+        ]
+    );
     let claude = &infos[0];
     assert_eq!(claude.kind, "claude-cli");
     assert!(claude.capabilities.resume && claude.capabilities.steer);
@@ -43,7 +54,10 @@ fn the_documented_example_builds_and_lists() {
     assert!(local.capabilities.stateless && local.available);
     let json = serde_json::to_value(local).unwrap();
     assert_eq!(json["capabilities"]["stateless"], true);
-    assert_eq!(fallbacks(&configs).get("claude").map(String::as_str), Some("openrouter"));
+    assert_eq!(
+        fallbacks(&configs).get("claude").map(String::as_str),
+        Some("openrouter")
+    );
 }
 
 #[test]
@@ -59,10 +73,22 @@ fn unknown_fallbacks_names_and_fields_are_refused() {
     echo.fallback = None;
     configs.clear();
     configs.insert("bad name".to_string(), echo);
-    assert!(matches!(build_providers(&configs), Err(ProviderConfigError::InvalidName(_))));
+    assert!(matches!(
+        build_providers(&configs),
+        Err(ProviderConfigError::InvalidName(_))
+    ));
     let mut http = BTreeMap::new();
-    http.insert("x".to_string(), ProviderConfig::of_kind(ProviderKind::OpenaiHttp));
-    assert!(matches!(build_providers(&http), Err(ProviderConfigError::Missing { field: "base_url", .. })));
+    http.insert(
+        "x".to_string(),
+        ProviderConfig::of_kind(ProviderKind::OpenaiHttp),
+    );
+    assert!(matches!(
+        build_providers(&http),
+        Err(ProviderConfigError::Missing {
+            field: "base_url",
+            ..
+        })
+    ));
     let typo = toml::from_str::<ServerConfig>("[providers.a]\nkind = \"echo\"\ncomand = \"x\"\n");
     assert!(typo.is_err(), "unknown fields are refused");
     let kind = toml::from_str::<ServerConfig>("[providers.a]\nkind = \"claude\"\n");
@@ -73,7 +99,12 @@ fn unknown_fallbacks_names_and_fields_are_refused() {
 fn defaults_are_echo_and_the_clis_on_path() {
     let configs = default_provider_configs();
     assert_eq!(configs["echo"].kind, ProviderKind::Echo);
-    for (name, command) in [("claude", "claude"), ("codex", "codex"), ("gemini", "gemini"), ("cursor", "cursor-agent")] {
+    for (name, command) in [
+        ("claude", "claude"),
+        ("codex", "codex"),
+        ("gemini", "gemini"),
+        ("cursor", "cursor-agent"),
+    ] {
         let on_path = troupe::providers::process::resolve_program(command, None).is_some();
         assert_eq!(configs.contains_key(name), on_path, "{name}");
     }

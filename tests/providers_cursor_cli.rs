@@ -11,7 +11,11 @@ use troupe_actors::{FailureClass, Provider, ProviderEvent};
 #[actix_rt::test]
 async fn tool_calls_and_text_are_normalized() {
     let fake = Fake::new();
-    let events = collect(fake.provider(CursorCli, "cursor-agent").start(request("tool"))).await;
+    let events = collect(
+        fake.provider(CursorCli, "cursor-agent")
+            .start(request("tool")),
+    )
+    .await;
     assert_eq!(session_ids(&events).len(), 1);
     assert!(events.contains(&ProviderEvent::ToolUse {
         tool_id: "call_1".into(),
@@ -25,7 +29,10 @@ async fn tool_calls_and_text_are_normalized() {
     }));
     assert_eq!(messages(&events), vec!["Let me read it.", "It is a title."]);
     assert_eq!(done(&events).exit_code, Some(0));
-    assert_eq!(fake.last_argv(), vec!["-p", "--output-format", "stream-json"]);
+    assert_eq!(
+        fake.last_argv(),
+        vec!["-p", "--output-format", "stream-json"]
+    );
 }
 
 #[actix_rt::test]
@@ -56,7 +63,11 @@ async fn the_next_turn_resumes_the_session() {
 #[actix_rt::test]
 async fn a_non_zero_exit_without_a_result_is_transient() {
     let fake = Fake::new();
-    let events = collect(fake.provider(CursorCli, "cursor-agent").start(request("crash"))).await;
+    let events = collect(
+        fake.provider(CursorCli, "cursor-agent")
+            .start(request("crash")),
+    )
+    .await;
     assert_eq!(deltas(&events), "Start");
     let error = failure(&events);
     assert_eq!(error.class, FailureClass::Transient);
@@ -69,9 +80,15 @@ async fn error_results_and_missing_login_are_terminal() {
     let fake = Fake::new();
     let provider = fake.provider(CursorCli, "cursor-agent");
     let error = failure(&collect(provider.start(request("error"))).await);
-    assert_eq!((error.class, error.code.as_str()), (FailureClass::Terminal, "invalid_request"));
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (FailureClass::Terminal, "invalid_request")
+    );
     let error = failure(&collect(provider.start(request("noauth"))).await);
-    assert_eq!((error.class, error.code.as_str()), (FailureClass::Terminal, "invalid_api_key"));
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (FailureClass::Terminal, "invalid_api_key")
+    );
 }
 
 #[actix_rt::test]
@@ -86,7 +103,14 @@ async fn an_unknown_session_is_resume_lost() {
 #[actix_rt::test]
 async fn garbage_lines_are_skipped_and_a_2_mib_line_is_read_whole() {
     let fake = Fake::new();
-    let events = collect(fake.provider(CursorCli, "cursor-agent").start(request("garbage"))).await;
+    let events = collect(
+        fake.provider(CursorCli, "cursor-agent")
+            .start(request("garbage")),
+    )
+    .await;
     done(&events);
-    assert_eq!(messages(&events), vec![format!("{}done after noise", big_text())]);
+    assert_eq!(
+        messages(&events),
+        vec![format!("{}done after noise", big_text())]
+    );
 }

@@ -24,7 +24,10 @@ async fn tool_use_and_deltas_are_normalized() {
         is_error: false,
     }));
     assert_eq!(deltas(&events), "Let me look.There are 2 files.");
-    assert_eq!(messages(&events), vec!["Let me look.", "There are 2 files."]);
+    assert_eq!(
+        messages(&events),
+        vec!["Let me look.", "There are 2 files."]
+    );
     let completion = done(&events);
     assert_eq!(completion.usage.unwrap()["total_tokens"], 120);
     assert_eq!(fake.last_argv(), vec!["--output-format", "stream-json"]);
@@ -54,7 +57,10 @@ async fn a_crash_mid_stream_is_transient() {
     let events = collect(fake.provider(GeminiCli, "gemini").start(request("crash"))).await;
     assert_eq!(deltas(&events), "Start");
     let error = failure(&events);
-    assert_eq!((error.class, error.code.as_str()), (FailureClass::Transient, "provider_crashed"));
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (FailureClass::Transient, "provider_crashed")
+    );
     assert_eq!(error.exit_code, Some(134));
 }
 
@@ -63,14 +69,25 @@ async fn error_results_and_exit_codes_are_classified() {
     let fake = Fake::new();
     let provider = fake.provider(GeminiCli, "gemini");
     let error = failure(&collect(provider.start(request("toolong"))).await);
-    assert_eq!((error.class, error.code.as_str()), (FailureClass::Terminal, "prompt_too_long"));
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (FailureClass::Terminal, "prompt_too_long")
+    );
     let events = collect(provider.start(request("turnlimit"))).await;
-    assert!(events.contains(&ProviderEvent::Status(json!({"warning": "Loop detected, stopping"}))));
+    assert!(events.contains(&ProviderEvent::Status(
+        json!({"warning": "Loop detected, stopping"})
+    )));
     let error = failure(&events);
-    assert_eq!((error.class, error.code.as_str()), (FailureClass::Terminal, "turn_limit"));
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (FailureClass::Terminal, "turn_limit")
+    );
     assert_eq!(error.exit_code, Some(53));
     let error = failure(&collect(provider.start(request("badinput"))).await);
-    assert_eq!((error.class, error.code.as_str()), (FailureClass::Terminal, "invalid_request"));
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (FailureClass::Terminal, "invalid_request")
+    );
     assert_eq!(error.exit_code, Some(42));
 }
 

@@ -13,8 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 use troupe::providers::{OpenAiHttp, OpenAiHttpSettings};
 use troupe_actors::provider::HistoryMessage;
 use troupe_actors::{
-    BusyMode, EventBody, FailureClass, MemoryStore, NewSession, Outcome, Provider, ProviderEvent,
-    Runtime, Settings,
+    BusyMode, EventBody, FailureClass, MemoryStore, NewSession, Outcome, Provider, Runtime,
+    Settings,
 };
 
 /// The key the tests put in the environment; it must never show up in an error.
@@ -98,7 +98,12 @@ impl Mock {
         }
         let body = serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or(Value::Null);
         self.seen.lock().unwrap().push(Seen { head, body });
-        let reply = self.replies.lock().unwrap().pop_front().expect("an unexpected request");
+        let reply = self
+            .replies
+            .lock()
+            .unwrap()
+            .pop_front()
+            .expect("an unexpected request");
         let sse_head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
         let frame = |data: &str| {
             let event = format!("data: {data}\n\n");
@@ -158,7 +163,13 @@ fn usage() -> String {
 }
 
 fn hello() -> Reply {
-    Reply::Stream(vec![chunk("Hel"), chunk("lo"), finish(), usage(), "[DONE]".into()])
+    Reply::Stream(vec![
+        chunk("Hel"),
+        chunk("lo"),
+        finish(),
+        usage(),
+        "[DONE]".into(),
+    ])
 }
 
 fn provider(url: &str) -> OpenAiHttp {
@@ -178,8 +189,14 @@ async fn streams_text_and_usage_and_sends_the_history() {
     let (mock, url) = Mock::start(vec![hello()]).await;
     let mut req = request("and now?");
     req.history = vec![
-        HistoryMessage { role: "user".into(), text: "earlier question".into() },
-        HistoryMessage { role: "assistant".into(), text: "earlier answer".into() },
+        HistoryMessage {
+            role: "user".into(),
+            text: "earlier question".into(),
+        },
+        HistoryMessage {
+            role: "assistant".into(),
+            text: "earlier answer".into(),
+        },
     ];
     let session = req.session_id;
     let events = collect(provider(&url).start(req)).await;
@@ -192,7 +209,10 @@ async fn streams_text_and_usage_and_sends_the_history() {
     let seen = mock.seen();
     assert_eq!(seen.len(), 1);
     assert!(seen[0].head.starts_with("POST /v1/chat/completions "));
-    assert!(seen[0].head.to_lowercase().contains(&format!("authorization: bearer {}", KEY.to_lowercase())));
+    assert!(seen[0]
+        .head
+        .to_lowercase()
+        .contains(&format!("authorization: bearer {}", KEY.to_lowercase())));
     assert_eq!(seen[0].body["model"], "qwen2.5:7b");
     assert_eq!(seen[0].body["stream"], true);
     assert_eq!(
@@ -215,16 +235,24 @@ async fn a_429_is_transient_with_retry_after() {
     )])
     .await;
     let error = failure(&collect(provider(&url).start(request("hi"))).await);
-    assert_eq!((error.class, error.code.as_str()), (FailureClass::Transient, "rate_limited"));
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (FailureClass::Transient, "rate_limited")
+    );
     assert_eq!(error.retry_after, Some(Duration::from_secs(7)));
 }
 
 #[actix_rt::test]
 async fn a_401_is_terminal_and_the_key_never_shows() {
-    let body = format!(r#"{{"error":{{"message":"Incorrect API key provided: {KEY}","type":"invalid_request_error","code":"invalid_api_key"}}}}"#);
+    let body = format!(
+        r#"{{"error":{{"message":"Incorrect API key provided: {KEY}","type":"invalid_request_error","code":"invalid_api_key"}}}}"#
+    );
     let (mock, url) = Mock::start(vec![Reply::Status(401, vec![], body)]).await;
     let error = failure(&collect(provider(&url).start(request("hi"))).await);
-    assert_eq!((error.class, error.code.as_str()), (FailureClass::Terminal, "invalid_api_key"));
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (FailureClass::Terminal, "invalid_api_key")
+    );
     assert!(!error.message.contains(KEY), "{error:?}");
     assert!(error.message.contains("[redacted]"));
     assert_eq!(mock.seen().len(), 1);
@@ -233,15 +261,34 @@ async fn a_401_is_terminal_and_the_key_never_shows() {
 #[actix_rt::test]
 async fn other_statuses_are_classified() {
     let cases = [
-        (400, r#"{"error":{"message":"This model's maximum context length is 8192 tokens","code":"context_length_exceeded"}}"#, FailureClass::Terminal, "prompt_too_long"),
-        (404, r#"{"error":{"message":"The model `nope` does not exist"}}"#, FailureClass::Terminal, "model_not_found"),
+        (
+            400,
+            r#"{"error":{"message":"This model's maximum context length is 8192 tokens","code":"context_length_exceeded"}}"#,
+            FailureClass::Terminal,
+            "prompt_too_long",
+        ),
+        (
+            404,
+            r#"{"error":{"message":"The model `nope` does not exist"}}"#,
+            FailureClass::Terminal,
+            "model_not_found",
+        ),
         (403, "forbidden", FailureClass::Terminal, "forbidden"),
-        (503, "upstream unavailable", FailureClass::Transient, "provider_unavailable"),
+        (
+            503,
+            "upstream unavailable",
+            FailureClass::Transient,
+            "provider_unavailable",
+        ),
     ];
     for (status, body, class, code) in cases {
         let (_mock, url) = Mock::start(vec![Reply::Status(status, vec![], body.into())]).await;
         let error = failure(&collect(provider(&url).start(request("hi"))).await);
-        assert_eq!((error.class, error.code.as_str()), (class, code), "status {status}");
+        assert_eq!(
+            (error.class, error.code.as_str()),
+            (class, code),
+            "status {status}"
+        );
     }
 }
 
@@ -251,14 +298,20 @@ async fn a_connection_dropped_mid_stream_is_transient() {
     let events = collect(provider(&url).start(request("hi"))).await;
     assert_eq!(deltas(&events), "Hel");
     let error = failure(&events);
-    assert_eq!((error.class, error.code.as_str()), (FailureClass::Transient, "connection_lost"));
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (FailureClass::Transient, "connection_lost")
+    );
 }
 
 #[actix_rt::test]
 async fn a_silent_server_times_out_transiently() {
     let (_mock, url) = Mock::start(vec![Reply::Silence]).await;
     let error = failure(&collect(provider(&url).start(request("hi"))).await);
-    assert_eq!((error.class, error.code.as_str()), (FailureClass::Transient, "request_timeout"));
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (FailureClass::Transient, "request_timeout")
+    );
 }
 
 #[actix_rt::test]
@@ -269,7 +322,10 @@ async fn a_missing_key_is_unavailable_and_terminal() {
     let provider = OpenAiHttp::new(settings).unwrap();
     assert!(!provider.available());
     let error = failure(&collect(provider.start(request("hi"))).await);
-    assert_eq!((error.class, error.code.as_str()), (FailureClass::Terminal, "missing_api_key"));
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (FailureClass::Terminal, "missing_api_key")
+    );
 }
 
 #[actix_rt::test]
@@ -295,12 +351,21 @@ async fn a_session_retries_a_429_and_sends_its_history_on_the_next_turn() {
         .await
         .unwrap();
     let mut sub = session.subscribe(0).await.unwrap();
-    session.send_text("first question", BusyMode::Enqueue).await.unwrap();
-    session.send_text("second question", BusyMode::Enqueue).await.unwrap();
+    session
+        .send_text("first question", BusyMode::Enqueue)
+        .await
+        .unwrap();
+    session
+        .send_text("second question", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let mut outcomes = Vec::new();
     let mut retries = 0;
     while outcomes.len() < 2 {
-        let event = tokio::time::timeout(ATTEMPT_LIMIT, sub.next()).await.unwrap().unwrap();
+        let event = tokio::time::timeout(ATTEMPT_LIMIT, sub.next())
+            .await
+            .unwrap()
+            .unwrap();
         match &event.body {
             EventBody::TurnCompleted { outcome, .. } => outcomes.push(*outcome),
             EventBody::TurnRetrying { .. } => retries += 1,
@@ -312,7 +377,10 @@ async fn a_session_retries_a_429_and_sends_its_history_on_the_next_turn() {
     let seen = mock.seen();
     assert_eq!(seen.len(), 3);
     let last = seen[2].body["messages"].as_array().unwrap().clone();
-    let texts: Vec<_> = last.iter().map(|m| (m["role"].as_str().unwrap(), m["content"].as_str().unwrap())).collect();
+    let texts: Vec<_> = last
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+        .collect();
     assert_eq!(
         texts,
         vec![

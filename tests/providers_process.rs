@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use troupe::providers::{ClaudeCli, CliProvider, CodexCli};
 use troupe_actors::{
-    BusyMode, Event, EventBody, MemoryStore, NewSession, Outcome, Provider, ProviderEvent,
-    Runtime, Settings, Subscription,
+    BusyMode, Event, EventBody, MemoryStore, NewSession, Outcome, Provider, ProviderEvent, Runtime,
+    Settings, Subscription,
 };
 
 #[actix_rt::test]
@@ -29,7 +29,10 @@ async fn cancel_kills_the_child_and_its_grandchild() {
     let events = collect(run).await;
     assert!(!events.iter().any(|e| matches!(e, ProviderEvent::Done(_))));
     assert!(wait_gone(pid).await, "child {pid} survived the cancel");
-    assert!(wait_gone(grandchild).await, "grandchild {grandchild} survived the cancel");
+    assert!(
+        wait_gone(grandchild).await,
+        "grandchild {grandchild} survived the cancel"
+    );
 }
 
 #[actix_rt::test]
@@ -57,7 +60,10 @@ async fn a_child_ignoring_sigterm_is_killed_after_the_grace() {
     drop(run);
     assert!(wait_gone(child).await, "a SIGTERM-ignoring child survived");
     assert!(wait_gone(grandchild).await);
-    assert!(started.elapsed() >= Duration::from_millis(150), "it was given its grace");
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "it was given its grace"
+    );
 }
 
 #[actix_rt::test]
@@ -68,7 +74,10 @@ async fn a_grandchild_left_behind_after_a_result_is_reaped() {
     let events = collect(CliProvider::new(CodexCli, settings).start(request("orphan"))).await;
     assert_eq!(done(&events).exit_code, Some(0));
     let (_, grandchild) = fake.pids().await;
-    assert!(wait_gone(grandchild).await, "the orphan outlived the attempt");
+    assert!(
+        wait_gone(grandchild).await,
+        "the orphan outlived the attempt"
+    );
 }
 
 async fn until_completed(sub: &mut Subscription, n: usize) -> Vec<Arc<Event>> {
@@ -116,8 +125,10 @@ async fn a_cli_session_resumes_its_provider_session_on_the_next_turn() {
     let first = until_completed(&mut sub, 1).await;
     let provider_session = session.info().await.unwrap().provider_session_id;
     let provider_session = provider_session.expect("the provider session id was mapped");
-    assert!(first.iter().any(|e| matches!(&e.body,
-        EventBody::TurnCompleted { outcome: Outcome::Success, cost_usd: Some(c), .. } if *c > 0.0)));
+    assert!(
+        first.iter().any(|e| matches!(&e.body,
+        EventBody::TurnCompleted { outcome: Outcome::Success, cost_usd: Some(c), .. } if *c > 0.0))
+    );
     session.send_text("again", BusyMode::Enqueue).await.unwrap();
     let second = until_completed(&mut sub, 1).await;
     let text: String = second
@@ -132,7 +143,10 @@ async fn a_cli_session_resumes_its_provider_session_on_the_next_turn() {
     let at = argv.iter().position(|a| a == "--resume").expect("--resume");
     assert_eq!(argv[at + 1], provider_session);
     for record in fake.records() {
-        assert!(wait_gone(record["pid"].as_i64().unwrap() as i32).await, "a turn's process lingers");
+        assert!(
+            wait_gone(record["pid"].as_i64().unwrap() as i32).await,
+            "a turn's process lingers"
+        );
     }
 }
 
@@ -149,13 +163,23 @@ async fn a_prompt_too_long_turn_fails_terminally_after_one_attempt() {
         .await
         .unwrap();
     let mut sub = session.subscribe(0).await.unwrap();
-    session.send_text("toolong", BusyMode::Enqueue).await.unwrap();
+    session
+        .send_text("toolong", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let events = until_completed(&mut sub, 1).await;
-    let Some(EventBody::TurnCompleted { outcome, error, .. }) = events.last().map(|e| &e.body) else {
+    let Some(EventBody::TurnCompleted { outcome, error, .. }) = events.last().map(|e| &e.body)
+    else {
         unreachable!("until_completed ends on turn.completed")
     };
     assert_eq!(*outcome, Outcome::Failed);
     assert_eq!(error.as_ref().unwrap().code, "prompt_too_long");
-    assert!(!events.iter().any(|e| matches!(e.body, EventBody::TurnRetrying { .. })));
-    assert_eq!(fake.records().len(), 1, "a terminal failure is attempted once");
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e.body, EventBody::TurnRetrying { .. })));
+    assert_eq!(
+        fake.records().len(),
+        1,
+        "a terminal failure is attempted once"
+    );
 }

@@ -129,8 +129,14 @@ mod tests {
 
     #[test]
     fn prompt_too_long_is_terminal_whatever_the_status() {
-        let e = classify(Some(400), "Prompt is too long · 210000 tokens > 200000 maximum");
-        assert_eq!((e.class, e.code.as_str()), (FailureClass::Terminal, "prompt_too_long"));
+        let e = classify(
+            Some(400),
+            "Prompt is too long · 210000 tokens > 200000 maximum",
+        );
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (FailureClass::Terminal, "prompt_too_long")
+        );
     }
 
     #[test]
@@ -163,7 +169,10 @@ mod tests {
 
     #[test]
     fn redact_hides_secrets_and_truncate_bounds() {
-        let text = redact("key sk-abcdef123456 leaked".into(), &["sk-abcdef123456".into()]);
+        let text = redact(
+            "key sk-abcdef123456 leaked".into(),
+            &["sk-abcdef123456".into()],
+        );
         assert_eq!(text, "key [redacted] leaked");
         assert!(truncate(&"x".repeat(10_000)).chars().count() <= MAX_MESSAGE_CHARS + 1);
     }

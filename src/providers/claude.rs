@@ -130,10 +130,7 @@ impl ClaudeParser {
             .get("api_error_status")
             .and_then(Value::as_u64)
             .and_then(|s| u16::try_from(s).ok());
-        let mut text = line
-            .get("result")
-            .map(text_of)
-            .unwrap_or_default();
+        let mut text = line.get("result").map(text_of).unwrap_or_default();
         if let Some(errors) = line.get("errors").and_then(Value::as_array) {
             for e in errors {
                 text.push('\n');
@@ -197,8 +194,7 @@ impl LineParser for ClaudeParser {
                         out.push(ProviderEvent::ToolResult {
                             tool_id: text_of(block.get("tool_use_id").unwrap_or(&Value::Null)),
                             output: tool_output(block.get("content")),
-                            is_error: block.get("is_error").and_then(Value::as_bool)
-                                == Some(true),
+                            is_error: block.get("is_error").and_then(Value::as_bool) == Some(true),
                         });
                     }
                 }
@@ -241,13 +237,18 @@ mod tests {
 
     #[test]
     fn prompt_too_long_success_subtype_with_is_error_is_terminal() {
-        let events = parse(&[json!({"type":"result","subtype":"success","is_error":true,
+        let events = parse(
+            &[json!({"type":"result","subtype":"success","is_error":true,
             "api_error_status":400,"result":"Prompt is too long · 201234 tokens > 200000 maximum",
-            "session_id":"s1"})]);
+            "session_id":"s1"})],
+        );
         let Some(ProviderEvent::Failed(e)) = events.last() else {
             panic!("no failure: {events:?}")
         };
-        assert_eq!((e.class, e.code.as_str()), (FailureClass::Terminal, "prompt_too_long"));
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (FailureClass::Terminal, "prompt_too_long")
+        );
     }
 
     #[test]

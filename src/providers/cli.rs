@@ -17,8 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use troupe_actors::{
-    AttemptRequest, Capabilities, FailureClass, Provider, ProviderError, ProviderEvent,
-    ProviderRun,
+    AttemptRequest, Capabilities, FailureClass, Provider, ProviderError, ProviderEvent, ProviderRun,
 };
 
 /// How much non-JSON stdout is kept for error messages.
@@ -294,7 +293,9 @@ impl Provider for CliProvider {
                     format!("executable `{program}` not found"),
                 ))
             }
-            Err(e) => return ProviderRun::failed(ProviderError::transient("spawn_failed", e.to_string())),
+            Err(e) => {
+                return ProviderRun::failed(ProviderError::transient("spawn_failed", e.to_string()))
+            }
         };
         let pid = process.pid;
         log::info!(
@@ -461,7 +462,11 @@ impl Attempt {
             .terminate(&mut process.child, self.kill_grace)
             .await;
         if matches!(stop, Stop::Aborted) {
-            log::info!("{}: aborted; process group {} stopped", self.label, process.pid);
+            log::info!(
+                "{}: aborted; process group {} stopped",
+                self.label,
+                process.pid
+            );
             return;
         }
         if steering && result.is_none() && answered > 0 && answered >= sent {

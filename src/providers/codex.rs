@@ -146,7 +146,9 @@ impl CodexParser {
             "todo_list" => out.push(ProviderEvent::Status(
                 json!({"todo_list": item.get("items").cloned().unwrap_or(Value::Null)}),
             )),
-            "error" => out.push(ProviderEvent::Status(json!({"warning": item.get("message")}))),
+            "error" => out.push(ProviderEvent::Status(
+                json!({"warning": item.get("message")}),
+            )),
             _ => {}
         }
     }

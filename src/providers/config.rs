@@ -49,10 +49,22 @@ impl ProviderKind {
     /// The CLI kinds with the name each gets by default and its dialect's executable.
     fn default_clis() -> [(&'static str, ProviderKind, &'static str); 4] {
         [
-            ("claude", ProviderKind::ClaudeCli, ClaudeCli.default_command()),
+            (
+                "claude",
+                ProviderKind::ClaudeCli,
+                ClaudeCli.default_command(),
+            ),
             ("codex", ProviderKind::CodexCli, CodexCli.default_command()),
-            ("gemini", ProviderKind::GeminiCli, GeminiCli.default_command()),
-            ("cursor", ProviderKind::CursorCli, CursorCli.default_command()),
+            (
+                "gemini",
+                ProviderKind::GeminiCli,
+                GeminiCli.default_command(),
+            ),
+            (
+                "cursor",
+                ProviderKind::CursorCli,
+                CursorCli.default_command(),
+            ),
         ]
     }
 }
@@ -279,7 +291,10 @@ pub fn build_providers(
 /// `cursor` for each of those CLIs found on `PATH`.
 pub fn default_provider_configs() -> BTreeMap<String, ProviderConfig> {
     let mut configs = BTreeMap::new();
-    configs.insert("echo".to_string(), ProviderConfig::of_kind(ProviderKind::Echo));
+    configs.insert(
+        "echo".to_string(),
+        ProviderConfig::of_kind(ProviderKind::Echo),
+    );
     for (name, kind, command) in ProviderKind::default_clis() {
         if resolve_program(command, None).is_some() {
             configs.insert(name.to_string(), ProviderConfig::of_kind(kind));

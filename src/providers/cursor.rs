@@ -92,7 +92,10 @@ impl LineParser for CursorParser {
         match field("type").as_str().unwrap_or("") {
             "assistant" => {
                 let content = field("message").get("content");
-                let blocks = content.and_then(Value::as_array).cloned().unwrap_or_default();
+                let blocks = content
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 for block in blocks {
                     if block.get("type").and_then(Value::as_str) == Some("text") {
                         let text = text_of(block.get("text").unwrap_or(&Value::Null));
@@ -138,7 +141,10 @@ impl LineParser for CursorParser {
                 let is_error = field("is_error").as_bool() == Some(true)
                     || field("subtype").as_str().is_some_and(|s| s != "success");
                 if is_error {
-                    out.push(ProviderEvent::Failed(classify(None, &text_of(field("result")))));
+                    out.push(ProviderEvent::Failed(classify(
+                        None,
+                        &text_of(field("result")),
+                    )));
                 } else {
                     out.push(ProviderEvent::Done(Completion {
                         usage: line.get("usage").cloned(),

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use troupe_actors::{
-    AttemptRequest, Capabilities, Completion, FailureClass, Provider, ProviderError,
-    ProviderEvent, ProviderRun,
+    AttemptRequest, Capabilities, Completion, FailureClass, Provider, ProviderError, ProviderEvent,
+    ProviderRun,
 };
 
 /// How long to wait for the response headers when none is configured.
@@ -193,7 +193,11 @@ impl Provider for OpenAiHttp {
             "{}/chat/completions",
             self.settings.base_url.trim_end_matches('/')
         );
-        let call = self.client.post(url).headers(headers).json(&self.body(&request, &model));
+        let call = self
+            .client
+            .post(url)
+            .headers(headers)
+            .json(&self.body(&request, &model));
         let (tx, rx) = mpsc::channel(256);
         let synthetic = request
             .provider_session_id
@@ -209,7 +213,12 @@ impl Provider for OpenAiHttp {
         let cancel = request.cancel.clone();
         tokio::spawn(async move {
             if let Some(id) = synthetic {
-                if exchange.tx.send(ProviderEvent::SessionId(id)).await.is_err() {
+                if exchange
+                    .tx
+                    .send(ProviderEvent::SessionId(id))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -291,7 +300,10 @@ impl Exchange {
         }
     }
 
-    async fn exchange(&self, call: reqwest::RequestBuilder) -> Result<ProviderEvent, ProviderError> {
+    async fn exchange(
+        &self,
+        call: reqwest::RequestBuilder,
+    ) -> Result<ProviderEvent, ProviderError> {
         let response = match tokio::time::timeout(self.request_timeout, call.send()).await {
             Err(_) => {
                 return Err(ProviderError::transient(
@@ -346,7 +358,11 @@ impl Exchange {
                 break;
             }
             let Ok(chunk) = serde_json::from_str::<Value>(data) else {
-                log::debug!("{}: skipped a non-JSON event: {}", self.label, truncate(data));
+                log::debug!(
+                    "{}: skipped a non-JSON event: {}",
+                    self.label,
+                    truncate(data)
+                );
                 continue;
             };
             if let Some(error) = chunk.get("error") {
@@ -380,10 +396,7 @@ impl Exchange {
                     self.emit(ProviderEvent::Delta(piece.to_string())).await?;
                 }
             }
-            if choice
-                .get("finish_reason")
-                .is_some_and(|r| !r.is_null())
-            {
+            if choice.get("finish_reason").is_some_and(|r| !r.is_null()) {
                 finished = true;
             }
         }

@@ -44,9 +44,10 @@ impl Fake {
     /// Settings that run `tests/fake_clis/<command>` with short grace periods.
     pub fn settings(&self, command: &str) -> CliSettings {
         let mut settings = CliSettings::new(fake_clis().join(command).display().to_string());
-        settings
-            .env
-            .insert("FAKE_RECORD".into(), self.record_path().display().to_string());
+        settings.env.insert(
+            "FAKE_RECORD".into(),
+            self.record_path().display().to_string(),
+        );
         settings
             .env
             .insert("FAKE_PIDS".into(), self.pids_path().display().to_string());
@@ -81,10 +82,16 @@ impl Fake {
         loop {
             if let Ok(text) = std::fs::read_to_string(self.pids_path()) {
                 if let Ok(v) = serde_json::from_str::<Value>(&text) {
-                    return (v["pid"].as_i64().unwrap() as i32, v["grandchild"].as_i64().unwrap() as i32);
+                    return (
+                        v["pid"].as_i64().unwrap() as i32,
+                        v["grandchild"].as_i64().unwrap() as i32,
+                    );
                 }
             }
-            assert!(tokio::time::Instant::now() < deadline, "the fake never wrote its pids");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the fake never wrote its pids"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
