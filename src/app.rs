@@ -4,6 +4,7 @@
 use crate::auth::Auth;
 use crate::config::{Config, StoreKind};
 use crate::projects::ProjectPolicy;
+use crate::providers::{build_providers, fallbacks};
 use crate::routes;
 use crate::state::AppState;
 use actix_web::dev::Server;
@@ -13,7 +14,7 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
-use troupe_actors::{EchoProvider, MemoryStore, Runtime, SledStore, Store};
+use troupe_actors::{MemoryStore, Runtime, SledStore, Store};
 
 /// A bound, ready-to-run server.
 pub struct Application {
@@ -48,12 +49,15 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let address = config.checked_bind()?;
         let store = open_store(&config)?;
-        let settings = config.runtime.settings();
-        let runtime = Runtime::builder()
-            .shared_store(store)
-            .provider("echo", EchoProvider::new())
-            .settings(settings)
-            .start();
+        let provider_configs = config.provider_configs();
+        let providers = build_providers(&provider_configs)?;
+        let mut settings = config.runtime.settings();
+        settings.fallbacks = fallbacks(&provider_configs);
+        let mut builder = Runtime::builder().shared_store(store).settings(settings);
+        for (name, provider) in providers.iter() {
+            builder = builder.shared_provider(name.clone(), provider.clone());
+        }
+        let runtime = builder.start();
         let listener = TcpListener::bind(address).with_context(|| format!("binding {address}"))?;
         let address = listener.local_addr()?;
         let state = AppState {

@@ -1,6 +1,7 @@
 //! Configuration: defaults, then a TOML file, then `TROUPE_*` environment overrides
 //! (`TROUPE_BIND`, `TROUPE_DATA_DIR`, nested keys with `__`: `TROUPE_RUNTIME__MAX_QUEUE=50`).
 
+use crate::providers::{default_provider_configs, ProviderConfig};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -33,8 +34,9 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Seconds running attempts get to finish at shutdown before they are interrupted.
     pub shutdown_grace_secs: u64,
-    /// Providers by name (`[providers.NAME]` tables).
-    pub providers: BTreeMap<String, toml::Table>,
+    /// Providers by name (`[providers.NAME]` tables); empty means `echo` plus every CLI on
+    /// `PATH` (see `docs/OPERATIONS.md`).
+    pub providers: BTreeMap<String, ProviderConfig>,
 }
 
 impl Default for Config {
@@ -246,6 +248,15 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The providers to run: the configured ones, or the defaults when none are configured.
+    pub fn provider_configs(&self) -> BTreeMap<String, ProviderConfig> {
+        if self.providers.is_empty() {
+            default_provider_configs()
+        } else {
+            self.providers.clone()
+        }
+    }
+
     /// Defaults, then `file` (if given), then `TROUPE_*` variables.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));

@@ -9,6 +9,7 @@
 //! - [`auth`]: bearer tokens → owners; admin.
 //! - [`error`]: the one API error type and its JSON body.
 //! - [`projects`]: project paths under configured roots.
+//! - [`providers`]: real providers (Claude Code, Codex, Gemini, Cursor CLIs; OpenAI-compatible HTTP).
 //! - [`state`]: what handlers share.
 
 #![warn(missing_docs)]
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod projects;
+pub mod providers;
 pub mod routes;
 pub mod state;
 

@@ -1,0 +1,33 @@
+//! The real providers: agent CLIs run as child processes and OpenAI-compatible HTTP servers,
+//! behind [`troupe_actors::Provider`].
+//!
+//! # Layout
+//! - [`process`]: the child-process runner every CLI shares (argv, stdin, process group,
+//!   allow-listed environment, line reader, bounded stderr, kill on drop).
+//! - [`cli`]: a [`Provider`](troupe_actors::Provider) for any line-JSON agent CLI, driven by a
+//!   [`CliDialect`](cli::CliDialect).
+//! - [`claude`], [`codex`], [`gemini`], [`cursor`]: the dialects of each agent CLI.
+//! - [`openai_http`]: any OpenAI-compatible chat-completions server, streamed.
+//! - [`classify`]: HTTP statuses and error texts to failure classes, shared by all.
+//! - [`config`]: the `[providers.NAME]` tables, [`build_providers`] and the defaults.
+
+pub mod classify;
+pub mod claude;
+pub mod cli;
+pub mod codex;
+pub mod config;
+pub mod cursor;
+pub mod gemini;
+pub mod openai_http;
+pub mod process;
+
+pub use claude::ClaudeCli;
+pub use cli::{CliProvider, CliSettings};
+pub use codex::CodexCli;
+pub use config::{
+    build_providers, default_provider_configs, default_providers, fallbacks, provider_infos,
+    ProviderConfig, ProviderConfigError, ProviderInfo, ProviderKind, TimeoutConfig,
+};
+pub use cursor::CursorCli;
+pub use gemini::GeminiCli;
+pub use openai_http::{OpenAiHttp, OpenAiHttpSettings};
