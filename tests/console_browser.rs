@@ -180,6 +180,20 @@ impl WebDriverCompatibleCommand for BrowserLog {
     }
 }
 
+/// A Chrome DevTools Protocol command through chromedriver: `POST /session/{id}/goog/cdp/execute`.
+#[derive(Debug)]
+struct Cdp(Value);
+
+impl WebDriverCompatibleCommand for Cdp {
+    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/goog/cdp/execute", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _url: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(self.0.to_string()))
+    }
+}
+
 /// One test's world: a temp dir, the server, chromedriver and a browser session.
 struct Harness {
     /// Test name, for messages and the screenshot's file name.
@@ -252,15 +266,17 @@ impl Harness {
         Ok(Some(harness))
     }
 
-    /// Makes the viewport (not the window) `width` × `height`.
+    /// Makes the viewport exactly `width` × `height` CSS pixels. Headless Chromium windows are
+    /// at least 500 px wide, so narrower viewports are emulated (as DevTools' device mode does).
     async fn resize(&self, width: u32, height: u32) -> Result<()> {
-        self.client.set_window_size(width, height).await?;
-        let inner = self.js("return [window.innerWidth, window.outerWidth, window.innerHeight, window.outerHeight]").await?;
-        let get = |i: usize| inner[i].as_u64().unwrap_or(0) as u32;
-        let (w, h) = (width + get(1).saturating_sub(get(0)), height + get(3).saturating_sub(get(2)));
-        if (w, h) != (width, height) {
-            self.client.set_window_size(w, h).await?;
-        }
+        self.client.set_window_size(width.max(500), height).await?;
+        self.client
+            .issue_cmd(Cdp(json!({
+                "cmd": "Emulation.setDeviceMetricsOverride",
+                "params": {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false},
+            })))
+            .await
+            .context("emulating the viewport size")?;
         Ok(())
     }
 
@@ -328,9 +344,14 @@ impl Harness {
         .await?;
         self.js("document.querySelector('[data-testid=new-session]').open = true; return true").await?;
         self.element("provider-select").await?.select_by_value("echo").await?;
+        // Unique per run, so a reused external server never hands back an old session.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
         let key_input = self.element("create-key").await?;
         key_input.clear().await?;
-        key_input.send_keys(key).await?;
+        key_input.send_keys(&format!("{key}-{nanos}")).await?;
         self.click("create-session").await?;
         let id = self
             .wait_js_args(
