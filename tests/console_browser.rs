@@ -81,7 +81,9 @@ impl Server {
             Ok(url) => url,
             Err(_) => {
                 let _ = child.kill();
-                bail!("troupe serve printed no `{LISTENING_PREFIX}http://…` line within {STARTUP:?}");
+                bail!(
+                    "troupe serve printed no `{LISTENING_PREFIX}http://…` line within {STARTUP:?}"
+                );
             }
         };
         Ok(Server {
@@ -171,12 +173,19 @@ fn free_port() -> Result<u16> {
 struct BrowserLog;
 
 impl WebDriverCompatibleCommand for BrowserLog {
-    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
         base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
     }
 
     fn method_and_body(&self, _url: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(r#"{"type":"browser"}"#.to_string()))
+        (
+            http::Method::POST,
+            Some(r#"{"type":"browser"}"#.to_string()),
+        )
     }
 }
 
@@ -185,8 +194,15 @@ impl WebDriverCompatibleCommand for BrowserLog {
 struct Cdp(Value);
 
 impl WebDriverCompatibleCommand for Cdp {
-    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
-        base.join(&format!("session/{}/goog/cdp/execute", session.unwrap_or_default()))
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
     }
 
     fn method_and_body(&self, _url: &url::Url) -> (http::Method, Option<String>) {
@@ -211,7 +227,12 @@ struct Harness {
 impl Harness {
     /// Starts everything, or returns `None` (after saying so loudly) when Chromium is missing.
     async fn start(name: &'static str, width: u32, height: u32) -> Result<Option<Harness>> {
-        let chromium = find_binary(&["chromium", "chromium-browser", "google-chrome", "/usr/lib/chromium/chromium"]);
+        let chromium = find_binary(&[
+            "chromium",
+            "chromium-browser",
+            "google-chrome",
+            "/usr/lib/chromium/chromium",
+        ]);
         let chromedriver = find_binary(&["chromedriver", "/usr/lib/chromium/chromedriver"]);
         let (Some(chromium), Some(chromedriver)) = (chromium, chromedriver) else {
             eprintln!(
@@ -220,7 +241,9 @@ impl Harness {
             );
             return Ok(None);
         };
-        let dir = tempfile::Builder::new().prefix(&format!("troupe-console-{name}-")).tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("troupe-console-{name}-"))
+            .tempdir()?;
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data)?;
         let server = Server::start(&data)?;
@@ -261,7 +284,13 @@ impl Harness {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
             .context("opening a WebDriver session")?;
-        let harness = Harness { name, dir, server, driver, client };
+        let harness = Harness {
+            name,
+            dir,
+            server,
+            driver,
+            client,
+        };
         harness.resize(width, height).await?;
         Ok(Some(harness))
     }
@@ -281,7 +310,9 @@ impl Harness {
     }
 
     async fn open(&self, fragment: &str) -> Result<()> {
-        self.client.goto(&format!("{}/{}", self.server.url, fragment)).await?;
+        self.client
+            .goto(&format!("{}/{}", self.server.url, fragment))
+            .await?;
         self.wait_js("return document.readyState === 'complete' && !!document.querySelector('[data-testid=session-list]')", "page load")
             .await
     }
@@ -321,7 +352,11 @@ impl Harness {
     }
 
     async fn click(&self, testid: &str) -> Result<()> {
-        self.element(testid).await?.click().await.with_context(|| format!("clicking {testid}"))?;
+        self.element(testid)
+            .await?
+            .click()
+            .await
+            .with_context(|| format!("clicking {testid}"))?;
         Ok(())
     }
 
@@ -342,8 +377,12 @@ impl Harness {
             "the echo provider in the provider list",
         )
         .await?;
-        self.js("document.querySelector('[data-testid=new-session]').open = true; return true").await?;
-        self.element("provider-select").await?.select_by_value("echo").await?;
+        self.js("document.querySelector('[data-testid=new-session]').open = true; return true")
+            .await?;
+        self.element("provider-select")
+            .await?
+            .select_by_value("echo")
+            .await?;
         // Unique per run, so a reused external server never hands back an old session.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -362,7 +401,10 @@ impl Harness {
                 "the new session's view",
             )
             .await?;
-        let id = id.as_str().ok_or_else(|| anyhow!("session id is not a string: {id}"))?.to_string();
+        let id = id
+            .as_str()
+            .ok_or_else(|| anyhow!("session id is not a string: {id}"))?
+            .to_string();
         self.wait_js_args(
             "return !!document.querySelector(`[data-testid=session-row][data-session-id=\"${arguments[0]}\"]`)",
             vec![json!(id)],
@@ -374,13 +416,19 @@ impl Harness {
 
     /// Types a message and presses Send with the given busy mode.
     async fn send(&self, text: &str, mode: &str) -> Result<()> {
-        self.element("mode-select").await?.select_by_value(mode).await?;
+        self.element("mode-select")
+            .await?
+            .select_by_value(mode)
+            .await?;
         let input = self.element("message-input").await?;
         input.clear().await?;
         input.send_keys(text).await?;
         self.click("send").await?;
-        self.wait_js("return document.querySelector('[data-testid=message-input]').value === ''", "the send box to clear")
-            .await
+        self.wait_js(
+            "return document.querySelector('[data-testid=message-input]').value === ''",
+            "the send box to clear",
+        )
+        .await
     }
 
     /// Messages in the transcript with this role and exactly this text, final or streaming.
@@ -409,14 +457,27 @@ impl Harness {
 
     /// Errors the page saw: the in-page hook and chromedriver's browser log (SEVERE entries).
     async fn console_errors(&self) -> Result<Vec<String>> {
-        let mut errors: Vec<String> = match self.js("return window.__consoleErrors || ['console hook missing']").await? {
-            Value::Array(a) => a.into_iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect(),
+        let mut errors: Vec<String> = match self
+            .js("return window.__consoleErrors || ['console hook missing']")
+            .await?
+        {
+            Value::Array(a) => a
+                .into_iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .collect(),
             other => vec![format!("unexpected __consoleErrors: {other}")],
         };
         if let Ok(Value::Array(entries)) = self.client.issue_cmd(BrowserLog).await {
             for e in entries {
                 if e["level"].as_str() == Some("SEVERE") {
-                    errors.push(format!("browser log: {}", e["message"].as_str().unwrap_or_default()));
+                    errors.push(format!(
+                        "browser log: {}",
+                        e["message"].as_str().unwrap_or_default()
+                    ));
                 }
             }
         }
@@ -433,7 +494,9 @@ impl Harness {
 
     /// Fails when the page is wider than the viewport (horizontal scrolling).
     async fn assert_fits_width(&self) -> Result<()> {
-        let v = self.js("return [document.documentElement.scrollWidth, window.innerWidth]").await?;
+        let v = self
+            .js("return [document.documentElement.scrollWidth, window.innerWidth]")
+            .await?;
         let (scroll, inner) = (v[0].as_u64().unwrap_or(0), v[1].as_u64().unwrap_or(0));
         if scroll > inner {
             bail!("the page is {scroll} px wide in a {inner} px viewport");
@@ -450,7 +513,14 @@ impl Harness {
     /// Saves a final screenshot, tears down, and on failure keeps the dir and panics with its path.
     async fn finish(self, outcome: Result<()>) {
         let shot = self.screenshot("final").await;
-        let Harness { name, dir, server, mut driver, client, .. } = self;
+        let Harness {
+            name,
+            dir,
+            server,
+            mut driver,
+            client,
+            ..
+        } = self;
         let _ = client.close().await;
         let _ = driver.kill();
         let _ = driver.wait();
@@ -458,8 +528,14 @@ impl Harness {
         if let Err(e) = outcome {
             let kept = dir.keep();
             match shot {
-                Ok(path) => eprintln!("{name}: screenshot at {}", kept.join(path.file_name().unwrap_or_default()).display()),
-                Err(s) => eprintln!("{name}: no screenshot ({s:#}); temp dir kept at {}", kept.display()),
+                Ok(path) => eprintln!(
+                    "{name}: screenshot at {}",
+                    kept.join(path.file_name().unwrap_or_default()).display()
+                ),
+                Err(s) => eprintln!(
+                    "{name}: no screenshot ({s:#}); temp dir kept at {}",
+                    kept.display()
+                ),
             }
             panic!("{name} failed: {e:#}");
         }
@@ -487,12 +563,17 @@ macro_rules! browser_test {
 
 browser_test!(send_a_turn_and_see_the_streamed_echo, 1440, 900, |h| {
     h.open("").await?;
-    h.wait_js("return document.querySelector('[data-testid=connection-status]').dataset.state === 'live'", "a live connection").await?;
+    h.wait_js(
+        "return document.querySelector('[data-testid=connection-status]').dataset.state === 'live'",
+        "a live connection",
+    )
+    .await?;
     h.create_session("streamed-echo").await?;
 
     h.send("hello from the browser", "enqueue").await?;
     h.wait_message("user", "hello from the browser").await?;
-    h.wait_message("assistant", "hello from the browser").await?;
+    h.wait_message("assistant", "hello from the browser")
+        .await?;
 
     // A slow reply shows as a growing, streaming bubble before the final text replaces it.
     h.send(SLOW_REPLY, "enqueue").await?;
@@ -504,7 +585,11 @@ browser_test!(send_a_turn_and_see_the_streamed_echo, 1440, 900, |h| {
     .await?;
     h.screenshot("streaming").await?;
     h.wait_message("assistant", SLOW_REPLY_TEXT).await?;
-    h.wait_js("return document.querySelectorAll('[data-testid=transcript] .msg.streaming').length === 0", "no bubble still streaming").await?;
+    h.wait_js(
+        "return document.querySelectorAll('[data-testid=transcript] .msg.streaming').length === 0",
+        "no bubble still streaming",
+    )
+    .await?;
     if h.count_messages("assistant", SLOW_REPLY_TEXT).await? != 1 {
         bail!("the slow reply shows more than once");
     }
@@ -521,10 +606,18 @@ browser_test!(queue_two_turns_and_cancel_one, 1440, 900, |h| {
     h.create_session("queue").await?;
 
     h.send(SLOW_REPLY, "enqueue").await?;
-    h.wait_js("return !!document.querySelector('[data-testid=running-turn]')", "the first turn running").await?;
+    h.wait_js(
+        "return !!document.querySelector('[data-testid=running-turn]')",
+        "the first turn running",
+    )
+    .await?;
     h.send("second, to be cancelled", "enqueue").await?;
     h.send("third, to be run", "enqueue").await?;
-    h.wait_js("return document.querySelectorAll('[data-testid=queue-item]').length === 2", "two queued turns").await?;
+    h.wait_js(
+        "return document.querySelectorAll('[data-testid=queue-item]').length === 2",
+        "two queued turns",
+    )
+    .await?;
     h.screenshot("queued").await?;
 
     let cancelled = h
@@ -545,7 +638,11 @@ browser_test!(queue_two_turns_and_cancel_one, 1440, 900, |h| {
     if h.count_messages("user", "second, to be cancelled").await? != 0 {
         bail!("the cancelled turn ran");
     }
-    h.wait_js("return document.querySelectorAll('[data-testid=queue-item]').length === 0", "an empty queue").await?;
+    h.wait_js(
+        "return document.querySelectorAll('[data-testid=queue-item]').length === 0",
+        "an empty queue",
+    )
+    .await?;
     h.assert_no_console_errors().await
 });
 
@@ -553,22 +650,40 @@ browser_test!(reload_shows_the_history_once, 1440, 900, |h| {
     h.open("").await?;
     h.create_session("reload").await?;
     h.send("remember me exactly once", "enqueue").await?;
-    h.wait_message("assistant", "remember me exactly once").await?;
-    h.wait_js("return document.querySelectorAll('[data-testid=turn-completed]').length === 1", "the turn completed").await?;
-    let seq_before = h.js("return document.querySelector('[data-testid=transcript]').dataset.lastSeq").await?;
+    h.wait_message("assistant", "remember me exactly once")
+        .await?;
+    h.wait_js(
+        "return document.querySelectorAll('[data-testid=turn-completed]').length === 1",
+        "the turn completed",
+    )
+    .await?;
+    let seq_before = h
+        .js("return document.querySelector('[data-testid=transcript]').dataset.lastSeq")
+        .await?;
 
     h.client.refresh().await?;
-    h.wait_message("assistant", "remember me exactly once").await?;
-    h.wait_js("return document.querySelector('[data-testid=connection-status]').dataset.state === 'live'", "a live connection").await?;
+    h.wait_message("assistant", "remember me exactly once")
+        .await?;
+    h.wait_js(
+        "return document.querySelector('[data-testid=connection-status]').dataset.state === 'live'",
+        "a live connection",
+    )
+    .await?;
     // Let the resubscription's replay (if it wrongly sent anything) arrive before counting.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let user = h.count_messages("user", "remember me exactly once").await?;
-    let assistant = h.count_messages("assistant", "remember me exactly once").await?;
-    let completed = h.js("return document.querySelectorAll('[data-testid=turn-completed]').length").await?;
+    let assistant = h
+        .count_messages("assistant", "remember me exactly once")
+        .await?;
+    let completed = h
+        .js("return document.querySelectorAll('[data-testid=turn-completed]').length")
+        .await?;
     if (user, assistant, completed.as_u64()) != (1, 1, Some(1)) {
         bail!("after reload: {user} user, {assistant} assistant messages, {completed} completions; want one each");
     }
-    let seq_after = h.js("return document.querySelector('[data-testid=transcript]').dataset.lastSeq").await?;
+    let seq_after = h
+        .js("return document.querySelector('[data-testid=transcript]').dataset.lastSeq")
+        .await?;
     if seq_after != seq_before {
         bail!("last seq {seq_before} before reload, {seq_after} after");
     }
@@ -576,46 +691,60 @@ browser_test!(reload_shows_the_history_once, 1440, 900, |h| {
     // The page keeps working after the reload: a new turn streams in once.
     h.send("and me too", "enqueue").await?;
     h.wait_message("assistant", "and me too").await?;
-    if h.count_messages("assistant", "remember me exactly once").await? != 1 {
+    if h.count_messages("assistant", "remember me exactly once")
+        .await?
+        != 1
+    {
         bail!("the old reply repeated after a new turn");
     }
     h.assert_no_console_errors().await
 });
 
-browser_test!(reconnects_after_a_server_restart_without_duplicates, 1440, 900, |h| {
-    if h.server.child.is_none() {
-        eprintln!("*** SKIPPED the restart part: TROUPE_CONSOLE_URL names an external server ***");
-        return Ok(());
-    }
-    h.open("").await?;
-    h.create_session("restart").await?;
-    h.send("before the restart", "enqueue").await?;
-    h.wait_message("assistant", "before the restart").await?;
-    h.wait_js("return document.querySelectorAll('[data-testid=turn-completed]').length === 1", "the turn completed").await?;
+browser_test!(
+    reconnects_after_a_server_restart_without_duplicates,
+    1440,
+    900,
+    |h| {
+        if h.server.child.is_none() {
+            eprintln!(
+                "*** SKIPPED the restart part: TROUPE_CONSOLE_URL names an external server ***"
+            );
+            return Ok(());
+        }
+        h.open("").await?;
+        h.create_session("restart").await?;
+        h.send("before the restart", "enqueue").await?;
+        h.wait_message("assistant", "before the restart").await?;
+        h.wait_js(
+            "return document.querySelectorAll('[data-testid=turn-completed]').length === 1",
+            "the turn completed",
+        )
+        .await?;
 
-    h.server.stop()?;
-    h.wait_js(
-        "const c = document.querySelector('[data-testid=connection-status]'); \
+        h.server.stop()?;
+        h.wait_js(
+            "const c = document.querySelector('[data-testid=connection-status]'); \
          return c.dataset.state === 'reconnecting' && c.textContent.includes('reconnecting')",
-        "the reconnecting indicator",
-    )
-    .await?;
-    h.screenshot("reconnecting").await?;
-    h.server.start_again()?;
-    h.wait_js("return document.querySelector('[data-testid=connection-status]').dataset.state === 'live'", "the page to reconnect").await?;
-    h.send("after the restart", "enqueue").await?;
-    h.wait_message("assistant", "after the restart").await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for text in ["before the restart", "after the restart"] {
-        for role in ["user", "assistant"] {
-            let n = h.count_messages(role, text).await?;
-            if n != 1 {
-                bail!("{role} message {text:?} shows {n} times");
+            "the reconnecting indicator",
+        )
+        .await?;
+        h.screenshot("reconnecting").await?;
+        h.server.start_again()?;
+        h.wait_js("return document.querySelector('[data-testid=connection-status]').dataset.state === 'live'", "the page to reconnect").await?;
+        h.send("after the restart", "enqueue").await?;
+        h.wait_message("assistant", "after the restart").await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for text in ["before the restart", "after the restart"] {
+            for role in ["user", "assistant"] {
+                let n = h.count_messages(role, text).await?;
+                if n != 1 {
+                    bail!("{role} message {text:?} shows {n} times");
+                }
             }
         }
+        h.assert_no_console_errors().await
     }
-    h.assert_no_console_errors().await
-});
+);
 
 browser_test!(operators_view_lists_the_live_actor, 1440, 900, |h| {
     h.open("").await?;
@@ -628,7 +757,11 @@ browser_test!(operators_view_lists_the_live_actor, 1440, 900, |h| {
         "the session's actor in the table",
     )
     .await?;
-    h.wait_js("return document.querySelector('[data-testid=readyz]').dataset.ready === 'true'", "readiness").await?;
+    h.wait_js(
+        "return document.querySelector('[data-testid=readyz]').dataset.ready === 'true'",
+        "readiness",
+    )
+    .await?;
     h.wait_js(
         "return document.querySelectorAll('[data-testid=metrics] [data-testid=figure]:not([data-name=metric-error])').length > 0",
         "some metrics",
@@ -648,15 +781,24 @@ browser_test!(no_console_errors_at_375_and_1440_px, 375, 812, |h| {
         h.assert_fits_width().await?;
         h.create_session(&format!("width-{width}")).await?;
         h.send(&format!("hello at {width} px"), "enqueue").await?;
-        h.wait_message("assistant", &format!("hello at {width} px")).await?;
+        h.wait_message("assistant", &format!("hello at {width} px"))
+            .await?;
         h.assert_fits_width().await?;
         h.screenshot(&format!("session-{width}")).await?;
         h.click("operators-tab").await?;
-        h.wait_js("return document.querySelectorAll('[data-testid=actor-row]').length > 0", "the actor table").await?;
+        h.wait_js(
+            "return document.querySelectorAll('[data-testid=actor-row]').length > 0",
+            "the actor table",
+        )
+        .await?;
         h.assert_fits_width().await?;
         h.screenshot(&format!("operators-{width}")).await?;
         h.click("sessions-tab").await?;
-        h.wait_js("return document.querySelectorAll('[data-testid=session-row]').length > 0", "the session list").await?;
+        h.wait_js(
+            "return document.querySelectorAll('[data-testid=session-row]').length > 0",
+            "the session list",
+        )
+        .await?;
         h.assert_fits_width().await?;
         h.assert_no_console_errors().await?;
     }
