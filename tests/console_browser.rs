@@ -82,10 +82,17 @@ impl Server {
         let url = match rx.recv_timeout(STARTUP) {
             Ok(url) => url,
             Err(_) => {
+                let exited = child.try_wait().ok().flatten();
                 let _ = child.kill();
-                bail!(
-                    "troupe serve printed no `{LISTENING_PREFIX}http://…` line within {STARTUP:?}"
-                );
+                let _ = child.wait();
+                match exited {
+                    Some(status) => bail!(
+                        "troupe serve exited ({status}) before printing `{LISTENING_PREFIX}http://…`"
+                    ),
+                    None => bail!(
+                        "troupe serve printed no `{LISTENING_PREFIX}http://…` line within {STARTUP:?}"
+                    ),
+                }
             }
         };
         Ok(Server {
