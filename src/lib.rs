@@ -3,6 +3,7 @@
 //! is the product around it.
 //!
 //! # Layout
+//! - [`console`]: the embedded web console served at `/`.
 //! - [`config`]: layered configuration (defaults, TOML file, `TROUPE_*` environment).
 //! - [`app`]: startup, the bound [`app::Application`], graceful shutdown.
 //! - [`routes`]: the API's doors (REST, WebSocket, SSE, operators).
@@ -17,6 +18,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod projects;
 pub mod providers;

@@ -86,7 +86,11 @@ fn events_through_one_session(c: &mut Criterion) {
                     ..Settings::default()
                 };
                 let rt = runtime(store, settings);
-                let session = rt.get_or_create(new_session("bench", None)).await.expect("session").0;
+                let session = rt
+                    .get_or_create(new_session("bench", None))
+                    .await
+                    .expect("session")
+                    .0;
                 (rt, session)
             });
             group.bench_with_input(
@@ -117,7 +121,10 @@ fn get_or_create_contention(c: &mut Criterion) {
     let system = actix::System::new();
     let dir = tempfile::tempdir().expect("temp dir");
     let rt = system.block_on(async {
-        runtime(Arc::new(SledStore::open(dir.path()).expect("sled")), Settings::default())
+        runtime(
+            Arc::new(SledStore::open(dir.path()).expect("sled")),
+            Settings::default(),
+        )
     });
     let mut round = 0u64;
     for distinct in [false, true] {
@@ -159,7 +166,11 @@ fn activation_and_replay(c: &mut Criterion) {
     let text = Arc::new(vec!["word"; 10_000].join(" "));
     let id = system.block_on(async {
         let rt = runtime(store.clone(), Settings::default());
-        let session = rt.get_or_create(new_session("bench", None)).await.expect("session").0;
+        let session = rt
+            .get_or_create(new_session("bench", None))
+            .await
+            .expect("session")
+            .0;
         stream_turn(&session, 1, &text).await;
         let id = session.id();
         rt.shutdown(Duration::from_secs(1)).await;
