@@ -155,6 +155,16 @@ impl SessionHandle {
         self.call(|| DeleteSession).await
     }
 
+    /// Fault injection: makes the live session actor panic (supervision tests and drills).
+    #[doc(hidden)]
+    pub async fn inject_panic(&self) -> Result<(), RuntimeError> {
+        let addr = self.addr().await?;
+        // The actor dies answering, so the reply is a mailbox error by design.
+        let _ = addr.send(crate::session::InjectPanic).await;
+        *self.addr.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(())
+    }
+
     /// The actor-table row.
     pub async fn snapshot(&self) -> Result<ActorSnapshot, RuntimeError> {
         let addr = self.addr().await?;

@@ -11,8 +11,9 @@ use crate::session::{Session, SessionArgs};
 use crate::store::{Batch, CreateOutcome};
 use crate::time::Timestamp;
 use actix::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What a new session is made of.
 #[derive(Clone, Debug, Default)]
@@ -76,6 +77,16 @@ pub struct SessionStopped {
     pub generation: u64,
 }
 
+/// A session actor died by a panic; the registry restarts it from the store.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionPanicked {
+    /// The session.
+    pub id: SessionId,
+    /// Which activation panicked.
+    pub generation: u64,
+}
+
 /// The addresses of the live session actors.
 #[derive(Message)]
 #[rtype(result = "Vec<Addr<Session>>")]
@@ -99,6 +110,8 @@ pub struct SessionRegistry {
     live: HashMap<SessionId, LiveEntry>,
     /// Source of activation generations.
     next_generation: u64,
+    /// Recent panics per session, pruned to the panic window.
+    panics: HashMap<SessionId, VecDeque<Instant>>,
 }
 
 impl SessionRegistry {
@@ -108,6 +121,7 @@ impl SessionRegistry {
             shared,
             live: HashMap::new(),
             next_generation: 0,
+            panics: HashMap::new(),
         }
     }
 
@@ -195,11 +209,18 @@ impl SessionRegistry {
             .ok_or(RuntimeError::SessionNotFound)?;
         self.next_generation += 1;
         let generation = self.next_generation;
+        let window = self.shared.settings.panic_window;
+        let recent_panics = self.panics.get_mut(&id).map_or(0, |times| {
+            times.retain(|t| t.elapsed() < window);
+            times.len() as u32
+        });
         let session = Session::load(SessionArgs {
             record,
             shared: self.shared.clone(),
-            registry: registry.recipient(),
+            registry: registry.clone().recipient(),
             generation,
+            panic_notice: registry.recipient(),
+            recent_panics,
         })?;
         let addr = session.start();
         log::debug!("session {id}: activated (generation {generation})");
@@ -251,6 +272,36 @@ impl Handler<SessionStopped> for SessionRegistry {
             .is_some_and(|e| e.generation == msg.generation)
         {
             self.live.remove(&msg.id);
+        }
+    }
+}
+
+impl Handler<SessionPanicked> for SessionRegistry {
+    type Result = ();
+
+    /// Restarts the session from the store at once: its running turn ends `interrupted` and is
+    /// re-queued, its queue resumes; past `max_panics` in the window it comes back `failed`.
+    fn handle(&mut self, msg: SessionPanicked, ctx: &mut Context<Self>) {
+        if self
+            .live
+            .get(&msg.id)
+            .is_none_or(|e| e.generation != msg.generation)
+        {
+            return;
+        }
+        self.live.remove(&msg.id);
+        RuntimeMetrics::bump(&self.shared.metrics.panics);
+        self.panics
+            .entry(msg.id)
+            .or_default()
+            .push_back(Instant::now());
+        // The dead actor's gauges were never taken back by its `stopped`.
+        log::error!(
+            "session {}: actor panicked; restarting from the store",
+            msg.id
+        );
+        if let Err(e) = self.activate(msg.id, ctx.address()) {
+            log::error!("session {}: restart after panic failed: {e}", msg.id);
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::provider::{
 use crate::record::{
     BusyMode, Outcome, SessionRecord, SessionState, SessionView, TurnRecord, TurnStatus, TurnView,
 };
-use crate::registry::SessionStopped;
+use crate::registry::{SessionPanicked, SessionStopped};
 use crate::runtime::RuntimeShared;
 use crate::store::{Batch, StoreError};
 use crate::subscription::{CloseReason, Subscribers, Subscription};
@@ -45,6 +45,10 @@ pub struct SessionArgs {
     pub registry: Recipient<SessionStopped>,
     /// Which activation of the session this is; pairs the stop notice with this actor.
     pub generation: u64,
+    /// Told when the actor dies by a panic, so it is restarted from the store.
+    pub panic_notice: Recipient<SessionPanicked>,
+    /// Panics of this session within the panic window before this activation.
+    pub recent_panics: u32,
 }
 
 /// The attempt that runs now, and the turns it answers.
@@ -78,6 +82,16 @@ struct ActiveRun {
     fresh_retry_used: bool,
     /// A slot of `max_concurrent_runs`, released when the run ends.
     _permit: OwnedSemaphorePermit,
+    /// Keeps the running-attempts gauge true however the run ends.
+    metrics: Arc<RuntimeMetrics>,
+}
+
+impl Drop for ActiveRun {
+    /// However the run ends (also by a panic), its provider is told to stop.
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        RuntimeMetrics::add(&self.metrics.running_attempts, -1);
+    }
 }
 
 impl ActiveRun {
@@ -127,6 +141,14 @@ pub struct Session {
     next_attempt_id: u64,
     /// Turns that were running when the previous actor died, recovered in `started`.
     orphans: Vec<TurnRecord>,
+    /// Panics within the panic window before this activation (the actor table's `restarts`).
+    restarts: u32,
+    /// Told when the actor stops without having been asked to (a panic in a handler).
+    panic_notice: Recipient<SessionPanicked>,
+    /// Set wherever the actor stops itself on purpose (passivation, delete, shutdown). actix
+    /// does not restart an actor whose handler panicked: tokio catches the unwind and actix
+    /// stops the dropped actor, so a stop nobody asked for is the mark of a panic.
+    stop_requested: bool,
 }
 
 impl Session {
@@ -156,6 +178,9 @@ impl Session {
             generation: args.generation,
             next_attempt_id: 0,
             orphans,
+            restarts: args.recent_panics,
+            panic_notice: args.panic_notice,
+            stop_requested: false,
         })
     }
 
@@ -333,6 +358,7 @@ impl Session {
             pid: None,
             fresh_retry_used: false,
             _permit: permit,
+            metrics: self.shared.metrics.clone(),
         });
         RuntimeMetrics::add(&self.metrics().running_attempts, 1);
         let batch = Batch {
@@ -585,10 +611,11 @@ impl Session {
     /// Ends the whole run (every turn in it) with `outcome`.
     fn end_run(&mut self, outcome: Outcome, error: Option<ErrorInfo>, ctx: &mut Context<Self>) {
         self.stop_attempt(ctx);
-        let Some(run) = self.run.take() else { return };
-        RuntimeMetrics::add(&self.metrics().running_attempts, -1);
+        let Some(mut run) = self.run.take() else {
+            return;
+        };
         self.record.running_since = None;
-        let turns: Vec<_> = run.turns.into_iter().collect();
+        let turns: Vec<_> = std::mem::take(&mut run.turns).into_iter().collect();
         self.finish_turns(
             turns,
             outcome,
@@ -608,7 +635,6 @@ impl Session {
         if finished {
             self.stop_attempt(ctx);
             self.run = None;
-            RuntimeMetrics::add(&self.metrics().running_attempts, -1);
             self.record.running_since = None;
         }
         self.finish_turns(
@@ -678,8 +704,9 @@ impl Session {
                         message: format!("{} attempts failed in a row; last: {}", n, error.message),
                     };
                     self.record.failed = true;
-                    let Some(run) = self.run.take() else { return };
-                    RuntimeMetrics::add(&self.metrics().running_attempts, -1);
+                    let Some(mut run) = self.run.take() else {
+                        return;
+                    };
                     self.record.running_since = None;
                     let events = vec![(
                         Some(turn_id),
@@ -690,7 +717,7 @@ impl Session {
                         },
                     )];
                     self.finish_turns(
-                        run.turns.into_iter().collect(),
+                        std::mem::take(&mut run.turns).into_iter().collect(),
                         Outcome::Failed,
                         Some(exhausted),
                         completion,
@@ -734,8 +761,9 @@ impl Session {
                 }
             }
             FailureClass::Terminal | FailureClass::ResumeLost => {
-                let Some(run) = self.run.take() else { return };
-                RuntimeMetrics::add(&self.metrics().running_attempts, -1);
+                let Some(mut run) = self.run.take() else {
+                    return;
+                };
                 self.record.running_since = None;
                 let events = vec![(
                     Some(turn_id),
@@ -746,7 +774,7 @@ impl Session {
                     },
                 )];
                 self.finish_turns(
-                    run.turns.into_iter().collect(),
+                    std::mem::take(&mut run.turns).into_iter().collect(),
                     Outcome::Failed,
                     Some(info),
                     completion,
@@ -917,6 +945,7 @@ impl Session {
         if self.last_activity.elapsed() >= self.shared.settings.idle_passivate {
             log::debug!("session {}: passivating", self.id());
             RuntimeMetrics::bump(&self.metrics().passivations);
+            self.stop_requested = true;
             ctx.stop();
         }
     }
@@ -949,6 +978,14 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    /// Gauges are taken back here, so they stay true however the actor ends.
+    fn drop(&mut self) {
+        RuntimeMetrics::add(&self.metrics().live_sessions, -1);
+        RuntimeMetrics::add(&self.metrics().queue_depth, -(self.queue.len() as i64));
+    }
+}
+
 impl Actor for Session {
     type Context = Context<Self>;
 
@@ -957,6 +994,28 @@ impl Actor for Session {
         RuntimeMetrics::add(&self.metrics().live_sessions, 1);
         RuntimeMetrics::add(&self.metrics().queue_depth, self.queue.len() as i64);
         RuntimeMetrics::bump(&self.metrics().activations);
+        if self.restarts > self.shared.settings.max_panics && !self.record.failed {
+            log::error!(
+                "session {}: {} panics within {:?}; marking it failed",
+                self.id(),
+                self.restarts,
+                self.shared.settings.panic_window
+            );
+            self.record.failed = true;
+            let event = EventBody::Error {
+                code: "session_panicked".into(),
+                message: format!("the session actor panicked {} times", self.restarts),
+                retryable: false,
+            };
+            self.persist_or_log(
+                Batch {
+                    record: Some(self.record.clone()),
+                    ..Batch::default()
+                },
+                vec![(None, event)],
+                "too many panics",
+            );
+        }
         self.recover_orphans();
         let interval = self.shared.settings.idle_check_interval();
         ctx.run_interval(interval, |act, ctx| act.check_idle(ctx));
@@ -968,7 +1027,6 @@ impl Actor for Session {
             // The actor is gone (system shutdown): the provider must not outlive it. The turn
             // stays `running` in the store and startup recovery ends it `interrupted`.
             run.cancel.cancel();
-            RuntimeMetrics::add(&self.metrics().running_attempts, -1);
         }
         let reason = if self.deleted {
             CloseReason::Deleted
@@ -976,12 +1034,17 @@ impl Actor for Session {
             CloseReason::Stopped
         };
         self.subscribers.close_all(reason);
-        RuntimeMetrics::add(&self.metrics().live_sessions, -1);
-        RuntimeMetrics::add(&self.metrics().queue_depth, -(self.queue.len() as i64));
-        self.registry.do_send(SessionStopped {
-            id: self.id(),
-            generation: self.generation,
-        });
+        if self.stop_requested {
+            self.registry.do_send(SessionStopped {
+                id: self.id(),
+                generation: self.generation,
+            });
+        } else {
+            self.panic_notice.do_send(SessionPanicked {
+                id: self.id(),
+                generation: self.generation,
+            });
+        }
     }
 }
 
@@ -1487,12 +1550,12 @@ impl Handler<DeleteSession> for Session {
 
     fn handle(&mut self, _msg: DeleteSession, ctx: &mut Context<Self>) -> Self::Result {
         self.stop_attempt(ctx);
-        if self.run.take().is_some() {
-            RuntimeMetrics::add(&self.metrics().running_attempts, -1);
-        }
+        // Dropping the run stops its provider.
+        self.run = None;
         self.shared.store.delete_session(self.id())?;
         self.deleted = true;
         log::info!("session {}: deleted", self.id());
+        self.stop_requested = true;
         ctx.stop();
         Ok(())
     }
@@ -1514,7 +1577,7 @@ impl Handler<Snapshot> for Session {
             state: self.state(),
             subscribers: self.subscribers.live(),
             queue_len: self.queue.len(),
-            restarts: 0,
+            restarts: self.restarts,
             run,
             last_seq: self.log.last_seq(),
             last_event_at: self.log.last_event_at,
@@ -1546,10 +1609,18 @@ impl Handler<Interrupt> for Session {
             let turns: Vec<_> = run.turns.iter().cloned().collect();
             self.stop_attempt(ctx);
             self.run = None;
-            RuntimeMetrics::add(&self.metrics().running_attempts, -1);
             self.orphans = turns;
             self.recover_orphans();
         }
+        self.stop_requested = true;
         ctx.stop();
+    }
+}
+
+impl Handler<InjectPanic> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _msg: InjectPanic, _ctx: &mut Context<Self>) {
+        panic!("injected panic in session {}", self.id());
     }
 }

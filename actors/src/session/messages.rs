@@ -191,3 +191,9 @@ pub struct Drain;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Interrupt;
+
+/// Fault injection for supervision tests and drills: the session actor panics in its handler.
+#[doc(hidden)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectPanic;
