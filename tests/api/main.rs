@@ -2,4 +2,5 @@
 //! One test binary with modules, so it links once.
 
 mod helpers;
+mod openai;
 mod smoke;
