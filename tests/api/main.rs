@@ -3,4 +3,5 @@
 
 mod helpers;
 mod openai;
+mod openai_python;
 mod smoke;
