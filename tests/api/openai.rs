@@ -706,3 +706,28 @@ fn a_response_replays_from_the_log_after_a_server_restart() {
         Some("response.completed")
     );
 }
+
+#[actix_rt::test]
+async fn a_repeated_idempotency_key_answers_with_the_original_turn() {
+    let app = spawn_app().await;
+    let headers = [("x-session-key", "idem"), ("idempotency-key", "req-1")];
+    let (s1, h1, first) = post_with(
+        &app,
+        "/v1/chat/completions",
+        chat_body("only once"),
+        &headers,
+    )
+    .await;
+    let (s2, _, again) = post_with(
+        &app,
+        "/v1/chat/completions",
+        chat_body("only once"),
+        &headers,
+    )
+    .await;
+    assert_eq!((s1, s2), (200, 200), "{again}");
+    assert_eq!(first["id"], again["id"]);
+    assert_eq!(again["choices"][0]["message"]["content"], "only once");
+    let turns = app.runtime.store().all_turns(session_header(&h1)).unwrap();
+    assert_eq!(turns.len(), 1);
+}
