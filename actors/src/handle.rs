@@ -6,8 +6,8 @@ use crate::ids::{SessionId, TurnId};
 use crate::record::{BusyMode, SessionView};
 use crate::runtime::Runtime;
 use crate::session::{
-    Abort, AbortResult, ActorSnapshot, CancelTurn, Control, DeleteSession, EventPage, GetInfo,
-    ListTurns, PromoteTurn, ReadEvents, SendTurn, Session, Snapshot, Subscribe, TurnList,
+    Abort, AbortResult, AbortTurn, ActorSnapshot, CancelTurn, Control, DeleteSession, EventPage,
+    GetInfo, ListTurns, PromoteTurn, ReadEvents, SendTurn, Session, Snapshot, Subscribe, TurnList,
     TurnReceipt, UpdateSession,
 };
 use crate::subscription::Subscription;
@@ -103,6 +103,11 @@ impl SessionHandle {
     /// Aborts the running turn.
     pub async fn abort(&self) -> Result<AbortResult, RuntimeError> {
         self.call(|| Abort).await
+    }
+
+    /// Aborts the running attempt only if it answers `turn` (`aborted: false` otherwise).
+    pub async fn abort_turn(&self, turn: TurnId) -> Result<AbortResult, RuntimeError> {
+        self.call(|| AbortTurn(turn)).await
     }
 
     /// Cancels a queued turn.

@@ -429,7 +429,9 @@ impl Session {
         let attempt = run.attempt;
         let cancel = run.cancel.clone();
         let history = if caps.stateless {
-            self.history(turn.id)
+            let mut history = seeded_history(&turn.options);
+            history.extend(self.history(turn.id));
+            history
         } else {
             Vec::new()
         };
@@ -1291,6 +1293,42 @@ impl Handler<Subscribe> for Session {
             msg.after_seq,
             self.shared.metrics.clone(),
         ))
+    }
+}
+
+/// Earlier messages the sender put in the turn's `options.history` (`[{role, text}]`): the
+/// conversation of a one-off session that has no log of its own (an OpenAI request without a
+/// session key carries its whole conversation). They come before the session's own history.
+fn seeded_history(options: &serde_json::Value) -> Vec<HistoryMessage> {
+    options
+        .get("history")
+        .and_then(|h| serde_json::from_value(h.clone()).ok())
+        .unwrap_or_default()
+}
+
+impl Handler<AbortTurn> for Session {
+    type Result = Result<AbortResult, RuntimeError>;
+
+    /// Aborts the running attempt only while it answers this turn, so a caller that raced the
+    /// turn's end never aborts the next one.
+    fn handle(&mut self, msg: AbortTurn, ctx: &mut Context<Self>) -> Self::Result {
+        self.last_activity = Instant::now();
+        let answering = self
+            .run
+            .as_ref()
+            .is_some_and(|r| r.turns.iter().any(|t| t.id == msg.0));
+        if !answering {
+            return Ok(AbortResult {
+                aborted: false,
+                turn_id: None,
+            });
+        }
+        self.end_run(Outcome::Aborted, None, ctx);
+        self.dispatch(ctx);
+        Ok(AbortResult {
+            aborted: true,
+            turn_id: Some(msg.0),
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! runtime's actors.
 
 mod health;
+mod openai;
 
 use crate::config::Config;
 use crate::error;
@@ -18,5 +19,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
     .app_data(web::QueryConfig::default().error_handler(error::query_error))
     .app_data(web::PathConfig::default().error_handler(error::path_error))
     .configure(health::configure)
-    .configure(crate::console::configure);
+    .configure(crate::console::configure)
+    .configure(|cfg| openai::configure(cfg, config));
 }

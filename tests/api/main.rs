@@ -2,4 +2,6 @@
 //! One test binary with modules, so it links once.
 
 mod helpers;
+mod openai;
+mod openai_python;
 mod smoke;

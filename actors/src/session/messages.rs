@@ -64,6 +64,11 @@ pub struct AbortResult {
     pub turn_id: Option<TurnId>,
 }
 
+/// Aborts the running attempt if it is answering this turn; otherwise nothing happens.
+#[derive(Message)]
+#[rtype(result = "Result<AbortResult, RuntimeError>")]
+pub struct AbortTurn(pub TurnId);
+
 /// Cancels a queued turn (it ends `cancelled`).
 #[derive(Message)]
 #[rtype(result = "Result<(), RuntimeError>")]

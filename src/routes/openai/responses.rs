@@ -1,0 +1,393 @@
+//! The Responses API: `POST /v1/responses` (one turn; streamed, waited for, or run in the
+//! background), `GET /v1/responses/{id}` (the object, or its event stream replayed from the
+//! durable log with `?stream=true&starting_after=N`), `POST /v1/responses/{id}/cancel`.
+
+use super::errors::OpenAiError;
+use super::models::resolve_model;
+use super::response_events::{parse_response_id, ResponseMeta, ResponseProjection};
+use super::sessions::{self, Conversation, RoleText, Target, SESSION_ID_HEADER};
+use super::turn::{read_turn, sse_body, sse_frame, stop_turn, SseFrames, StopOnDrop, TurnFollower};
+use super::OpenAiCaller;
+use crate::state::AppState;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+use troupe_actors::{Event, RuntimeError, SessionHandle, SessionId, TurnId};
+
+/// How long a cancel waits for the stopped turn's terminal event before answering.
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
+
+/// The request body. Fields OpenAI defines and Troupe does not use (`tools`, `temperature`,
+/// `max_output_tokens`, `store`, …) are accepted and ignored.
+#[derive(Debug, Deserialize)]
+struct CreateResponse {
+    /// A provider name or `provider/model`.
+    model: String,
+    /// A string (one user message) or message items.
+    input: ResponseInput,
+    /// The system prompt.
+    #[serde(default)]
+    instructions: Option<String>,
+    /// Continue that response's session.
+    #[serde(default)]
+    previous_response_id: Option<String>,
+    /// Answer as server-sent events.
+    #[serde(default)]
+    stream: Option<bool>,
+    /// Answer at once and run detached from the connection.
+    #[serde(default)]
+    background: Option<bool>,
+    /// Repeated in the Response object.
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ResponseInput {
+    Text(String),
+    Items(Vec<InputItem>),
+}
+
+/// A message item: `{"type": "message"?, "role", "content"}`.
+#[derive(Debug, Deserialize)]
+struct InputItem {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    content: Option<ItemContent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ItemContent {
+    Text(String),
+    Parts(Vec<ItemPart>),
+}
+
+#[derive(Debug, Deserialize)]
+struct ItemPart {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+impl InputItem {
+    fn into_role_text(self) -> Result<RoleText, OpenAiError> {
+        let unsupported = |what: String| OpenAiError::invalid_request(what).param("input");
+        if let Some(kind) = self.kind.filter(|k| k != "message") {
+            return Err(unsupported(format!(
+                "input items of type `{kind}` are not supported; only messages"
+            )));
+        }
+        let role = self
+            .role
+            .ok_or_else(|| unsupported("every input message needs a role".into()))?;
+        let text = match self.content {
+            None => String::new(),
+            Some(ItemContent::Text(text)) => text,
+            Some(ItemContent::Parts(parts)) => {
+                let mut text = String::new();
+                for part in parts {
+                    match (part.kind.as_str(), part.text) {
+                        ("input_text" | "output_text" | "text", Some(piece)) => {
+                            text.push_str(&piece)
+                        }
+                        (kind, _) => {
+                            return Err(unsupported(format!(
+                                "content parts of type `{kind}` are not supported; only text"
+                            )))
+                        }
+                    }
+                }
+                text
+            }
+        };
+        Ok(RoleText { role, text })
+    }
+}
+
+/// The session a new response runs in: the previous response's, the session key's, or a new
+/// hidden one-off session.
+async fn target_of(
+    state: &AppState,
+    req: &HttpRequest,
+    owner: &str,
+    body: &CreateResponse,
+    choice: &super::models::ModelChoice,
+) -> Result<Target, OpenAiError> {
+    if let Some(previous) = &body.previous_response_id {
+        let not_found = || OpenAiError::response_not_found(previous).param("previous_response_id");
+        let (session, _) = parse_response_id(previous).ok_or_else(not_found)?;
+        return sessions::continued(state, owner, session, choice).map_err(|e| {
+            if e.code == "session_not_found" {
+                not_found()
+            } else {
+                e
+            }
+        });
+    }
+    let key = sessions::header_key(req)?;
+    sessions::keyed_or_one_off(state, owner, choice, key).await
+}
+
+async fn create(
+    caller: OpenAiCaller,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<CreateResponse>,
+) -> Result<HttpResponse, OpenAiError> {
+    let owner = caller.0.owner;
+    let mut body = body.into_inner();
+    let choice = resolve_model(state.runtime.providers(), &body.model)?;
+    let input = std::mem::replace(&mut body.input, ResponseInput::Items(Vec::new()));
+    let messages = match input {
+        ResponseInput::Text(text) => vec![RoleText {
+            role: "user".into(),
+            text,
+        }],
+        ResponseInput::Items(items) => items
+            .into_iter()
+            .map(InputItem::into_role_text)
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let conversation = Conversation::new(messages, body.instructions.clone(), "input")?;
+    let target = target_of(&state, &req, &owner, &body, &choice).await?;
+    let background = body.background.unwrap_or(false);
+    let meta = ResponseMeta {
+        model: body.model.clone(),
+        instructions: body.instructions.clone(),
+        previous_response_id: body.previous_response_id.clone(),
+        metadata: body.metadata.clone().unwrap_or_else(|| json!({})),
+        background,
+    };
+    let mut options = Map::new();
+    options.insert("openai".into(), meta.to_options());
+    let turn = conversation.into_turn(&target, options, sessions::idempotency_key(&req)?);
+    let session_id = target.handle.id();
+    let (mut follower, receipt) =
+        TurnFollower::send(&state.runtime, target.handle.clone(), turn).await?;
+    let mut projection = ResponseProjection::new(session_id, receipt.turn_id, meta);
+    log::info!(
+        "session {session_id} turn {}: response {} for owner {owner}{}",
+        receipt.turn_id,
+        projection.id(),
+        if background { " (background)" } else { "" }
+    );
+    let session_header = (SESSION_ID_HEADER, session_id.to_string());
+    if body.stream.unwrap_or(false) {
+        // A background response runs on whatever happens to the connection.
+        let armed = !background && sessions::abort_on_disconnect(&req);
+        let guard = StopOnDrop::new(target.handle, receipt.turn_id, armed);
+        let frames = ResponseFrames {
+            projection,
+            starting_after: None,
+        };
+        return Ok(HttpResponse::Ok()
+            .insert_header(session_header)
+            .insert_header(("Cache-Control", "no-cache"))
+            .content_type("text/event-stream")
+            .streaming(sse_body(follower, frames, Some(guard))));
+    }
+    if background {
+        drop(follower);
+        let log = read_turn(&state.runtime, session_id, receipt.turn_id)?;
+        for event in &log.events {
+            projection.apply(event);
+        }
+        return Ok(HttpResponse::Ok()
+            .insert_header(session_header)
+            .json(projection.response()));
+    }
+    let mut guard = StopOnDrop::new(
+        target.handle,
+        receipt.turn_id,
+        sessions::abort_on_disconnect(&req),
+    );
+    while let Some(event) = follower.next().await? {
+        projection.apply(&event);
+    }
+    guard.disarm();
+    let response = projection.response();
+    if projection.status() == "failed" {
+        let error = &response["error"];
+        return Err(OpenAiError::new(
+            actix_web::http::StatusCode::BAD_GATEWAY,
+            error["code"].as_str().unwrap_or("turn_failed"),
+            format!(
+                "response {} failed: {}",
+                projection.id(),
+                error["message"].as_str().unwrap_or("the provider failed")
+            ),
+        ));
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header(session_header)
+        .json(response))
+}
+
+/// The caller's response `id`: its session handle and a projection with its request's meta.
+fn find(
+    state: &AppState,
+    owner: &str,
+    id: &str,
+) -> Result<(SessionHandle, ResponseProjection), OpenAiError> {
+    let not_found = || OpenAiError::response_not_found(id);
+    let (session, turn) = parse_response_id(id).ok_or_else(not_found)?;
+    let handle = state
+        .runtime
+        .session_of(owner, session)
+        .map_err(|_| not_found())?;
+    let store = state.runtime.store();
+    let record = store
+        .get_session(session)
+        .map_err(RuntimeError::from)?
+        .ok_or_else(not_found)?;
+    let turn_record = store
+        .get_turn(session, turn)
+        .map_err(RuntimeError::from)?
+        .ok_or_else(not_found)?;
+    let default_model = match &record.model {
+        Some(model) => format!("{}/{model}", record.provider),
+        None => record.provider.clone(),
+    };
+    let meta = ResponseMeta::from_options(&turn_record.options, default_model);
+    Ok((handle, ResponseProjection::new(session, turn, meta)))
+}
+
+/// The response as the durable log has it now.
+fn snapshot(
+    state: &AppState,
+    session: SessionId,
+    turn: TurnId,
+    projection: &mut ResponseProjection,
+) -> Result<Value, OpenAiError> {
+    for event in read_turn(&state.runtime, session, turn)?.events {
+        projection.apply(&event);
+    }
+    Ok(projection.response())
+}
+
+#[derive(Debug, Deserialize)]
+struct RetrieveQuery {
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    starting_after: Option<u64>,
+}
+
+async fn retrieve(
+    caller: OpenAiCaller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<RetrieveQuery>,
+) -> Result<HttpResponse, OpenAiError> {
+    let (handle, mut projection) = find(&state, &caller.0.owner, &id)?;
+    let (session, turn) =
+        parse_response_id(&id).ok_or_else(|| OpenAiError::response_not_found(&id))?;
+    let session_header = (SESSION_ID_HEADER, session.to_string());
+    if !query.stream.unwrap_or(false) {
+        let response = snapshot(&state, session, turn, &mut projection)?;
+        return Ok(HttpResponse::Ok()
+            .insert_header(session_header)
+            .json(response));
+    }
+    let follower = TurnFollower::replay(&state.runtime, handle, turn)
+        .await
+        .map_err(|e| match e {
+            RuntimeError::TurnNotFound => OpenAiError::response_not_found(&id),
+            other => other.into(),
+        })?;
+    let frames = ResponseFrames {
+        projection,
+        starting_after: query.starting_after,
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header(session_header)
+        .insert_header(("Cache-Control", "no-cache"))
+        .content_type("text/event-stream")
+        .streaming(sse_body(follower, frames, None)))
+}
+
+async fn cancel(
+    caller: OpenAiCaller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, OpenAiError> {
+    let (handle, mut projection) = find(&state, &caller.0.owner, &id)?;
+    let (session, turn) =
+        parse_response_id(&id).ok_or_else(|| OpenAiError::response_not_found(&id))?;
+    stop_turn(&handle, turn).await?;
+    log::info!("session {session} turn {turn}: response {id} cancelled");
+    let mut follower = TurnFollower::replay(&state.runtime, handle, turn).await?;
+    let waited = tokio::time::timeout(CANCEL_WAIT, async {
+        while let Some(event) = follower.next().await? {
+            projection.apply(&event);
+        }
+        Ok::<_, RuntimeError>(())
+    })
+    .await;
+    if let Ok(result) = waited {
+        result?;
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((SESSION_ID_HEADER, session.to_string()))
+        .json(projection.response()))
+}
+
+/// The Responses event stream of one turn, from `starting_after` on.
+struct ResponseFrames {
+    projection: ResponseProjection,
+    /// Events numbered up to this were seen by the client already.
+    starting_after: Option<u64>,
+}
+
+impl SseFrames for ResponseFrames {
+    fn event(&mut self, event: &Event) -> Vec<Bytes> {
+        self.projection
+            .apply(event)
+            .into_iter()
+            .filter(|e| {
+                let number = e["sequence_number"].as_u64().unwrap_or(0);
+                self.starting_after.is_none_or(|after| number > after)
+            })
+            .map(|e| {
+                let kind = e["type"].as_str().unwrap_or("response.unknown").to_string();
+                sse_frame(Some(&kind), &e)
+            })
+            .collect()
+    }
+
+    fn failure(&mut self, error: RuntimeError) -> Vec<Bytes> {
+        let error = OpenAiError::from(error);
+        let event = json!({
+            "type": "error",
+            "code": error.code,
+            "message": error.message,
+            "param": error.param,
+            "sequence_number": null,
+        });
+        vec![sse_frame(Some("error"), &event)]
+    }
+
+    fn end(&mut self) -> Vec<Bytes> {
+        if self.projection.is_terminal() {
+            return Vec::new();
+        }
+        self.failure(RuntimeError::Internal(
+            "the turn's events ended without turn.completed".into(),
+        ))
+    }
+}
+
+/// Registers the routes in the `/v1` scope.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/responses", web::post().to(create))
+        .route("/responses/{id}", web::get().to(retrieve))
+        .route("/responses/{id}/cancel", web::post().to(cancel));
+}
