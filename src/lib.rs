@@ -10,6 +10,9 @@
 //! - [`error`]: the one API error type and its JSON body.
 //! - [`projects`]: project paths under configured roots.
 //! - [`state`]: what handlers share.
+//! - [`extract`]: extractors that turn bad input into error codes (JSON bodies, owned sessions).
+//! - [`metrics`]: Prometheus metrics and the request-counting middleware.
+//! - [`schema`]: OpenAPI schemas of the core's wire types.
 
 #![warn(missing_docs)]
 
@@ -17,8 +20,11 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod extract;
+pub mod metrics;
 pub mod projects;
 pub mod routes;
+pub mod schema;
 pub mod state;
 
 pub use troupe_actors as actors;
