@@ -90,13 +90,18 @@ fn content_type_error(req: &HttpRequest) -> Option<ApiError> {
     })
 }
 
-/// Parses `body` as `T`: syntax errors are `invalid_json`, shape errors `invalid_request`
-/// with the field's JSON path.
+/// Parses `body` as `T` (every request body of the API is a JSON object): syntax errors are
+/// `invalid_json`, shape errors `invalid_request` with the field's JSON path.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
+        let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        if !object && inner.is_data() {
+            return ApiError::invalid_request("the body must be a JSON object")
+                .with("field", Value::Null);
+        }
         json_error(&inner, &path)
     })?;
     de.end().map_err(|e| json_error(&e, "."))?;
