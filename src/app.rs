@@ -3,6 +3,7 @@
 
 use crate::auth::Auth;
 use crate::config::{Config, StoreKind};
+use crate::metrics::{self, HttpMetrics};
 use crate::projects::ProjectPolicy;
 use crate::providers::{build_providers, fallbacks};
 use crate::routes;
@@ -65,12 +66,19 @@ impl Application {
             auth: Auth::new(&config.auth),
             projects: ProjectPolicy::new(&config.projects.roots),
             config: Arc::new(config.clone()),
+            metrics: Arc::new(HttpMetrics::new(runtime.clone())),
         };
         let grace = Duration::from_secs(config.shutdown_grace_secs);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(state.clone()))
+                .wrap(actix_web::middleware::ErrorHandlers::new().handler(
+                    actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+                    crate::error::method_not_allowed,
+                ))
+                .wrap(actix_web::middleware::from_fn(metrics::track))
                 .configure(|cfg| routes::configure(cfg, &state.config))
+                .default_service(web::to(routes::not_found))
         })
         .listen(listener)?
         .disable_signals()

@@ -30,6 +30,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// WebSocket heartbeat and buffers.
     pub websocket: WebSocketConfig,
+    /// HTTP details: SSE keep-alives and the readiness probe's timeout.
+    pub http: HttpConfig,
     /// Runtime tunables.
     pub runtime: RuntimeConfig,
     /// Seconds running attempts get to finish at shutdown before they are interrupted.
@@ -49,6 +51,7 @@ impl Default for Config {
             projects: ProjectsConfig::default(),
             limits: LimitsConfig::default(),
             websocket: WebSocketConfig::default(),
+            http: HttpConfig::default(),
             runtime: RuntimeConfig::default(),
             shutdown_grace_secs: 10,
             providers: BTreeMap::new(),
@@ -144,6 +147,25 @@ impl Default for WebSocketConfig {
         WebSocketConfig {
             heartbeat_interval_ms: 30_000,
             client_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// HTTP details that are not size limits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// An idle SSE stream gets a comment this often, so proxies and clients keep it open.
+    pub sse_keepalive_ms: u64,
+    /// How long `/readyz` waits for the store write and the registry round trip, each.
+    pub ready_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            sse_keepalive_ms: 15_000,
+            ready_timeout_ms: 2_000,
         }
     }
 }

@@ -65,6 +65,7 @@ impl ApiError {
             "unauthorized" => StatusCode::UNAUTHORIZED,
             "forbidden" => StatusCode::FORBIDDEN,
             "session_not_found" | "turn_not_found" | "not_found" => StatusCode::NOT_FOUND,
+            "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
             "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
             "session_busy" | "session_failed" | "session_archived" | "not_running"
             | "turn_running" => StatusCode::CONFLICT,
@@ -112,6 +113,25 @@ impl From<RuntimeError> for ApiError {
             _ => error,
         }
     }
+}
+
+/// Gives actix-web's bodiless 405 (a known path, another method) the usual error body.
+pub fn method_not_allowed<B>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> actix_web::Result<actix_web::middleware::ErrorHandlerResponse<B>> {
+    let (req, res) = res.into_parts();
+    let error = ApiError::new(
+        "method_not_allowed",
+        format!("{} is not served on {}", req.method(), req.path()),
+    );
+    let mut answer = error.error_response();
+    if let Some(allow) = res.headers().get(actix_web::http::header::ALLOW) {
+        answer
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, allow.clone());
+    }
+    let res = actix_web::dev::ServiceResponse::new(req, answer).map_into_right_body();
+    Ok(actix_web::middleware::ErrorHandlerResponse::Response(res))
 }
 
 /// Maps actix-web's JSON extractor errors: syntax → `invalid_json`, shape → `invalid_request`

@@ -12,6 +12,9 @@
 //! - [`projects`]: project paths under configured roots.
 //! - [`providers`]: real providers (Claude Code, Codex, Gemini, Cursor CLIs; OpenAI-compatible HTTP).
 //! - [`state`]: what handlers share.
+//! - [`extract`]: extractors that turn bad input into error codes (JSON bodies, owned sessions).
+//! - [`metrics`]: Prometheus metrics and the request-counting middleware.
+//! - [`schema`]: OpenAPI schemas of the core's wire types.
 
 #![warn(missing_docs)]
 
@@ -20,9 +23,12 @@ pub mod auth;
 pub mod config;
 pub mod console;
 pub mod error;
+pub mod extract;
+pub mod metrics;
 pub mod projects;
 pub mod providers;
 pub mod routes;
+pub mod schema;
 pub mod state;
 
 pub use troupe_actors as actors;

@@ -2,6 +2,7 @@
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::metrics::HttpMetrics;
 use crate::projects::ProjectPolicy;
 use std::sync::Arc;
 use troupe_actors::Runtime;
@@ -17,4 +18,6 @@ pub struct AppState {
     pub auth: Auth,
     /// Allowed project roots.
     pub projects: ProjectPolicy,
+    /// Prometheus metrics of the HTTP layer (the WebSocket route bumps its gauges too).
+    pub metrics: Arc<HttpMetrics>,
 }

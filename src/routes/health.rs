@@ -1,13 +1,67 @@
-//! Liveness: `GET /healthz` answers 200 while the process serves.
+//! Probes: `GET /healthz` answers 200 while the process serves; `GET /readyz` answers 200 only
+//! when a store write and a registry round trip both succeed in time, else 503 naming the check.
 
+use crate::state::AppState;
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
+use std::time::Duration;
+use utoipa::ToSchema;
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+/// The answer of the probes.
+#[derive(Serialize, ToSchema)]
+pub struct Probe {
+    /// `ok` (healthz), `ready` or `not_ready` (readyz).
+    pub status: &'static str,
+    /// The failing check (`store` or `registry`), when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<&'static str>,
+    /// What failed, when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
-/// Registers `/healthz`.
+/// Liveness.
+#[utoipa::path(
+    get, path = "/healthz", tag = "operators",
+    responses((status = 200, description = "The process serves", body = Probe))
+)]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Probe {
+        status: "ok",
+        check: None,
+        message: None,
+    })
+}
+
+/// Readiness: a store write and a registry round trip, each within `http.ready_timeout_ms`.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operators",
+    responses(
+        (status = 200, description = "Ready", body = Probe),
+        (status = 503, description = "Not ready; `check` names what failed", body = Probe),
+    )
+)]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let timeout = Duration::from_millis(state.config.http.ready_timeout_ms.max(1));
+    match state.runtime.check_ready(timeout).await {
+        Ok(()) => HttpResponse::Ok().json(Probe {
+            status: "ready",
+            check: None,
+            message: None,
+        }),
+        Err((check, message)) => {
+            log::warn!("readiness check `{check}` failed: {message}");
+            HttpResponse::ServiceUnavailable().json(Probe {
+                status: "not_ready",
+                check: Some(check),
+                message: Some(message),
+            })
+        }
+    }
+}
+
+/// Registers `/healthz` and `/readyz`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz));
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
 }

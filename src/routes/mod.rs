@@ -1,12 +1,28 @@
 //! The API's doors. Routes hold no session state; they authenticate, validate and talk to the
 //! runtime's actors.
+//!
+//! - [`health`]: `/healthz`, `/readyz`; [`metrics`]: `/metrics`.
+//! - Under `/api/v1`: [`sessions`] (CRUD), [`turns`] (send, list, cancel, promote),
+//!   [`controls`] (abort, pause, resume, reset), [`events`] (page, SSE stream),
+//!   [`providers`], [`admin`] (actor table), [`openapi`] (the generated document).
 
-mod health;
-mod openai;
+pub mod admin;
+pub mod controls;
+pub mod events;
+pub mod health;
+pub mod metrics;
+pub mod openai;
+pub mod openapi;
+pub mod providers;
+pub mod sessions;
+pub mod turns;
 
 use crate::config::Config;
-use crate::error;
+use crate::error::{self, ApiError};
 use actix_web::web;
+
+/// The prefix of the REST API.
+pub const API_PREFIX: &str = "/api/v1";
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
@@ -19,6 +35,25 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
     .app_data(web::QueryConfig::default().error_handler(error::query_error))
     .app_data(web::PathConfig::default().error_handler(error::path_error))
     .configure(health::configure)
+    .configure(metrics::configure)
     .configure(crate::console::configure)
-    .configure(|cfg| openai::configure(cfg, config));
+    .configure(|cfg| openai::configure(cfg, config))
+    .service(
+        web::scope(API_PREFIX)
+            .configure(sessions::configure)
+            .configure(turns::configure)
+            .configure(controls::configure)
+            .configure(events::configure)
+            .configure(providers::configure)
+            .configure(admin::configure)
+            .configure(openapi::configure),
+    );
+}
+
+/// The answer for a path no route serves: 404 `not_found` in the usual error shape.
+pub async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::new(
+        "not_found",
+        format!("no route for {} {}", req.method(), req.path()),
+    ))
 }

@@ -1,7 +1,15 @@
 //! Black-box tests of the server: each starts it on 127.0.0.1:0 and talks over real sockets.
 //! One test binary with modules, so it links once.
 
+mod auth;
+mod events;
+mod fuzz;
 mod helpers;
 mod openai;
 mod openai_python;
+mod operators;
+mod readme;
+mod sessions;
+mod shutdown;
 mod smoke;
+mod turns;

@@ -1,0 +1,320 @@
+//! Prometheus metrics: the HTTP layer's own (requests by route pattern and status, latency,
+//! WebSocket connections) and the runtime's counters, read at scrape time.
+//!
+//! Every metric is prefixed `troupe_`; the list is in docs/OPERATIONS.md.
+
+use crate::state::AppState;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, Error};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+use troupe_actors::metrics::{RuntimeMetrics, OUTCOMES};
+use troupe_actors::Runtime;
+
+/// The content type of the text exposition format `prometheus-client` writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Labels of an HTTP request count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    /// GET, POST, …; anything unusual is `other`.
+    method: &'static str,
+    /// The matched route pattern (`/api/v1/sessions/{id}`), or `unmatched`.
+    route: String,
+    /// The answer's status code.
+    status: u16,
+}
+
+/// Labels of a latency observation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    /// GET, POST, …
+    method: &'static str,
+    /// The matched route pattern.
+    route: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms … ~16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// The server's metrics: a cheap handle shared through [`AppState`].
+///
+/// The WebSocket route bumps [`HttpMetrics::ws_connections`] (inc on upgrade, dec when the
+/// connection ends) and [`HttpMetrics::ws_lagged`] (a connection closed 1013 `lagged`).
+pub struct HttpMetrics {
+    /// Holds every metric below plus the runtime collector; encoded on scrape.
+    registry: Registry,
+    /// Requests by method, route pattern and status.
+    requests: Family<RequestLabels, Counter>,
+    /// Time to the response head, by method and route pattern.
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Open WebSocket connections.
+    pub ws_connections: Gauge,
+    /// WebSocket connections closed because their outbound buffer overflowed.
+    pub ws_lagged: Counter,
+}
+
+impl fmt::Debug for HttpMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpMetrics").finish_non_exhaustive()
+    }
+}
+
+impl HttpMetrics {
+    /// The metrics of a server in front of `runtime`.
+    pub fn new(runtime: Runtime) -> Self {
+        let mut registry = Registry::with_prefix("troupe");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let ws_connections = Gauge::default();
+        let ws_lagged = Counter::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route pattern and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to the response head, by method and route pattern",
+            latency.clone(),
+        );
+        registry.register(
+            "ws_connections",
+            "Open WebSocket connections",
+            ws_connections.clone(),
+        );
+        registry.register(
+            "ws_lagged",
+            "WebSocket connections closed 1013 lagged",
+            ws_lagged.clone(),
+        );
+        registry.register_collector(Box::new(RuntimeCollector { runtime }));
+        HttpMetrics {
+            registry,
+            requests,
+            latency,
+            ws_connections,
+            ws_lagged,
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn observe(&self, method: &str, route: String, status: u16, seconds: f64) {
+        let method = known_method(method);
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                route: route.clone(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels { method, route })
+            .observe(seconds);
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("metrics encode into a String");
+        out
+    }
+}
+
+/// Keeps the `method` label's values bounded whatever clients send.
+fn known_method(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PATCH" => "PATCH",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Middleware: counts every request by its route pattern (never its raw path, so ids do not
+/// blow up the label set) and status, and observes the time to the response head.
+pub async fn track(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let started = Instant::now();
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let method = req.method().as_str().to_string();
+    let path_pattern = req.match_pattern();
+    let result = next.call(req).await;
+    if let Some(metrics) = metrics {
+        let seconds = started.elapsed().as_secs_f64();
+        let (route, status) = match &result {
+            Ok(res) => (
+                res.request().match_pattern().or(path_pattern),
+                res.status().as_u16(),
+            ),
+            Err(e) => (path_pattern, e.as_response_error().status_code().as_u16()),
+        };
+        let route = route.unwrap_or_else(|| "unmatched".into());
+        metrics.observe(&method, route, status, seconds);
+    }
+    result
+}
+
+/// The runtime's counters and gauges, read on each scrape.
+struct RuntimeCollector {
+    /// Where the counters live (and the store, for the passivated count).
+    runtime: Runtime,
+}
+
+impl fmt::Debug for RuntimeCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeCollector").finish_non_exhaustive()
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: &AtomicU64,
+) -> fmt::Result {
+    let metric = ConstCounter::new(RuntimeMetrics::get(value));
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+impl Collector for RuntimeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = self.runtime.metrics();
+        let live = m.live_sessions.load(Relaxed).max(0);
+        // The store counts every session; a failing store only hides the passivated figure.
+        let stored = self
+            .runtime
+            .store()
+            .stats()
+            .map(|s| s.sessions as i64)
+            .unwrap_or(live);
+        let sessions = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "sessions",
+            "Sessions by residence: live actors, or passivated in the store",
+            None,
+            sessions.metric_type(),
+        )?;
+        for (state, value) in [("live", live), ("passivated", (stored - live).max(0))] {
+            ConstGauge::new(value).encode(family.encode_family(&[("state", state)])?)?;
+        }
+        let completed = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "turns_completed",
+            "Turns ended, by outcome",
+            None,
+            completed.metric_type(),
+        )?;
+        for (outcome, value) in OUTCOMES.iter().zip(&m.turns_completed) {
+            let name = serde_json::to_value(outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            ConstCounter::new(RuntimeMetrics::get(value))
+                .encode(family.encode_family(&[("outcome", name.as_str())])?)?;
+        }
+        counter(
+            &mut encoder,
+            "turns_accepted",
+            "Turns accepted",
+            &m.turns_accepted,
+        )?;
+        counter(
+            &mut encoder,
+            "attempts",
+            "Provider attempts started",
+            &m.attempts,
+        )?;
+        counter(
+            &mut encoder,
+            "retries",
+            "Retries scheduled after transient failures",
+            &m.retries,
+        )?;
+        counter(
+            &mut encoder,
+            "events_appended",
+            "Events appended to session logs",
+            &m.events_appended,
+        )?;
+        counter(
+            &mut encoder,
+            "lagged_drops",
+            "Subscribers dropped for lagging",
+            &m.lagged_drops,
+        )?;
+        counter(
+            &mut encoder,
+            "session_activations",
+            "Session actors started",
+            &m.activations,
+        )?;
+        counter(
+            &mut encoder,
+            "session_passivations",
+            "Session actors passivated",
+            &m.passivations,
+        )?;
+        counter(
+            &mut encoder,
+            "sessions_created",
+            "Sessions created",
+            &m.sessions_created,
+        )?;
+        counter(
+            &mut encoder,
+            "session_panics",
+            "Session actors restarted after a panic",
+            &m.panics,
+        )?;
+        gauge(
+            &mut encoder,
+            "queue_depth",
+            "Queued turns across live sessions",
+            m.queue_depth.load(Relaxed),
+        )?;
+        gauge(
+            &mut encoder,
+            "subscribers",
+            "Event subscribers across live sessions",
+            m.subscribers.load(Relaxed),
+        )?;
+        gauge(
+            &mut encoder,
+            "running_attempts",
+            "Provider attempts running now",
+            m.running_attempts.load(Relaxed),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,227 @@
+//! A session's event log: a page of it, or a Server-Sent Events stream (replay, then live).
+//!
+//! SSE frames: `id:` is the event's `seq`, `event:` its kind, `data:` the event's JSON. A client
+//! resumes with the `Last-Event-ID` header (browsers send it on reconnect) or `?after_seq=`;
+//! either way it gets every later event once, in order. Idle streams get a comment every
+//! `http.sse_keepalive_ms`. When the subscription ends (lagging, the session deleted or stopped)
+//! the server sends one `event: stream.closed` frame with the reason and ends the response.
+
+use crate::error::ApiError;
+use crate::extract::OwnedSession;
+use crate::schema::{ErrorBodySchema, EventSchema};
+use crate::state::AppState;
+use actix_web::http::header;
+use actix_web::web::Bytes;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
+use troupe_actors::{CloseReason, Event, Subscription};
+use utoipa::{IntoParams, ToSchema};
+
+/// The largest page of `GET /events`.
+pub const MAX_EVENTS_PAGE: usize = 1000;
+/// The page size of `GET /events` when `limit` is not given.
+pub const DEFAULT_EVENTS_PAGE: usize = 100;
+
+/// Paging of `GET /sessions/{id}/events`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Events with a greater seq (default 0: from the start).
+    pub after_seq: Option<u64>,
+    /// Page size, 1–1000 (default 100).
+    pub limit: Option<usize>,
+}
+
+/// A page of events.
+#[derive(Serialize, ToSchema)]
+pub struct EventPageBody {
+    /// Events in seq order.
+    #[schema(value_type = Vec<EventSchema>)]
+    pub events: Vec<Arc<Event>>,
+    /// The session's last seq: page on while the last event's seq is below it.
+    pub last_seq: u64,
+}
+
+/// Where an SSE stream starts.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// Replay events with a greater seq, then stream live ones (default 0). The
+    /// `Last-Event-ID` header wins over it.
+    pub after_seq: Option<u64>,
+}
+
+/// A page of the session's events.
+#[utoipa::path(
+    get, path = "/api/v1/sessions/{id}/events", tag = "events",
+    params(("id" = String, Path, description = "Session id (UUID)"), EventsQuery),
+    responses(
+        (status = 200, description = "A page", body = EventPageBody),
+        (status = 400, description = "`invalid_request`", body = ErrorBodySchema),
+        (status = 401, description = "`unauthorized`", body = ErrorBodySchema),
+        (status = 404, description = "`session_not_found`", body = ErrorBodySchema),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn page(
+    session: OwnedSession,
+    query: web::Query<EventsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_EVENTS_PAGE);
+    if !(1..=MAX_EVENTS_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_request(format!(
+            "`limit` must be between 1 and {MAX_EVENTS_PAGE}"
+        ))
+        .with("field", "limit"));
+    }
+    let page = session
+        .handle
+        .events(query.after_seq.unwrap_or(0), limit)
+        .await?;
+    Ok(HttpResponse::Ok().json(EventPageBody {
+        events: page.events,
+        last_seq: page.last_seq,
+    }))
+}
+
+/// The session's events as Server-Sent Events: the replay after the cursor, then live.
+#[utoipa::path(
+    get, path = "/api/v1/sessions/{id}/events/stream", tag = "events",
+    params(
+        ("id" = String, Path, description = "Session id (UUID)"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this seq (wins over `after_seq`)"),
+        StreamQuery,
+    ),
+    responses(
+        (status = 200, description = "`text/event-stream`: `id: <seq>`, `event: <kind>`, `data: <event JSON>`", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`invalid_request`: a malformed cursor", body = ErrorBodySchema),
+        (status = 401, description = "`unauthorized`", body = ErrorBodySchema),
+        (status = 404, description = "`session_not_found`", body = ErrorBodySchema),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn stream(
+    state: web::Data<AppState>,
+    session: OwnedSession,
+    req: HttpRequest,
+    query: web::Query<StreamQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let after_seq = match req.headers().get("last-event-id") {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                ApiError::invalid_request("`Last-Event-ID` must be an event seq")
+                    .with("field", "Last-Event-ID")
+            })?,
+        None => query.after_seq.unwrap_or(0),
+    };
+    let subscription = session.handle.subscribe(after_seq).await?;
+    log::debug!(
+        "session {}: SSE stream after seq {after_seq}",
+        session.handle.id()
+    );
+    let keepalive = Duration::from_millis(state.config.http.sse_keepalive_ms.max(10));
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(EventStream::new(subscription, after_seq, keepalive)))
+}
+
+/// A subscription rendered as SSE frames, with keep-alive comments while idle.
+struct EventStream {
+    /// Replay, then live events.
+    subscription: Subscription,
+    /// Fires while no event comes.
+    keepalive: Interval,
+    /// The opening comment, sent first so the client sees the stream is up.
+    greeting: Option<Bytes>,
+    /// The closing frame was sent; the next poll ends the body.
+    closed: bool,
+}
+
+impl EventStream {
+    fn new(subscription: Subscription, after_seq: u64, every: Duration) -> Self {
+        let mut keepalive = interval_at(Instant::now() + every, every);
+        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let greeting = Bytes::from(format!(
+            ": session {} after seq {after_seq}; last seq {}\nretry: 1000\n\n",
+            subscription.session_id, subscription.last_seq
+        ));
+        EventStream {
+            subscription,
+            keepalive,
+            greeting: Some(greeting),
+            closed: false,
+        }
+    }
+}
+
+/// One SSE frame of an event. Event JSON has no raw newlines, so one `data:` line holds it.
+fn frame(event: &Event) -> Bytes {
+    Bytes::from(format!(
+        "id: {}\nevent: {}\ndata: {}\n\n",
+        event.seq,
+        event.kind(),
+        event.to_json()
+    ))
+}
+
+fn closing_frame(reason: CloseReason) -> Bytes {
+    Bytes::from(format!(
+        "event: stream.closed\ndata: {{\"reason\":\"{}\"}}\n\n",
+        reason.as_str()
+    ))
+}
+
+impl Stream for EventStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(greeting) = this.greeting.take() {
+            return Poll::Ready(Some(Ok(greeting)));
+        }
+        if this.closed {
+            return Poll::Ready(None);
+        }
+        match this.subscription.poll_next_event(cx) {
+            Poll::Ready(Some(event)) => {
+                this.keepalive.reset();
+                Poll::Ready(Some(Ok(frame(&event))))
+            }
+            Poll::Ready(None) => {
+                this.closed = true;
+                let reason = this
+                    .subscription
+                    .close_reason()
+                    .unwrap_or(CloseReason::Stopped);
+                log::debug!(
+                    "session {}: SSE stream closed ({})",
+                    this.subscription.session_id,
+                    reason.as_str()
+                );
+                Poll::Ready(Some(Ok(closing_frame(reason))))
+            }
+            Poll::Pending => match this.keepalive.poll_tick(cx) {
+                Poll::Ready(_) => Poll::Ready(Some(Ok(Bytes::from_static(b": keep-alive\n\n")))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// Registers the event routes (inside `/api/v1`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/sessions/{id}/events", web::get().to(page))
+        .route("/sessions/{id}/events/stream", web::get().to(stream));
+}
