@@ -2,6 +2,7 @@
 //! runtime's actors.
 
 mod health;
+pub mod ws;
 
 use crate::config::Config;
 use crate::error;
@@ -17,5 +18,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
     .app_data(web::PayloadConfig::default().limit(config.limits.body_bytes))
     .app_data(web::QueryConfig::default().error_handler(error::query_error))
     .app_data(web::PathConfig::default().error_handler(error::path_error))
-    .configure(health::configure);
+    .configure(health::configure)
+    .configure(ws::configure);
 }
