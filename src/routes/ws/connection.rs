@@ -30,10 +30,6 @@ use troupe_actors::{
     CloseReason as SubscriptionClosed, Runtime, SendTurn, SessionHandle, SessionId, Subscription,
 };
 
-/// How long the writer tries to hand the close frame to a peer that does not read, before it
-/// gives up and lets the socket go.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// How many times in a row a subscription whose session actor stopped is made again.
 const MAX_RESUBSCRIBES: u32 = 3;
 
@@ -643,11 +639,13 @@ async fn write(
     drop(frames);
     let why = closing.borrow().clone();
     if let Some(reason) = why.and_then(|why| why.close_reason()) {
-        if tokio::time::timeout(CLOSE_TIMEOUT, session.close(reason))
+        // A peer that does not read (the lagging one) gets the client timeout to take the close
+        // frame, like any silent peer; then the socket goes without it.
+        if tokio::time::timeout(limits.client_timeout, session.close(reason))
             .await
             .is_err()
         {
-            log::debug!("websocket: the peer took no close frame within {CLOSE_TIMEOUT:?}");
+            log::debug!("websocket: the peer took no close frame in {:?}", limits.client_timeout);
         }
     }
 }
