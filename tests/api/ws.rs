@@ -158,8 +158,10 @@ impl Client {
 
     async fn subscribe(&mut self, session: &SessionHandle, after_seq: u64) -> Value {
         let answer = self
-            .request(json!({"type": "subscribe", "id": "sub", "session_id": session.id(),
-                            "after_seq": after_seq}))
+            .request(
+                json!({"type": "subscribe", "id": "sub", "session_id": session.id(),
+                            "after_seq": after_seq}),
+            )
             .await;
         assert_eq!(answer["type"], "subscribed", "{answer}");
         answer
@@ -188,7 +190,10 @@ async fn session_of(app: &TestApp, owner: &str) -> SessionHandle {
 
 /// `n` words of text.
 fn words(n: usize) -> String {
-    (0..n).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ")
+    (0..n)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Seqs of event frames.
@@ -223,9 +228,11 @@ async fn reconnect_with_after_seq_misses_and_repeats_nothing() {
     assert_eq!(subscribed["session_id"], session.id().to_string());
 
     let ack = first
-        .request(json!({"type": "send", "id": "s1", "session_id": session.id(),
+        .request(
+            json!({"type": "send", "id": "s1", "session_id": session.id(),
                         "content": words(40), "mode": "enqueue", "client_message_id": "c1",
-                        "options": {"script": {"chunk_delay_ms": 20}}}))
+                        "options": {"script": {"chunk_delay_ms": 20}}}),
+        )
         .await;
     assert_eq!(ack["type"], "ack", "{ack}");
     assert_eq!(ack["result"]["status"], "running");
@@ -246,7 +253,11 @@ async fn reconnect_with_after_seq_misses_and_repeats_nothing() {
     let mut second = Client::connect(&app).await;
     second.subscribe(&session, last_seen).await;
     let rest = second.events_until_completed().await;
-    assert_eq!(rest[0]["seq"].as_u64().unwrap(), last_seen + 1, "resumes right after");
+    assert_eq!(
+        rest[0]["seq"].as_u64().unwrap(),
+        last_seen + 1,
+        "resumes right after"
+    );
     seen.extend(rest);
 
     let got = seqs(&seen);
@@ -286,8 +297,10 @@ async fn two_clients_on_one_session_both_see_every_event_in_order() {
     a.subscribe(&session, 0).await;
     b.subscribe(&session, 0).await;
     let ack = a
-        .request(json!({"type": "send", "id": 1, "session_id": session.id(), "content": words(20),
-                        "options": {"script": {"chunk_delay_ms": 5}}}))
+        .request(
+            json!({"type": "send", "id": 1, "session_id": session.id(), "content": words(20),
+                        "options": {"script": {"chunk_delay_ms": 5}}}),
+        )
         .await;
     assert_eq!(ack["type"], "ack", "{ack}");
     let from_a = a.events_until_completed().await;
@@ -342,8 +355,9 @@ async fn owner_feed_sees_session_created_of_own_sessions_only() {
 #[actix_rt::test]
 async fn non_reading_client_is_dropped_lagged_while_reading_client_is_unaffected() {
     let app = spawn_app_with(|c| {
-        c.limits.ws_outbound_buffer = 16;
-        c.runtime.subscriber_buffer = 16;
+        // Small, but with room for a reading client on a busy 2-core test machine.
+        c.limits.ws_outbound_buffer = 64;
+        c.runtime.subscriber_buffer = 256;
     })
     .await;
     let lagged_before = WsMetrics::get(&WsMetrics::global().lagged);
@@ -357,17 +371,23 @@ async fn non_reading_client_is_dropped_lagged_while_reading_client_is_unaffected
     // Let the subscription land before the burst starts.
     tokio::time::sleep(Duration::from_millis(100)).await;
 
+    // About 6 MB of deltas: more than the socket buffers between server and sleeper can hold
+    // (the server's send buffer grows up to `tcp_wmem` max, 4 MB by default).
     session
         .send(SendTurn {
-            content: words(60_000),
-            options: json!({"script": {"chunk_words": 150, "chunk_delay_ms": 1}}),
+            content: "go".into(),
+            options: json!({"script": {"reply": words(800_000), "chunk_words": 1000,
+                                       "chunk_delay_ms": 2}}),
             ..SendTurn::default()
         })
         .await
         .unwrap();
     let events = reader.events_until_completed().await;
     let got = seqs(&events);
-    assert!(got == (1..=*got.last().unwrap()).collect::<Vec<_>>(), "no gap");
+    assert!(
+        got == (1..=*got.last().unwrap()).collect::<Vec<_>>(),
+        "no gap"
+    );
     assert_eq!(events.last().unwrap()["data"]["outcome"], "success");
     assert!(got.len() > 400, "a burst of {} events", got.len());
 
@@ -387,7 +407,10 @@ async fn non_reading_client_is_dropped_lagged_while_reading_client_is_unaffected
                 break (u16::from(frame.code), frame.reason.to_string())
             }
             Ok(Some(Ok(_))) => {}
-            other => panic!("expected close 1013, got {other:?}"),
+            other => panic!(
+                "expected close 1013 after seq {last}, got {other:?}; lagged {}",
+                WsMetrics::get(&WsMetrics::global().lagged) - lagged_before
+            ),
         }
     };
     assert_eq!(ended, (1013, "lagged".to_string()));
@@ -409,8 +432,16 @@ async fn invalid_frames_get_error_frames_and_the_connection_stays_open() {
         ("", Value::Null, "invalid_json"),
         ("[1, 2]", Value::Null, "invalid_request"),
         (r#"{"id": "a"}"#, json!("a"), "invalid_request"),
-        (r#"{"type": "dance", "id": "b"}"#, json!("b"), "invalid_request"),
-        (r#"{"type": "send", "id": "c"}"#, json!("c"), "invalid_request"),
+        (
+            r#"{"type": "dance", "id": "b"}"#,
+            json!("b"),
+            "invalid_request",
+        ),
+        (
+            r#"{"type": "send", "id": "c"}"#,
+            json!("c"),
+            "invalid_request",
+        ),
         (
             r#"{"type": "subscribe", "id": "d", "session_id": 5}"#,
             json!("d"),
@@ -471,18 +502,24 @@ async fn invalid_frames_get_error_frames_and_the_connection_stays_open() {
     assert_eq!(ack["result"]["position"], 1);
     let turn = ack["result"]["turn_id"].clone();
     let ack = client
-        .request(json!({"type": "queue.promote", "id": "pr", "session_id": session.id(),
-                        "turn_id": turn}))
+        .request(
+            json!({"type": "queue.promote", "id": "pr", "session_id": session.id(),
+                        "turn_id": turn}),
+        )
         .await;
     assert_eq!(ack["result"]["promoted"], true, "{ack}");
     let ack = client
-        .request(json!({"type": "queue.cancel", "id": "c", "session_id": session.id(),
-                        "turn_id": turn}))
+        .request(
+            json!({"type": "queue.cancel", "id": "c", "session_id": session.id(),
+                        "turn_id": turn}),
+        )
         .await;
     assert_eq!(ack["result"]["cancelled"], true, "{ack}");
     let again = client
-        .request(json!({"type": "queue.cancel", "id": "c2", "session_id": session.id(),
-                        "turn_id": turn}))
+        .request(
+            json!({"type": "queue.cancel", "id": "c2", "session_id": session.id(),
+                        "turn_id": turn}),
+        )
         .await;
     assert_eq!(again["type"], "error", "{again}");
     let ack = client
@@ -574,7 +611,9 @@ async fn silent_peer_is_dropped_and_a_responsive_one_is_kept() {
         }
     }
     assert!(pings >= 5, "the server pings every 100 ms: {pings}");
-    let pong = responsive.request(json!({"type": "ping", "id": "alive"})).await;
+    let pong = responsive
+        .request(json!({"type": "ping", "id": "alive"}))
+        .await;
     assert_eq!(pong["type"], "pong");
 
     match silent.ended().await {
@@ -647,7 +686,9 @@ fn fuzz_frame() -> impl Strategy<Value = String> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         ".{0,12}".prop_map(Value::from),
         Just(json!("*")),
         Just(json!("00000000-0000-7000-8000-000000000000")),

@@ -128,11 +128,17 @@ impl Outbound {
             }
             Closing::TooBig => {
                 metrics.oversized.fetch_add(1, Ordering::Relaxed);
-                log::info!("websocket of owner {} closed 1009: frame too large", self.owner);
+                log::info!(
+                    "websocket of owner {} closed 1009: frame too large",
+                    self.owner
+                );
             }
             Closing::Timeout => {
                 metrics.timeouts.fetch_add(1, Ordering::Relaxed);
-                log::info!("websocket of owner {} dropped: heartbeat timeout", self.owner);
+                log::info!(
+                    "websocket of owner {} dropped: heartbeat timeout",
+                    self.owner
+                );
             }
             other => log::debug!("websocket of owner {} closing: {other:?}", self.owner),
         }
@@ -524,7 +530,9 @@ async fn forward_session(
     let mut resubscribes = 0;
     loop {
         while let Some(event) = subscription.next().await {
-            if event.seq > last_delivered + 1 && !outbound.push(frames::truncated(session_id, event.seq)) {
+            if event.seq > last_delivered + 1
+                && !outbound.push(frames::truncated(session_id, event.seq))
+            {
                 return;
             }
             last_delivered = event.seq;
@@ -554,7 +562,9 @@ async fn forward_session(
             return ended("internal", "the session keeps stopping; subscribe again");
         }
         tokio::time::sleep(Duration::from_millis(50 * u64::from(resubscribes))).await;
-        log::debug!("session {session_id}: actor stopped; resubscribing after seq {last_delivered}");
+        log::debug!(
+            "session {session_id}: actor stopped; resubscribing after seq {last_delivered}"
+        );
         subscription = match handle.subscribe(last_delivered).await {
             Ok(subscription) => subscription,
             Err(e) => {
@@ -645,7 +655,10 @@ async fn write(
             .await
             .is_err()
         {
-            log::debug!("websocket: the peer took no close frame in {:?}", limits.client_timeout);
+            log::debug!(
+                "websocket: the peer took no close frame in {:?}",
+                limits.client_timeout
+            );
         }
     }
 }

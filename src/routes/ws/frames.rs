@@ -283,7 +283,10 @@ mod tests {
         assert_eq!(unknown.error.code, "invalid_request");
         assert_eq!(unknown.id, json!("a"));
         assert_eq!(parse("[1]").unwrap_err().error.code, "invalid_request");
-        assert_eq!(parse(r#"{"type":3}"#).unwrap_err().error.code, "invalid_request");
+        assert_eq!(
+            parse(r#"{"type":3}"#).unwrap_err().error.code,
+            "invalid_request"
+        );
         let mode = parse(r#"{"type":"send","session_id":"x","content":"","mode":"loud"}"#);
         assert_eq!(mode.unwrap_err().error.code, "invalid_request");
     }
