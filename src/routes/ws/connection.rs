@@ -617,16 +617,22 @@ async fn write(
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // The one frame taken from the queue and waiting for room in the socket.
     let mut pending: Option<Message> = None;
+    // A ping is owed: it goes out right after the frame being sent, ahead of the queue, so a
+    // client kept busy reading a long stream is still pinged and can answer.
+    let mut ping_due = false;
     loop {
+        if pending.is_none() && ping_due {
+            pending = Some(Message::Ping(Default::default()));
+            ping_due = false;
+        }
         tokio::select! {
             biased;
             _ = closing.wait_for(Option::is_some) => break,
             _ = heartbeat.tick() => {
                 if last_seen.get().elapsed() >= limits.client_timeout {
                     outbound.close(Closing::Timeout);
-                } else if pending.is_none() {
-                    // A connection busy sending needs no ping to stay alive.
-                    pending = Some(Message::Ping(Default::default()));
+                } else {
+                    ping_due = true;
                 }
             }
             ready = std::future::poll_fn(|cx| std::pin::Pin::new(&mut session).poll_ready(cx)),
