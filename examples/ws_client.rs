@@ -11,6 +11,7 @@
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -35,8 +36,10 @@ async fn main() -> Result<(), Error> {
 
     // First connection: subscribe from the start, send a slow turn, leave mid-stream.
     let mut socket = connect(&base, token.as_deref()).await?;
+    let mut early = VecDeque::new();
     request(
         &mut socket,
+        &mut early,
         json!({"type": "subscribe", "id": "sub-1", "session_id": session_id, "after_seq": 0}),
     )
     .await?;
@@ -44,6 +47,7 @@ async fn main() -> Result<(), Error> {
                    the field until the sun goes down behind the hills";
     let ack = request(
         &mut socket,
+        &mut early,
         json!({"type": "send", "id": "send-1", "session_id": session_id, "content": content,
                "mode": "enqueue", "options": {"script": {"chunk_delay_ms": 150}}}),
     )
@@ -53,7 +57,7 @@ async fn main() -> Result<(), Error> {
     let mut seen: Vec<Value> = Vec::new();
     let mut deltas = 0;
     while deltas < DELTAS_BEFORE_DISCONNECT {
-        let event = next_event(&mut socket).await?;
+        let event = next_event(&mut socket, &mut early).await?;
         print_event(&event);
         deltas += usize::from(event["kind"] == "message.delta");
         let done = event["kind"] == "turn.completed";
@@ -69,8 +73,10 @@ async fn main() -> Result<(), Error> {
 
     // Second connection: resume right after the last event seen.
     let mut socket = connect(&base, token.as_deref()).await?;
+    let mut early = VecDeque::new();
     let subscribed = request(
         &mut socket,
+        &mut early,
         json!({"type": "subscribe", "id": "sub-2", "session_id": session_id,
                "after_seq": last_seq}),
     )
@@ -80,7 +86,7 @@ async fn main() -> Result<(), Error> {
         subscribed["last_seq"]
     );
     while seen.last().is_none_or(|e| e["kind"] != "turn.completed") {
-        let event = next_event(&mut socket).await?;
+        let event = next_event(&mut socket, &mut early).await?;
         print_event(&event);
         seen.push(event);
     }
@@ -135,26 +141,33 @@ async fn connect(base: &str, token: Option<&str>) -> Result<Socket, Error> {
     Ok(socket)
 }
 
-/// Sends a request frame and waits for the frame that answers it (same `id`).
-async fn request(socket: &mut Socket, frame: Value) -> Result<Value, Error> {
+/// Sends a request frame and waits for the frame that answers it (same `id`). Events that
+/// arrive meanwhile are kept in `early` for [`next_event`].
+async fn request(
+    socket: &mut Socket,
+    early: &mut VecDeque<Value>,
+    frame: Value,
+) -> Result<Value, Error> {
     let id = frame["id"].clone();
     socket.send(Message::text(frame.to_string())).await?;
     loop {
         let answer = next_frame(socket).await?;
-        if answer["id"] == id {
+        if answer["type"] == "event" {
+            early.push_back(answer);
+        } else if answer["id"] == id {
             if answer["type"] == "error" {
                 return Err(format!("request {id} failed: {answer}").into());
             }
             return Ok(answer);
         }
-        if answer["type"] == "event" {
-            print_event(&answer);
-        }
     }
 }
 
-/// The next event frame (other frames are printed and skipped).
-async fn next_event(socket: &mut Socket) -> Result<Value, Error> {
+/// The next event frame, first from `early` (other frames are printed and skipped).
+async fn next_event(socket: &mut Socket, early: &mut VecDeque<Value>) -> Result<Value, Error> {
+    if let Some(event) = early.pop_front() {
+        return Ok(event);
+    }
     loop {
         let frame = next_frame(socket).await?;
         match frame["type"].as_str() {
@@ -188,7 +201,7 @@ fn print_event(event: &Value) {
     let data: String = data.chars().take(100).collect();
     println!(
         "{:>4} {:<16} {data}",
-        event["seq"],
+        event["seq"].as_u64().unwrap_or(0),
         event["kind"].as_str().unwrap_or("?")
     );
 }
