@@ -3,6 +3,7 @@
 //!
 //! Every metric is prefixed `troupe_`; the list is in docs/OPERATIONS.md.
 
+use crate::routes::ws::WsMetrics;
 use crate::state::AppState;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -12,7 +13,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::fmt;
@@ -50,9 +51,7 @@ fn latency_histogram() -> Histogram {
 }
 
 /// The server's metrics: a cheap handle shared through [`AppState`].
-///
-/// The WebSocket route bumps [`HttpMetrics::ws_connections`] (inc on upgrade, dec when the
-/// connection ends) and [`HttpMetrics::ws_lagged`] (a connection closed 1013 `lagged`).
+/// WebSocket figures come from [`crate::routes::ws::WsMetrics`].
 pub struct HttpMetrics {
     /// Holds every metric below plus the runtime collector; encoded on scrape.
     registry: Registry,
@@ -60,10 +59,6 @@ pub struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
     /// Time to the response head, by method and route pattern.
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    /// Open WebSocket connections.
-    pub ws_connections: Gauge,
-    /// WebSocket connections closed because their outbound buffer overflowed.
-    pub ws_lagged: Counter,
 }
 
 impl fmt::Debug for HttpMetrics {
@@ -80,8 +75,6 @@ impl HttpMetrics {
         let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,
         );
-        let ws_connections = Gauge::default();
-        let ws_lagged = Counter::default();
         registry.register(
             "http_requests",
             "HTTP requests by method, route pattern and status",
@@ -92,23 +85,11 @@ impl HttpMetrics {
             "Time to the response head, by method and route pattern",
             latency.clone(),
         );
-        registry.register(
-            "ws_connections",
-            "Open WebSocket connections",
-            ws_connections.clone(),
-        );
-        registry.register(
-            "ws_lagged",
-            "WebSocket connections closed 1013 lagged",
-            ws_lagged.clone(),
-        );
         registry.register_collector(Box::new(RuntimeCollector { runtime }));
         HttpMetrics {
             registry,
             requests,
             latency,
-            ws_connections,
-            ws_lagged,
         }
     }
 
@@ -208,6 +189,37 @@ fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) ->
 
 impl Collector for RuntimeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let ws = WsMetrics::global();
+        gauge(
+            &mut encoder,
+            "ws_connections",
+            "WebSocket connections open now",
+            ws.open_connections(),
+        )?;
+        counter(
+            &mut encoder,
+            "ws_connections",
+            "WebSocket connections accepted",
+            &ws.connections_total,
+        )?;
+        counter(
+            &mut encoder,
+            "ws_lagged",
+            "WebSocket connections closed 1013 lagged",
+            &ws.lagged,
+        )?;
+        counter(
+            &mut encoder,
+            "ws_oversized",
+            "WebSocket connections closed 1009 for an oversized frame",
+            &ws.oversized,
+        )?;
+        counter(
+            &mut encoder,
+            "ws_timeouts",
+            "WebSocket connections dropped for heartbeat silence",
+            &ws.timeouts,
+        )?;
         use std::sync::atomic::Ordering::Relaxed;
         let m = self.runtime.metrics();
         let live = m.live_sessions.load(Relaxed).max(0);

@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod providers;
 pub mod sessions;
 pub mod turns;
+pub mod ws;
 
 use crate::config::Config;
 use crate::error::{self, ApiError};
@@ -38,6 +39,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
     .configure(metrics::configure)
     .configure(crate::console::configure)
     .configure(|cfg| openai::configure(cfg, config))
+    // Before the /api/v1 scope, which would otherwise answer /api/v1/ws with 404.
+    .configure(ws::configure)
     .service(
         web::scope(API_PREFIX)
             .configure(sessions::configure)

@@ -13,3 +13,4 @@ mod sessions;
 mod shutdown;
 mod smoke;
 mod turns;
+mod ws;
