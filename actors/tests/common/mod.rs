@@ -99,3 +99,90 @@ pub fn assert_gapless(events: &[Arc<Event>], first: u64) {
         assert_eq!(e.seq, first + i as u64, "gap or duplicate at index {i}");
     }
 }
+
+/// A sled store in `dir` (real files; the lock is released when the last Arc drops).
+pub fn sled_store(dir: &std::path::Path) -> Arc<dyn Store> {
+    Arc::new(troupe_actors::SledStore::open(dir).expect("open sled store"))
+}
+
+/// A turn whose options carry an echo script.
+pub fn scripted(content: &str, mode: troupe_actors::BusyMode, script: serde_json::Value) -> troupe_actors::SendTurn {
+    troupe_actors::SendTurn {
+        content: content.to_string(),
+        mode,
+        options: serde_json::json!({ "script": script }),
+        ..troupe_actors::SendTurn::default()
+    }
+}
+
+/// A new session of owner `local` on `provider`.
+pub async fn session_on(rt: &Runtime, provider: &str) -> SessionHandle {
+    rt.get_or_create(NewSession {
+        owner: "local".into(),
+        provider: provider.into(),
+        ..NewSession::default()
+    })
+    .await
+    .expect("create session")
+    .0
+}
+
+/// Polls `check` every few milliseconds until it holds; fails after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs `f` to completion in a fresh actix `System` on this thread, then drops the system with
+/// every actor in it (so a sled store it opened is closed and unlocked afterwards).
+pub fn in_system<F, Fut, T>(f: F) -> T
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let system = actix::System::new();
+    let out = system.block_on(f());
+    drop(system);
+    out
+}
+
+/// The whole stored log of session `id`.
+pub fn stored_events(store: &Arc<dyn Store>, id: troupe_actors::SessionId) -> Vec<Arc<Event>> {
+    store
+        .read_events(id, 0, usize::MAX)
+        .expect("read events")
+        .into_iter()
+        .map(Arc::new)
+        .collect()
+}
+
+/// The `turn.completed` events per turn id.
+pub fn completions_per_turn(
+    events: &[Arc<Event>],
+) -> std::collections::HashMap<troupe_actors::TurnId, usize> {
+    let mut out = std::collections::HashMap::new();
+    for e in events {
+        if let (EventBody::TurnCompleted { .. }, Some(turn)) = (&e.body, e.turn_id) {
+            *out.entry(turn).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// The kinds of the events, in order.
+pub fn kinds(events: &[Arc<Event>]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind()).collect()
+}
