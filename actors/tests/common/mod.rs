@@ -186,3 +186,12 @@ pub fn completions_per_turn(
 pub fn kinds(events: &[Arc<Event>]) -> Vec<&'static str> {
     events.iter().map(|e| e.kind()).collect()
 }
+
+/// A subscription to the events from now on (the replay of the past is skipped).
+pub async fn live_events(handle: &SessionHandle) -> Subscription {
+    let mut sub = handle.subscribe(0).await.expect("subscribe");
+    for _ in 0..sub.replay_len() {
+        sub.next().await;
+    }
+    sub
+}
