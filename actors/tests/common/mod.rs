@@ -195,3 +195,47 @@ pub async fn live_events(handle: &SessionHandle) -> Subscription {
     }
     sub
 }
+
+/// A turn that streams `words` words one at a time, `delay_ms` apart: long enough to act on
+/// while it runs.
+pub fn slow_turn(
+    label: &str,
+    words: usize,
+    delay_ms: u64,
+    mode: troupe_actors::BusyMode,
+) -> troupe_actors::SendTurn {
+    let text = (0..words)
+        .map(|i| format!("{label}{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    scripted(
+        &text,
+        mode,
+        serde_json::json!({"chunk_words": 1, "chunk_delay_ms": delay_ms}),
+    )
+}
+
+/// The turns in the order their attempts started (one entry per attempt).
+pub fn started_order(events: &[Arc<Event>]) -> Vec<troupe_actors::TurnId> {
+    events
+        .iter()
+        .filter(|e| matches!(e.body, EventBody::TurnStarted { .. }))
+        .filter_map(|e| e.turn_id)
+        .collect()
+}
+
+/// The turns in the order they completed, with their outcomes.
+pub fn completed_order(events: &[Arc<Event>]) -> Vec<(troupe_actors::TurnId, Outcome)> {
+    events
+        .iter()
+        .filter_map(|e| match (&e.body, e.turn_id) {
+            (EventBody::TurnCompleted { outcome, .. }, Some(turn)) => Some((turn, *outcome)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits until the session's first event of `kind` for `turn` (or any turn) arrives.
+pub async fn wait_for_kind(sub: &mut Subscription, kind: &str) -> Vec<Arc<Event>> {
+    collect_until(sub, |e| e.kind() == kind).await
+}
