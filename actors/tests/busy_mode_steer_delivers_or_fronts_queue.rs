@@ -88,3 +88,41 @@ async fn steer_goes_to_the_front_of_the_queue_otherwise() {
         "the running turn is not disturbed; the steered one runs next"
     );
 }
+
+#[actix_rt::test]
+async fn steer_racing_the_end_of_the_attempt_is_answered_or_runs_next() {
+    let store: Arc<dyn troupe_actors::Store> = Arc::new(MemoryStore::new());
+    let rt = runtime(store.clone(), fast_settings());
+    let handle = session_on(&rt, "echo-steer").await;
+    let mut sub = handle.subscribe(0).await.unwrap();
+    for round in 0..100 {
+        let first = handle
+            .send(slow_turn("w", 1 + round % 3, 0, BusyMode::Enqueue))
+            .await
+            .unwrap();
+        for _ in 0..round % 5 {
+            tokio::task::yield_now().await;
+        }
+        let steered = handle.send_text("late steer", BusyMode::Steer).await.unwrap();
+        let events = collect_until(&mut sub, |e| {
+            e.turn_id == Some(steered.turn_id) && e.kind() == "turn.completed"
+        })
+        .await;
+        assert_eq!(
+            completed_order(&events),
+            vec![
+                (first.turn_id, Outcome::Success),
+                (steered.turn_id, Outcome::Success)
+            ],
+            "round {round}"
+        );
+        assert!(
+            events.iter().all(|e| !matches!(
+                e.body,
+                EventBody::Error { .. } | EventBody::TurnRetrying { .. }
+            )),
+            "round {round}: a steer at the end of an attempt is no provider failure: {:?}",
+            kinds(&events)
+        );
+    }
+}
