@@ -239,3 +239,26 @@ pub fn completed_order(events: &[Arc<Event>]) -> Vec<(troupe_actors::TurnId, Out
 pub async fn wait_for_kind(sub: &mut Subscription, kind: &str) -> Vec<Arc<Event>> {
     collect_until(sub, |e| e.kind() == kind).await
 }
+
+/// The attempt numbers of a turn's `turn.started` events.
+pub fn attempts_of(events: &[Arc<Event>], turn: troupe_actors::TurnId) -> Vec<u32> {
+    events
+        .iter()
+        .filter(|e| e.turn_id == Some(turn))
+        .filter_map(|e| match e.body {
+            EventBody::TurnStarted { attempt, .. } => Some(attempt),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The error of a turn's `turn.completed`.
+pub fn completion_error(
+    events: &[Arc<Event>],
+    turn: troupe_actors::TurnId,
+) -> Option<troupe_actors::ErrorInfo> {
+    events.iter().find_map(|e| match &e.body {
+        EventBody::TurnCompleted { error, .. } if e.turn_id == Some(turn) => error.clone(),
+        _ => None,
+    })
+}
