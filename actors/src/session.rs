@@ -1216,15 +1216,14 @@ impl Handler<Subscribe> for Session {
         let replay = self
             .log
             .read(self.shared.store.as_ref(), msg.after_seq, usize::MAX)?;
-        let (rx, close) = self.subscribers.add(self.shared.settings.subscriber_buffer);
+        let channel = self.subscribers.add(self.shared.settings.subscriber_buffer);
         RuntimeMetrics::add(&self.metrics().subscribers, 1);
         Ok(Subscription::new(
             self.id(),
             self.log.last_seq(),
             self.state(),
             replay.into(),
-            rx,
-            close,
+            channel,
             msg.after_seq,
             self.shared.metrics.clone(),
         ))

@@ -22,14 +22,23 @@ async fn abort_then_new_turn_runs_whole() {
         // Both messages in the mailbox back to back, or one after the other.
         let new_text = format!("fresh turn number {round} runs to the end");
         let (aborted, new) = if round % 4 < 2 {
-            futures::join!(handle.abort(), handle.send_text(&new_text, BusyMode::Enqueue))
+            futures::join!(
+                handle.abort(),
+                handle.send_text(&new_text, BusyMode::Enqueue)
+            )
         } else {
             let aborted = handle.abort().await;
-            (aborted, handle.send_text(&new_text, BusyMode::Enqueue).await)
+            (
+                aborted,
+                handle.send_text(&new_text, BusyMode::Enqueue).await,
+            )
         };
         let aborted = aborted.unwrap();
         let new = new.unwrap();
-        assert!(aborted.aborted && aborted.turn_id == Some(old.turn_id), "round {round}");
+        assert!(
+            aborted.aborted && aborted.turn_id == Some(old.turn_id),
+            "round {round}"
+        );
 
         let events = collect_until(&mut sub, |e| {
             e.turn_id == Some(new.turn_id) && e.kind() == "turn.completed"
@@ -38,7 +47,10 @@ async fn abort_then_new_turn_runs_whole() {
         let done = completed_order(&events);
         assert_eq!(
             done,
-            vec![(old.turn_id, Outcome::Aborted), (new.turn_id, Outcome::Success)],
+            vec![
+                (old.turn_id, Outcome::Aborted),
+                (new.turn_id, Outcome::Success)
+            ],
             "round {round}"
         );
         let new_events: Vec<_> = events
@@ -46,7 +58,11 @@ async fn abort_then_new_turn_runs_whole() {
             .filter(|e| e.turn_id == Some(new.turn_id))
             .cloned()
             .collect();
-        assert_eq!(delta_text(&new_events), new_text, "round {round}: whole answer");
+        assert_eq!(
+            delta_text(&new_events),
+            new_text,
+            "round {round}: whole answer"
+        );
         assert!(
             new_events.iter().all(|e| !matches!(
                 e.body,

@@ -27,7 +27,10 @@ async fn attempt_wall_clock_ends_turn() {
     let next = handle.send_text("next", BusyMode::Enqueue).await.unwrap();
     let events = until_completed(&mut sub, 2).await;
     let took = started.elapsed();
-    assert!(took >= LIMIT && took < Duration::from_millis(900), "{took:?}");
+    assert!(
+        took >= LIMIT && took < Duration::from_millis(900),
+        "{took:?}"
+    );
     assert_eq!(attempts_of(&events, turn.turn_id), vec![1]);
     assert!(!events
         .iter()
@@ -48,6 +51,9 @@ async fn attempt_wall_clock_ends_turn() {
         .filter(|e| e.turn_id == Some(turn.turn_id))
         .cloned()
         .collect();
-    assert!(!delta_text(&partial).is_empty(), "output streamed until the limit");
+    assert!(
+        !delta_text(&partial).is_empty(),
+        "output streamed until the limit"
+    );
     assert_eq!(handle.info().await.unwrap().state, SessionState::Idle);
 }

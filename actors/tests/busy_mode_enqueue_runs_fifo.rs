@@ -15,7 +15,10 @@ async fn enqueue_runs_fifo() {
         .send(slow_turn("a", 10, 5, BusyMode::Enqueue))
         .await
         .unwrap();
-    assert_eq!((first.status, first.position), (TurnStatus::Running, Some(0)));
+    assert_eq!(
+        (first.status, first.position),
+        (TurnStatus::Running, Some(0))
+    );
     let mut receipts = vec![first.turn_id];
     for i in 0..6 {
         let r = handle
@@ -29,11 +32,23 @@ async fn enqueue_runs_fifo() {
     let positions: Vec<_> = list.turns.iter().map(|t| t.position).collect();
     assert_eq!(
         positions,
-        vec![Some(0), Some(1), Some(2), Some(3), Some(4), Some(5), Some(6)]
+        vec![
+            Some(0),
+            Some(1),
+            Some(2),
+            Some(3),
+            Some(4),
+            Some(5),
+            Some(6)
+        ]
     );
 
     let events = until_completed(&mut sub, receipts.len()).await;
-    assert_eq!(started_order(&events), receipts, "started in the order sent");
+    assert_eq!(
+        started_order(&events),
+        receipts,
+        "started in the order sent"
+    );
     let done: Vec<_> = completed_order(&events);
     assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), receipts);
     assert!(done.iter().all(|d| d.1 == Outcome::Success));

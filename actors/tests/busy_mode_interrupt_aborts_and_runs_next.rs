@@ -67,8 +67,14 @@ async fn interrupt_on_a_free_session_just_runs() {
     let rt = runtime(Arc::new(MemoryStore::new()), fast_settings());
     let handle = session(&rt).await;
     let mut sub = handle.subscribe(0).await.unwrap();
-    let r = handle.send_text("hello", BusyMode::Interrupt).await.unwrap();
+    let r = handle
+        .send_text("hello", BusyMode::Interrupt)
+        .await
+        .unwrap();
     assert_eq!(r.status, TurnStatus::Running);
     let events = until_completed(&mut sub, 1).await;
-    assert_eq!(completed_order(&events), vec![(r.turn_id, Outcome::Success)]);
+    assert_eq!(
+        completed_order(&events),
+        vec![(r.turn_id, Outcome::Success)]
+    );
 }

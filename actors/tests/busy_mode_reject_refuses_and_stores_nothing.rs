@@ -49,7 +49,11 @@ async fn reject_refuses_while_busy_and_stores_nothing() {
     let queued = handle.send_text("queued", BusyMode::Enqueue).await.unwrap();
     handle.abort().await.unwrap();
     let err = handle.send(reject("still not", "r-3")).await.unwrap_err();
-    assert_eq!(err.code(), "session_busy", "a queued turn makes the session busy");
+    assert_eq!(
+        err.code(),
+        "session_busy",
+        "a queued turn makes the session busy"
+    );
 
     // Nothing of the refused turns is stored.
     let turns = store.all_turns(handle.id()).unwrap();

@@ -50,7 +50,10 @@ async fn steer_is_delivered_to_a_steer_capable_provider() {
             _ => None,
         })
         .collect();
-    assert!(!answer.contains("also"), "the steered answer is not in the first turn's");
+    assert!(
+        !answer.contains("also"),
+        "the steered answer is not in the first turn's"
+    );
     assert!(events.iter().any(|e| e.turn_id == Some(steered.turn_id)
         && matches!(&e.body, EventBody::Message { role, text } if role == "assistant" && text == "and also this")));
 }
@@ -103,7 +106,10 @@ async fn steer_racing_the_end_of_the_attempt_is_answered_or_runs_next() {
         for _ in 0..round % 5 {
             tokio::task::yield_now().await;
         }
-        let steered = handle.send_text("late steer", BusyMode::Steer).await.unwrap();
+        let steered = handle
+            .send_text("late steer", BusyMode::Steer)
+            .await
+            .unwrap();
         let events = collect_until(&mut sub, |e| {
             e.turn_id == Some(steered.turn_id) && e.kind() == "turn.completed"
         })

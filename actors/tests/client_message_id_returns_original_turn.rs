@@ -38,13 +38,19 @@ fn client_message_id_returns_original_turn() {
             BusyMode::Steer,
             BusyMode::Interrupt,
         ] {
-            let again = handle.send(with_id("other text", mode, "m-1")).await.unwrap();
+            let again = handle
+                .send(with_id("other text", mode, "m-1"))
+                .await
+                .unwrap();
             assert_eq!(
                 (again.turn_id, again.status, again.position, again.duplicate),
                 (running.turn_id, TurnStatus::Running, Some(0), true),
                 "{mode:?}"
             );
-            let again = handle.send(with_id("other text", mode, "m-2")).await.unwrap();
+            let again = handle
+                .send(with_id("other text", mode, "m-2"))
+                .await
+                .unwrap();
             assert_eq!(
                 (again.turn_id, again.status, again.position, again.duplicate),
                 (queued.turn_id, TurnStatus::Queued, Some(1), true),
@@ -60,7 +66,10 @@ fn client_message_id_returns_original_turn() {
         assert_eq!(store.all_turns(handle.id()).unwrap().len(), 2);
 
         // After completion: the original, completed.
-        let again = handle.send(with_id("x", BusyMode::Enqueue, "m-1")).await.unwrap();
+        let again = handle
+            .send(with_id("x", BusyMode::Enqueue, "m-1"))
+            .await
+            .unwrap();
         assert_eq!(
             (again.turn_id, again.status, again.position, again.duplicate),
             (running.turn_id, TurnStatus::Completed, None, true)
@@ -73,7 +82,10 @@ fn client_message_id_returns_original_turn() {
         let rt = runtime(store.clone(), fast_settings());
         let handle = rt.handle(id);
         for (cid, original) in [("m-1", running), ("m-2", queued)] {
-            let again = handle.send(with_id("retry after restart", BusyMode::Enqueue, cid)).await.unwrap();
+            let again = handle
+                .send(with_id("retry after restart", BusyMode::Enqueue, cid))
+                .await
+                .unwrap();
             assert_eq!(
                 (again.turn_id, again.status, again.duplicate),
                 (original, TurnStatus::Completed, true)
@@ -81,7 +93,10 @@ fn client_message_id_returns_original_turn() {
         }
         assert_eq!(store.all_turns(id).unwrap().len(), 2);
         // A new id is a new turn.
-        let fresh = handle.send(with_id("new", BusyMode::Enqueue, "m-3")).await.unwrap();
+        let fresh = handle
+            .send(with_id("new", BusyMode::Enqueue, "m-3"))
+            .await
+            .unwrap();
         assert!(!fresh.duplicate);
         assert_eq!(store.all_turns(id).unwrap().len(), 3);
     });

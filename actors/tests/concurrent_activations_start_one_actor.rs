@@ -27,7 +27,10 @@ async fn concurrent_activations_start_one_actor() {
         })
         .await;
         let figures = rt.figures().await.unwrap();
-        assert_eq!(figures.passivated, 1, "round {round}: counted as passivated");
+        assert_eq!(
+            figures.passivated, 1,
+            "round {round}: counted as passivated"
+        );
         let before = metrics.activations.load(Ordering::Relaxed);
 
         // Separate handles, so no caller reuses another's cached address.

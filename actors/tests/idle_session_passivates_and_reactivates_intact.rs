@@ -88,7 +88,10 @@ async fn idle_session_passivates_and_reactivates_intact() {
 
     // The held queue still holds, and seq goes on from where it was.
     let mut sub = handle.subscribe(before.last_seq).await.unwrap();
-    let queued = handle.send_text("after waking", BusyMode::Enqueue).await.unwrap();
+    let queued = handle
+        .send_text("after waking", BusyMode::Enqueue)
+        .await
+        .unwrap();
     assert_eq!(queued.status, TurnStatus::Queued);
     handle.resume().await.unwrap();
     let events = until_completed(&mut sub, 1).await;

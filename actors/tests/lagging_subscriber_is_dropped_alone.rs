@@ -23,7 +23,10 @@ async fn lagging_subscriber_is_dropped_alone() {
     let mut reader = handle.subscribe(0).await.unwrap();
     let mut sleeper = handle.subscribe(0).await.unwrap();
     let words = 120;
-    let text = (0..words).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+    let text = (0..words)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let turn = handle
         .send(scripted(
             &text,
@@ -38,7 +41,10 @@ async fn lagging_subscriber_is_dropped_alone() {
     assert_eq!(outcomes(&events), vec![Outcome::Success]);
     assert_eq!(delta_text(&events), text);
     assert_eq!(events.last().unwrap().turn_id, Some(turn.turn_id));
-    assert!(events.len() > 4 * BUFFER, "far more events than the buffer holds");
+    assert!(
+        events.len() > 4 * BUFFER,
+        "far more events than the buffer holds"
+    );
 
     // The sleeper gets what its buffer held when it was dropped, then the end.
     let mut got = Vec::new();
@@ -55,7 +61,10 @@ async fn lagging_subscriber_is_dropped_alone() {
     assert_eq!(rt.metrics().lagged_drops.load(Ordering::Relaxed), 1);
 
     // The reader is still subscribed and sees the next turn too; the log is whole.
-    handle.send_text("after the drop", BusyMode::Enqueue).await.unwrap();
+    handle
+        .send_text("after the drop", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let more = until_completed(&mut reader, 1).await;
     assert_eq!(delta_text(&more), "after the drop");
     assert_eq!(reader.close_reason(), None);

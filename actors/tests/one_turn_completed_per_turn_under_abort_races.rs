@@ -15,14 +15,12 @@ const ROUNDS: usize = 150;
 /// Every stored turn is completed and has exactly one `turn.completed` in the log; the
 /// counters agree.
 async fn assert_one_completion_each(rt: &Runtime, store: &Arc<dyn Store>, handle: &SessionHandle) {
-    let mut sub = live_events(handle).await;
     // Wait until nothing is open any more.
     eventually(Duration::from_secs(10), "all turns done", || async {
         let info = handle.info().await.unwrap();
         info.queue_len == 0 && store.open_turns(handle.id()).unwrap().is_empty()
     })
     .await;
-    drop(sub.close_reason());
     let turns = store.all_turns(handle.id()).unwrap();
     let log = stored_events(store, handle.id());
     assert_gapless(&log, 1);
@@ -40,7 +38,11 @@ async fn assert_one_completion_each(rt: &Runtime, store: &Arc<dyn Store>, handle
     let ids: HashSet<_> = turns.iter().map(|t| t.id).collect();
     assert!(completions.keys().all(|t| ids.contains(t)));
     let m = rt.metrics();
-    let completed: u64 = m.turns_completed.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    let completed: u64 = m
+        .turns_completed
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum();
     assert_eq!(completed, m.turns_accepted.load(Ordering::Relaxed));
     assert_eq!(completed, turns.len() as u64);
     assert_eq!(m.running_attempts.load(Ordering::Relaxed), 0);

@@ -30,12 +30,22 @@ async fn pause_holds_queue_until_resume() {
     assert_eq!((view.state, view.queue_len), (SessionState::Paused, 1));
     let list = handle.turns().await.unwrap();
     assert!(list.paused);
-    let held = list.turns.iter().find(|t| t.turn_id == queued.turn_id).unwrap();
+    let held = list
+        .turns
+        .iter()
+        .find(|t| t.turn_id == queued.turn_id)
+        .unwrap();
     assert_eq!((held.status, held.position), (TurnStatus::Queued, Some(1)));
 
     // A turn sent while paused is queued, not started.
-    let later = handle.send_text("also held", BusyMode::Enqueue).await.unwrap();
-    assert_eq!((later.status, later.position), (TurnStatus::Queued, Some(2)));
+    let later = handle
+        .send_text("also held", BusyMode::Enqueue)
+        .await
+        .unwrap();
+    assert_eq!(
+        (later.status, later.position),
+        (TurnStatus::Queued, Some(2))
+    );
 
     let view = handle.resume().await.unwrap();
     assert_ne!(view.state, SessionState::Paused);

@@ -30,18 +30,31 @@ async fn queue_cap_answers_queue_full() {
     let before = handle.turns().await.unwrap().turns.len();
     for mode in [BusyMode::Enqueue, BusyMode::Interrupt] {
         let err = handle.send_text("one too many", mode).await.unwrap_err();
-        assert!(matches!(err, RuntimeError::QueueFull { max: MAX_QUEUE }), "{err:?}");
+        assert!(
+            matches!(err, RuntimeError::QueueFull { max: MAX_QUEUE }),
+            "{err:?}"
+        );
         assert_eq!(err.code(), "queue_full");
     }
-    assert_eq!(handle.turns().await.unwrap().turns.len(), before, "nothing stored");
+    assert_eq!(
+        handle.turns().await.unwrap().turns.len(),
+        before,
+        "nothing stored"
+    );
 
     wait_for_kind(&mut sub, "message.delta").await;
-    let steered = handle.send_text("steered in", BusyMode::Steer).await.unwrap();
+    let steered = handle
+        .send_text("steered in", BusyMode::Steer)
+        .await
+        .unwrap();
     assert_eq!(steered.status, TurnStatus::Running);
 
     // Once the queue drains, sends fit again.
     until_completed(&mut sub, 2 + MAX_QUEUE).await;
-    let fits = handle.send_text("fits now", BusyMode::Enqueue).await.unwrap();
+    let fits = handle
+        .send_text("fits now", BusyMode::Enqueue)
+        .await
+        .unwrap();
     assert_eq!(fits.status, TurnStatus::Running);
 }
 
@@ -58,7 +71,10 @@ async fn steer_into_a_provider_without_steering_counts_against_the_cap() {
         handle.send_text("queued", BusyMode::Enqueue).await.unwrap();
     }
     wait_for_kind(&mut sub, "message.delta").await;
-    let err = handle.send_text("steer", BusyMode::Steer).await.unwrap_err();
+    let err = handle
+        .send_text("steer", BusyMode::Steer)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "queue_full");
     handle.abort().await.unwrap();
 }

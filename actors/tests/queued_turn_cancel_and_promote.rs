@@ -26,7 +26,9 @@ async fn cancel_and_promote_queued_turns() {
                 .turn_id,
         );
     }
-    let [b, c, d, e] = queued[..] else { unreachable!() };
+    let [b, c, d, e] = queued[..] else {
+        unreachable!()
+    };
 
     assert!(matches!(
         handle.cancel_turn(running.turn_id).await,
@@ -70,7 +72,10 @@ async fn cancel_and_promote_queued_turns() {
             (d, Outcome::Success),
         ]
     );
-    assert!(!started_order(&events).contains(&c), "a cancelled turn never runs");
+    assert!(
+        !started_order(&events).contains(&c),
+        "a cancelled turn never runs"
+    );
     let stored = store.get_turn(handle.id(), c).unwrap().unwrap();
     assert_eq!(
         (stored.status, stored.outcome),
@@ -85,8 +90,16 @@ fn promoted_order_survives_reopening_the_store() {
         let rt = runtime(sled_store(dir.path()), fast_settings());
         let handle = session(&rt).await;
         handle.pause().await.unwrap();
-        let x = handle.send_text("x", BusyMode::Enqueue).await.unwrap().turn_id;
-        let y = handle.send_text("y", BusyMode::Enqueue).await.unwrap().turn_id;
+        let x = handle
+            .send_text("x", BusyMode::Enqueue)
+            .await
+            .unwrap()
+            .turn_id;
+        let y = handle
+            .send_text("y", BusyMode::Enqueue)
+            .await
+            .unwrap()
+            .turn_id;
         handle.promote_turn(y).await.unwrap();
         (handle.id(), x, y)
     });

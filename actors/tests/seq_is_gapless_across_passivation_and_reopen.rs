@@ -23,7 +23,8 @@ async fn run_turns(rt: &troupe_actors::Runtime, id: SessionId, n: usize) {
     let handle = rt.handle(id);
     let mut sub = live_events(&handle).await;
     for i in 0..n {
-        let script = json!({"tool_use": i % 3 == 0, "thinking": i % 2 == 0, "chunk_words": 1 + i % 3});
+        let script =
+            json!({"tool_use": i % 3 == 0, "thinking": i % 2 == 0, "chunk_words": 1 + i % 3});
         handle
             .send(scripted(
                 &format!("turn {i} says a few words"),
@@ -81,7 +82,11 @@ fn seq_is_gapless_across_passivation_and_reopen() {
         let mut sub = handle.subscribe(last_1).await.unwrap();
         run_turns(&rt, id, TURNS_PER_PHASE).await;
         let first_new = sub.next().await.unwrap();
-        assert_eq!(first_new.seq, last_1 + 1, "the first new event follows the old log");
+        assert_eq!(
+            first_new.seq,
+            last_1 + 1,
+            "the first new event follows the old log"
+        );
         handle
             .send(scripted(
                 "a long reply that the stop cuts short",
@@ -90,7 +95,10 @@ fn seq_is_gapless_across_passivation_and_reopen() {
             ))
             .await
             .unwrap();
-        collect_until(&mut sub, |e| matches!(e.body, EventBody::MessageDelta { .. })).await;
+        collect_until(&mut sub, |e| {
+            matches!(e.body, EventBody::MessageDelta { .. })
+        })
+        .await;
         assert_log_gapless(&store, id)
     });
     assert!(last_2 > last_1);
@@ -103,7 +111,10 @@ fn seq_is_gapless_across_passivation_and_reopen() {
         let mut sub = rt.handle(id).subscribe(last_2).await.unwrap();
         let events = until_completed(&mut sub, 2).await;
         assert_gapless(&events, last_2 + 1);
-        assert_eq!(outcomes(&events), vec![Outcome::Interrupted, Outcome::Success]);
+        assert_eq!(
+            outcomes(&events),
+            vec![Outcome::Interrupted, Outcome::Success]
+        );
         run_turns(&rt, id, 3).await;
         assert_log_gapless(&store, id);
     });

@@ -30,7 +30,10 @@ async fn stalled_provider_is_retried() {
         .await
         .unwrap();
     let events = until_completed(&mut sub, 1).await;
-    assert!(started.elapsed() >= IDLE * 2, "each attempt waits out the idle time");
+    assert!(
+        started.elapsed() >= IDLE * 2,
+        "each attempt waits out the idle time"
+    );
     assert_eq!(attempts_of(&events, turn.turn_id), vec![1, 2]);
     let stalls = events
         .iter()

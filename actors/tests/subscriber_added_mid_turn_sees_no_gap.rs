@@ -101,7 +101,10 @@ fn check(turns: Vec<TurnShape>, joiners: Vec<Joiner>) {
         assert_gapless(&log, 1);
         for (after, got) in seen {
             assert_gapless(&got, after + 1);
-            assert_eq!(got.as_slice(), &log[after as usize..after as usize + got.len()]);
+            assert_eq!(
+                got.as_slice(),
+                &log[after as usize..after as usize + got.len()]
+            );
         }
     });
 }

@@ -20,7 +20,10 @@ async fn terminal_failure_is_attempted_once() {
         ))
         .await
         .unwrap();
-    let next = handle.send_text("next one", BusyMode::Enqueue).await.unwrap();
+    let next = handle
+        .send_text("next one", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let events = until_completed(&mut sub, 2).await;
     assert_eq!(attempts_of(&events, failing.turn_id), vec![1]);
     assert!(!events
@@ -49,5 +52,10 @@ async fn terminal_failure_is_attempted_once() {
         EventBody::Error { code, retryable: false, .. } if code == "prompt_too_long"
     )));
     assert_eq!(handle.info().await.unwrap().state, SessionState::Idle);
-    assert_eq!(rt.metrics().retries.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        rt.metrics()
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }

@@ -35,8 +35,14 @@ async fn transient_failures_exhaust_retries_and_hold_queue() {
         ))
         .await
         .unwrap();
-    let b = handle.send_text("queued b", BusyMode::Enqueue).await.unwrap();
-    let c = handle.send_text("queued c", BusyMode::Enqueue).await.unwrap();
+    let b = handle
+        .send_text("queued b", BusyMode::Enqueue)
+        .await
+        .unwrap();
+    let c = handle
+        .send_text("queued c", BusyMode::Enqueue)
+        .await
+        .unwrap();
 
     let events = collect_until(&mut sub, |e| {
         e.turn_id == Some(failing.turn_id) && e.kind() == "turn.completed"
@@ -85,7 +91,10 @@ async fn transient_failures_exhaust_retries_and_hold_queue() {
         let t = list.turns.iter().find(|t| t.turn_id == held).unwrap();
         assert_eq!(t.status, TurnStatus::Queued, "held, not run");
     }
-    let err = handle.send_text("more", BusyMode::Enqueue).await.unwrap_err();
+    let err = handle
+        .send_text("more", BusyMode::Enqueue)
+        .await
+        .unwrap_err();
     assert!(matches!(err, RuntimeError::SessionFailed));
 
     // Reset: the held turns run, in order.

@@ -111,11 +111,8 @@ pub fn chunks(text: &str, words: usize) -> Vec<String> {
 }
 
 /// Sends one event; `false` when the run was dropped.
-fn emit(
-    tx: &mpsc::Sender<ProviderEvent>,
-    event: ProviderEvent,
-) -> impl std::future::Future<Output = bool> + '_ {
-    async move { tx.send(event).await.is_ok() }
+async fn emit(tx: &mpsc::Sender<ProviderEvent>, event: ProviderEvent) -> bool {
+    tx.send(event).await.is_ok()
 }
 
 /// Answers one user message; `false` when the run ended (cancelled, crashed, stalled, failed).
@@ -263,9 +260,22 @@ impl Provider for EchoProvider {
                 if !answer(&tx, &request, &script, &text).await {
                     return;
                 }
+                if !steer {
+                    return;
+                }
                 // A steering run answers every message that arrived while it ran, in order.
-                while steer {
-                    let Ok(next) = steer_rx.try_recv() else { break };
+                // Before ending it closes the channel and answers what slipped in: a message
+                // sent after that fails at the session, which queues it, instead of riding an
+                // attempt that ends without answering it.
+                loop {
+                    let next = match steer_rx.try_recv() {
+                        Ok(next) => next,
+                        Err(_) => {
+                            steer_rx.close();
+                            let Ok(next) = steer_rx.try_recv() else { break };
+                            next
+                        }
+                    };
                     if !answer(&tx, &request, &EchoScript::default(), &next).await {
                         return;
                     }

@@ -106,7 +106,11 @@ pub fn sled_store(dir: &std::path::Path) -> Arc<dyn Store> {
 }
 
 /// A turn whose options carry an echo script.
-pub fn scripted(content: &str, mode: troupe_actors::BusyMode, script: serde_json::Value) -> troupe_actors::SendTurn {
+pub fn scripted(
+    content: &str,
+    mode: troupe_actors::BusyMode,
+    script: serde_json::Value,
+) -> troupe_actors::SendTurn {
     troupe_actors::SendTurn {
         content: content.to_string(),
         mode,
