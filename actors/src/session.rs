@@ -127,6 +127,10 @@ pub struct Session {
     next_attempt_id: u64,
     /// Turns that were running when the previous actor died, recovered in `started`.
     orphans: Vec<TurnRecord>,
+    /// The conversation's messages with their turns, for stateless providers: read from the log
+    /// on the first attempt that needs it, then kept up to date as messages are appended, so an
+    /// attempt never rescans the whole log.
+    conversation: Option<Vec<(Option<TurnId>, HistoryMessage)>>,
 }
 
 impl Session {
@@ -156,6 +160,7 @@ impl Session {
             generation: args.generation,
             next_attempt_id: 0,
             orphans,
+            conversation: None,
         })
     }
 
@@ -214,6 +219,18 @@ impl Session {
                 RuntimeError::Store(e)
             })?;
         self.reported_state = state;
+        if let Some(conversation) = self.conversation.as_mut() {
+            conversation.extend(appended.iter().filter_map(|e| match &e.body {
+                EventBody::Message { role, text } => Some((
+                    e.turn_id,
+                    HistoryMessage {
+                        role: role.clone(),
+                        text: text.clone(),
+                    },
+                )),
+                _ => None,
+            }));
+        }
         self.shared
             .metrics
             .events_appended
@@ -355,22 +372,29 @@ impl Session {
         self.start_attempt(ctx);
     }
 
-    /// The conversation so far, from the log, for stateless providers.
-    fn history(&self, current: TurnId) -> Vec<HistoryMessage> {
-        let events = match self.shared.store.read_events(self.id(), 0, usize::MAX) {
-            Ok(events) => events,
-            Err(e) => {
-                log::warn!("session {}: history unreadable: {e}", self.id());
-                return Vec::new();
-            }
-        };
-        events
-            .into_iter()
-            .filter(|e| e.turn_id != Some(current))
-            .filter_map(|e| match e.body {
-                EventBody::Message { role, text } => Some(HistoryMessage { role, text }),
+    /// The conversation so far, without the current turn, for stateless providers.
+    fn history(&mut self, current: TurnId) -> Vec<HistoryMessage> {
+        if self.conversation.is_none() {
+            let events = match self.shared.store.read_events(self.id(), 0, usize::MAX) {
+                Ok(events) => events,
+                Err(e) => {
+                    log::warn!("session {}: history unreadable: {e}", self.id());
+                    return Vec::new();
+                }
+            };
+            let messages = events.into_iter().filter_map(|e| match e.body {
+                EventBody::Message { role, text } => {
+                    Some((e.turn_id, HistoryMessage { role, text }))
+                }
                 _ => None,
-            })
+            });
+            self.conversation = Some(messages.collect());
+        }
+        self.conversation
+            .iter()
+            .flatten()
+            .filter(|(turn, _)| *turn != Some(current))
+            .map(|(_, message)| message.clone())
             .collect()
     }
 
