@@ -13,10 +13,13 @@ use troupe_actors::{
     Runtime, Settings,
 };
 
+/// Each attempt's prompt with the history it was given.
+type Seen = Arc<Mutex<Vec<(String, Vec<HistoryMessage>)>>>;
+
 /// The echo provider, recording the history each attempt was given.
 struct Recording {
     echo: EchoProvider,
-    seen: Arc<Mutex<Vec<(String, Vec<HistoryMessage>)>>>,
+    seen: Seen,
 }
 
 impl Provider for Recording {
@@ -46,7 +49,7 @@ fn msg(role: &str, text: &str) -> HistoryMessage {
 
 #[actix_rt::test]
 async fn stateless_history_is_the_conversation_so_far() {
-    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen = Seen::default();
     let idle = Duration::from_millis(60);
     let rt = Runtime::builder()
         .store(MemoryStore::new())
