@@ -35,6 +35,9 @@ unsafe impl GlobalAlloc for CountingAlloc {
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
+/// Opens a fresh store.
+type OpenStore = fn() -> Arc<dyn Store>;
+
 /// Words in the one long reply whose deltas are counted.
 const REPLY_WORDS: usize = 200_000;
 
@@ -193,7 +196,7 @@ async fn memory_per_idle_actor() -> Vec<(usize, i64, i64)> {
 }
 
 fn main() {
-    let stores: [(&str, fn() -> Arc<dyn Store>); 2] = [
+    let stores: [(&str, OpenStore); 2] = [
         ("memory", || Arc::new(MemoryStore::new())),
         ("sled", || {
             let dir = tempfile::tempdir().expect("temp dir").keep();
