@@ -149,6 +149,10 @@ pub struct Session {
     /// does not restart an actor whose handler panicked: tokio catches the unwind and actix
     /// stops the dropped actor, so a stop nobody asked for is the mark of a panic.
     stop_requested: bool,
+    /// The conversation's messages with their turns, for stateless providers: read from the log
+    /// on the first attempt that needs it, then kept up to date as messages are appended, so an
+    /// attempt never rescans the whole log.
+    conversation: Option<Vec<(Option<TurnId>, HistoryMessage)>>,
 }
 
 impl Session {
@@ -181,6 +185,7 @@ impl Session {
             restarts: args.recent_panics,
             panic_notice: args.panic_notice,
             stop_requested: false,
+            conversation: None,
         })
     }
 
@@ -239,6 +244,18 @@ impl Session {
                 RuntimeError::Store(e)
             })?;
         self.reported_state = state;
+        if let Some(conversation) = self.conversation.as_mut() {
+            conversation.extend(appended.iter().filter_map(|e| match &e.body {
+                EventBody::Message { role, text } => Some((
+                    e.turn_id,
+                    HistoryMessage {
+                        role: role.clone(),
+                        text: text.clone(),
+                    },
+                )),
+                _ => None,
+            }));
+        }
         self.shared
             .metrics
             .events_appended
@@ -381,22 +398,29 @@ impl Session {
         self.start_attempt(ctx);
     }
 
-    /// The conversation so far, from the log, for stateless providers.
-    fn history(&self, current: TurnId) -> Vec<HistoryMessage> {
-        let events = match self.shared.store.read_events(self.id(), 0, usize::MAX) {
-            Ok(events) => events,
-            Err(e) => {
-                log::warn!("session {}: history unreadable: {e}", self.id());
-                return Vec::new();
-            }
-        };
-        events
-            .into_iter()
-            .filter(|e| e.turn_id != Some(current))
-            .filter_map(|e| match e.body {
-                EventBody::Message { role, text } => Some(HistoryMessage { role, text }),
+    /// The conversation so far, without the current turn, for stateless providers.
+    fn history(&mut self, current: TurnId) -> Vec<HistoryMessage> {
+        if self.conversation.is_none() {
+            let events = match self.shared.store.read_events(self.id(), 0, usize::MAX) {
+                Ok(events) => events,
+                Err(e) => {
+                    log::warn!("session {}: history unreadable: {e}", self.id());
+                    return Vec::new();
+                }
+            };
+            let messages = events.into_iter().filter_map(|e| match e.body {
+                EventBody::Message { role, text } => {
+                    Some((e.turn_id, HistoryMessage { role, text }))
+                }
                 _ => None,
-            })
+            });
+            self.conversation = Some(messages.collect());
+        }
+        self.conversation
+            .iter()
+            .flatten()
+            .filter(|(turn, _)| *turn != Some(current))
+            .map(|(_, message)| message.clone())
             .collect()
     }
 
@@ -1281,15 +1305,14 @@ impl Handler<Subscribe> for Session {
         let replay = self
             .log
             .read(self.shared.store.as_ref(), msg.after_seq, usize::MAX)?;
-        let (rx, close) = self.subscribers.add(self.shared.settings.subscriber_buffer);
+        let channel = self.subscribers.add(self.shared.settings.subscriber_buffer);
         RuntimeMetrics::add(&self.metrics().subscribers, 1);
         Ok(Subscription::new(
             self.id(),
             self.log.last_seq(),
             self.state(),
             replay.into(),
-            rx,
-            close,
+            channel,
             msg.after_seq,
             self.shared.metrics.clone(),
         ))

@@ -136,8 +136,7 @@ impl Subscription {
         last_seq: u64,
         state: SessionState,
         replay: VecDeque<Arc<Event>>,
-        live: mpsc::Receiver<Arc<Event>>,
-        close: CloseCell,
+        (live, close): (mpsc::Receiver<Arc<Event>>, CloseCell),
         skip_through: u64,
         metrics: Arc<RuntimeMetrics>,
     ) -> Self {

@@ -1,6 +1,6 @@
 //! Timestamps on the wire: RFC 3339, UTC, `Z`, milliseconds.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A point in time that serializes as `2026-11-21T18:00:00.123Z`.
@@ -8,9 +8,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Timestamp(pub DateTime<Utc>);
 
 impl Timestamp {
-    /// The current time.
+    /// The current time, truncated to the milliseconds the wire carries, so a timestamp is the
+    /// same whether it comes from memory (the replay tail) or back from the store.
     pub fn now() -> Self {
-        Self(Utc::now())
+        Self(Utc::now().trunc_subsecs(3))
     }
 
     /// Milliseconds since the Unix epoch.

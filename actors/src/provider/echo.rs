@@ -260,12 +260,24 @@ impl Provider for EchoProvider {
                 if !answer(&tx, &request, &script, &text).await {
                     return;
                 }
+                if !steer {
+                    return;
+                }
                 // A steering run answers every message that arrived while it ran, in order.
-                if steer {
-                    while let Ok(next) = steer_rx.try_recv() {
-                        if !answer(&tx, &request, &EchoScript::default(), &next).await {
-                            return;
+                // Before ending it closes the channel and answers what slipped in: a message
+                // sent after that fails at the session, which queues it, instead of riding an
+                // attempt that ends without answering it.
+                loop {
+                    let next = match steer_rx.try_recv() {
+                        Ok(next) => next,
+                        Err(_) => {
+                            steer_rx.close();
+                            let Ok(next) = steer_rx.try_recv() else { break };
+                            next
                         }
+                    };
+                    if !answer(&tx, &request, &EchoScript::default(), &next).await {
+                        return;
                     }
                 }
             };

@@ -99,3 +99,170 @@ pub fn assert_gapless(events: &[Arc<Event>], first: u64) {
         assert_eq!(e.seq, first + i as u64, "gap or duplicate at index {i}");
     }
 }
+
+/// A sled store in `dir` (real files; the lock is released when the last Arc drops).
+pub fn sled_store(dir: &std::path::Path) -> Arc<dyn Store> {
+    Arc::new(troupe_actors::SledStore::open(dir).expect("open sled store"))
+}
+
+/// A turn whose options carry an echo script.
+pub fn scripted(
+    content: &str,
+    mode: troupe_actors::BusyMode,
+    script: serde_json::Value,
+) -> troupe_actors::SendTurn {
+    troupe_actors::SendTurn {
+        content: content.to_string(),
+        mode,
+        options: serde_json::json!({ "script": script }),
+        ..troupe_actors::SendTurn::default()
+    }
+}
+
+/// A new session of owner `local` on `provider`.
+pub async fn session_on(rt: &Runtime, provider: &str) -> SessionHandle {
+    rt.get_or_create(NewSession {
+        owner: "local".into(),
+        provider: provider.into(),
+        ..NewSession::default()
+    })
+    .await
+    .expect("create session")
+    .0
+}
+
+/// Polls `check` every few milliseconds until it holds; fails after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs `f` to completion in a fresh actix `System` on this thread, then drops the system with
+/// every actor in it (so a sled store it opened is closed and unlocked afterwards).
+pub fn in_system<F, Fut, T>(f: F) -> T
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let system = actix::System::new();
+    let out = system.block_on(f());
+    drop(system);
+    out
+}
+
+/// The whole stored log of session `id`.
+pub fn stored_events(store: &Arc<dyn Store>, id: troupe_actors::SessionId) -> Vec<Arc<Event>> {
+    store
+        .read_events(id, 0, usize::MAX)
+        .expect("read events")
+        .into_iter()
+        .map(Arc::new)
+        .collect()
+}
+
+/// The `turn.completed` events per turn id.
+pub fn completions_per_turn(
+    events: &[Arc<Event>],
+) -> std::collections::HashMap<troupe_actors::TurnId, usize> {
+    let mut out = std::collections::HashMap::new();
+    for e in events {
+        if let (EventBody::TurnCompleted { .. }, Some(turn)) = (&e.body, e.turn_id) {
+            *out.entry(turn).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// The kinds of the events, in order.
+pub fn kinds(events: &[Arc<Event>]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind()).collect()
+}
+
+/// A subscription to the events from now on (the replay of the past is skipped).
+pub async fn live_events(handle: &SessionHandle) -> Subscription {
+    let mut sub = handle.subscribe(0).await.expect("subscribe");
+    for _ in 0..sub.replay_len() {
+        sub.next().await;
+    }
+    sub
+}
+
+/// A turn that streams `words` words one at a time, `delay_ms` apart: long enough to act on
+/// while it runs.
+pub fn slow_turn(
+    label: &str,
+    words: usize,
+    delay_ms: u64,
+    mode: troupe_actors::BusyMode,
+) -> troupe_actors::SendTurn {
+    let text = (0..words)
+        .map(|i| format!("{label}{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    scripted(
+        &text,
+        mode,
+        serde_json::json!({"chunk_words": 1, "chunk_delay_ms": delay_ms}),
+    )
+}
+
+/// The turns in the order their attempts started (one entry per attempt).
+pub fn started_order(events: &[Arc<Event>]) -> Vec<troupe_actors::TurnId> {
+    events
+        .iter()
+        .filter(|e| matches!(e.body, EventBody::TurnStarted { .. }))
+        .filter_map(|e| e.turn_id)
+        .collect()
+}
+
+/// The turns in the order they completed, with their outcomes.
+pub fn completed_order(events: &[Arc<Event>]) -> Vec<(troupe_actors::TurnId, Outcome)> {
+    events
+        .iter()
+        .filter_map(|e| match (&e.body, e.turn_id) {
+            (EventBody::TurnCompleted { outcome, .. }, Some(turn)) => Some((turn, *outcome)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits until the session's first event of `kind` for `turn` (or any turn) arrives.
+pub async fn wait_for_kind(sub: &mut Subscription, kind: &str) -> Vec<Arc<Event>> {
+    collect_until(sub, |e| e.kind() == kind).await
+}
+
+/// The attempt numbers of a turn's `turn.started` events.
+pub fn attempts_of(events: &[Arc<Event>], turn: troupe_actors::TurnId) -> Vec<u32> {
+    events
+        .iter()
+        .filter(|e| e.turn_id == Some(turn))
+        .filter_map(|e| match e.body {
+            EventBody::TurnStarted { attempt, .. } => Some(attempt),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The error of a turn's `turn.completed`.
+pub fn completion_error(
+    events: &[Arc<Event>],
+    turn: troupe_actors::TurnId,
+) -> Option<troupe_actors::ErrorInfo> {
+    events.iter().find_map(|e| match &e.body {
+        EventBody::TurnCompleted { error, .. } if e.turn_id == Some(turn) => error.clone(),
+        _ => None,
+    })
+}
