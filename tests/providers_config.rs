@@ -1,4 +1,4 @@
-//! Provider configuration: the complete example of docs/providers.md parses and builds, bad
+//! Provider configuration: the complete example of docs/OPERATIONS.md (Providers) parses and builds, bad
 //! fallbacks and names are refused, listings carry what `GET /api/v1/providers` shows, and the
 //! defaults contain `echo` plus only the CLIs found on PATH.
 
@@ -13,10 +13,14 @@ struct ServerConfig {
     providers: BTreeMap<String, ProviderConfig>,
 }
 
-/// The ```toml block of docs/providers.md.
+/// The ```toml block of the "Complete example" of docs/OPERATIONS.md's providers section.
 fn documented_example() -> BTreeMap<String, ProviderConfig> {
-    let doc = include_str!("../docs/providers.md");
-    let start = doc.find("```toml\n").expect("a toml example") + "```toml\n".len();
+    let doc = include_str!("../docs/OPERATIONS.md");
+    let section = doc
+        .find("### Complete example")
+        .expect("a providers example");
+    let start =
+        section + doc[section..].find("```toml\n").expect("a toml example") + "```toml\n".len();
     let end = start + doc[start..].find("```").expect("the example ends");
     toml::from_str::<ServerConfig>(&doc[start..end])
         .expect("the documented example parses")

@@ -1,5 +1,5 @@
 //! The OpenAI-compatible doors at the root (`/v1/...`), so OpenAI SDKs, LangChain, chat UIs and
-//! curl use Troupe as a drop-in endpoint with durable sessions (DESIGN.md §11; docs/PROTOCOL-openai.md).
+//! curl use Troupe as a drop-in endpoint with durable sessions (DESIGN.md §11; docs/PROTOCOL.md, "OpenAI-compatible endpoints").
 //!
 //! # Layout
 //! - [`chat`]: `POST /v1/chat/completions`, streamed or not.

@@ -3,7 +3,7 @@
 //! The upgrade is authenticated first (`Authorization: Bearer …` or `?access_token=`; a refusal
 //! is the usual 401 JSON error, before any upgrade). The connection itself lives in
 //! [`connection`]; the JSON frames in [`frames`]. The wire protocol is written up in
-//! `docs/PROTOCOL-websocket.md`.
+//! `docs/PROTOCOL.md` (WebSocket section).
 
 mod connection;
 pub mod frames;

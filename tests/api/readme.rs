@@ -75,6 +75,7 @@ fn readme_curl_examples_work_against_the_binary() {
         "event: turn.accepted",
         "event: turn.completed",
         "Hello, Troupe!",
+        "Hello over OpenAI",
     ] {
         assert!(stdout.contains(needle), "missing `{needle}`\n{report}");
     }
