@@ -37,10 +37,16 @@ struct ServerProcess {
 impl ServerProcess {
     /// Starts `troupe serve --bind 127.0.0.1:0 --data DIR` and waits for its listening line.
     fn start(data: &Path) -> ServerProcess {
+        Self::start_with(data, &[])
+    }
+
+    /// The same, with `env` on top of [`ENV`].
+    fn start_with(data: &Path, env: &[(&str, &str)]) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_troupe"))
             .args(["serve", "--bind", "127.0.0.1:0", "--data"])
             .arg(data)
             .envs(ENV.iter().copied())
+            .envs(env.iter().copied())
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -430,5 +436,48 @@ fn a_restarted_server_is_ready_before_recovery_ends() {
         ready_after < Duration::from_secs(3),
         "readiness took {ready_after:?}"
     );
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn a_session_running_too_long_before_the_crash_fails_instead_of_rerunning() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ServerProcess::start(dir.path());
+    let api = server.api();
+    let id = api.create_session();
+    let running = api.send_slow(&id, &content(0, 0, FIRST_TURN_WORDS));
+    let queued = api.send_slow(&id, &content(0, 1, QUEUED_TURN_WORDS));
+    wait_until(Duration::from_secs(10), "the first turn to start", || {
+        api.events(&id).iter().any(|e| e["kind"] == "turn.started")
+    });
+    server.kill9();
+
+    // Every running session counts as stale now.
+    let server =
+        ServerProcess::start_with(dir.path(), &[("TROUPE_RUNTIME__STALE_RUNNING_HOURS", "0")]);
+    let api = server.api();
+    wait_until(Duration::from_secs(10), "the stale session to fail", || {
+        let (_, body) = api.get(&format!("/api/v1/sessions/{id}"));
+        body["session"]["state"] == "failed"
+    });
+    let turns = api.turns(&id);
+    assert_eq!(turns.len(), 2, "interrupted, not re-queued: {turns:?}");
+    let find = |turn_id: &str| turns.iter().find(|t| t["turn_id"] == turn_id).unwrap();
+    assert_eq!(find(&running)["outcome"], "interrupted");
+    assert_eq!(find(&queued)["status"], "queued", "held, not dropped");
+    let log = api.events(&id);
+    let completions = log
+        .iter()
+        .filter(|e| e["kind"] == "turn.completed" && e["turn_id"] == running.as_str())
+        .count();
+    assert_eq!(completions, 1);
+
+    let (status, body) = api.post(&format!("/api/v1/sessions/{id}/reset"), json!({}));
+    assert_eq!(status, 200, "{body}");
+    wait_until(Duration::from_secs(10), "the held turn to run", || {
+        api.turns(&id)
+            .iter()
+            .any(|t| t["turn_id"] == queued.as_str() && t["outcome"] == "success")
+    });
     assert!(server.terminate().success());
 }
