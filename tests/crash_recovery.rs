@@ -481,3 +481,38 @@ fn a_session_running_too_long_before_the_crash_fails_instead_of_rerunning() {
     });
     assert!(server.terminate().success());
 }
+
+#[test]
+fn graceful_restarts_do_not_use_up_the_restart_cap() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = ServerProcess::start(dir.path());
+    let id = server.api().create_session();
+    let text = content(0, 0, FIRST_TURN_WORDS);
+    server.api().send_slow(&id, &text);
+    // One more deploy than the restart cap (3), each while the turn streams.
+    for _ in 0..4 {
+        let api = server.api();
+        let streamed = api.events(&id).len();
+        wait_until(Duration::from_secs(10), "the turn to stream", || {
+            let log = api.events(&id);
+            log.len() > streamed && log.last().unwrap()["kind"] == "message.delta"
+        });
+        assert!(server.terminate().success());
+        server = ServerProcess::start(dir.path());
+    }
+    let api = server.api();
+    wait_until(Duration::from_secs(15), "the turn to finish", || {
+        api.turns(&id)
+            .iter()
+            .any(|t| t["content"] == text.as_str() && t["outcome"] == "success")
+    });
+    let turns = api.turns(&id);
+    let interrupted = turns
+        .iter()
+        .filter(|t| t["outcome"] == "interrupted")
+        .count();
+    assert_eq!(interrupted, 4, "{turns:?}");
+    let (_, session) = api.get(&format!("/api/v1/sessions/{id}"));
+    assert_eq!(session["session"]["state"], "idle", "{session}");
+    assert!(server.terminate().success());
+}
