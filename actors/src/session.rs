@@ -101,6 +101,16 @@ impl ActiveRun {
     }
 }
 
+/// How running turns were cut off; decides whether that counts against the restart cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cutoff {
+    /// The process or the actor died (crash, `kill -9`, panic): it counts as a failure of the
+    /// turn, so a turn that keeps killing its host stops being re-run.
+    Died,
+    /// Graceful shutdown: not the turn's doing; it re-runs however often the server restarts.
+    Shutdown,
+}
+
 /// A provider event tagged with the attempt it belongs to; `None` marks the end of the stream.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -862,22 +872,27 @@ impl Session {
         }
     }
 
-    /// Turns that were running when the previous actor or process died: each ends
-    /// `interrupted` and runs again at the front while within the restart cap.
-    fn recover_orphans(&mut self) {
+    /// Turns that were running when the previous actor or process died, or that a graceful
+    /// shutdown cut off: each ends `interrupted` and runs again at the front. After a death
+    /// that is only while within the restart cap and not stale; a shutdown always re-queues.
+    fn recover_orphans(&mut self, cutoff: Cutoff) {
         let orphans = std::mem::take(&mut self.orphans);
         if orphans.is_empty() {
             return;
         }
         let settings = self.shared.settings.clone();
-        let stale = self.record.running_since.is_some_and(|since| {
-            (Timestamp::now().millis() - since.millis()) as u128
-                >= settings.stale_running.as_millis()
-        });
+        let requeue = match cutoff {
+            Cutoff::Died => {
+                let stale = self.record.running_since.is_some_and(|since| {
+                    (Timestamp::now().millis() - since.millis()) as u128
+                        >= settings.stale_running.as_millis()
+                });
+                self.record.consecutive_failures += 1;
+                !stale && self.record.consecutive_failures <= settings.max_consecutive_restarts
+            }
+            Cutoff::Shutdown => true,
+        };
         self.record.running_since = None;
-        self.record.consecutive_failures += 1;
-        let requeue =
-            !stale && self.record.consecutive_failures <= settings.max_consecutive_restarts;
         if !requeue {
             self.record.failed = true;
         }
@@ -1042,7 +1057,7 @@ impl Actor for Session {
                 "too many panics",
             );
         }
-        self.recover_orphans();
+        self.recover_orphans(Cutoff::Died);
         let interval = self.shared.settings.idle_check_interval();
         ctx.run_interval(interval, |act, ctx| act.check_idle(ctx));
         self.dispatch(ctx);
@@ -1664,14 +1679,14 @@ impl Handler<Interrupt> for Session {
     /// Ends the running turns `interrupted` and stops; the turns run again at the next start.
     fn handle(&mut self, _msg: Interrupt, ctx: &mut Context<Self>) {
         if let Some(run) = self.run.as_ref() {
-            // Leave the turns `running` in the store: the next activation ends them
-            // `interrupted` and re-queues them, exactly as after a crash.
+            // They end `interrupted` now and their re-queued copies run at the next start;
+            // a deploy is not the turn's failure, so it does not use up the restart cap.
             run.cancel.cancel();
             let turns: Vec<_> = run.turns.iter().cloned().collect();
             self.stop_attempt(ctx);
             self.run = None;
             self.orphans = turns;
-            self.recover_orphans();
+            self.recover_orphans(Cutoff::Shutdown);
         }
         self.stop_requested = true;
         ctx.stop();

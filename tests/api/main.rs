@@ -12,5 +12,6 @@ mod readme;
 mod sessions;
 mod shutdown;
 mod smoke;
+mod supervision;
 mod turns;
 mod ws;
