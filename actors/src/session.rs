@@ -740,26 +740,7 @@ impl Session {
                         message: format!("{} attempts failed in a row; last: {}", n, error.message),
                     };
                     self.record.failed = true;
-                    let Some(mut run) = self.run.take() else {
-                        return;
-                    };
-                    self.record.running_since = None;
-                    let events = vec![(
-                        Some(turn_id),
-                        EventBody::Error {
-                            code: error.code.clone(),
-                            message: error.message.clone(),
-                            retryable: false,
-                        },
-                    )];
-                    self.finish_turns(
-                        std::mem::take(&mut run.turns).into_iter().collect(),
-                        Outcome::Failed,
-                        Some(exhausted),
-                        completion,
-                        batch,
-                        events,
-                    );
+                    self.fail_run(&error, exhausted, completion, batch);
                     self.after_session_failed(ctx);
                 } else {
                     let delay = settings
@@ -797,29 +778,42 @@ impl Session {
                 }
             }
             FailureClass::Terminal | FailureClass::ResumeLost => {
-                let Some(mut run) = self.run.take() else {
-                    return;
-                };
-                self.record.running_since = None;
-                let events = vec![(
-                    Some(turn_id),
-                    EventBody::Error {
-                        code: error.code.clone(),
-                        message: error.message.clone(),
-                        retryable: false,
-                    },
-                )];
-                self.finish_turns(
-                    std::mem::take(&mut run.turns).into_iter().collect(),
-                    Outcome::Failed,
-                    Some(info),
-                    completion,
-                    batch,
-                    events,
-                );
+                self.fail_run(&error, info, completion, batch);
                 self.dispatch(ctx);
             }
         }
+    }
+
+    /// Ends every turn of the run `failed` with `info`, after an `error` event naming the
+    /// provider's own failure (not retryable).
+    fn fail_run(
+        &mut self,
+        error: &ProviderError,
+        info: ErrorInfo,
+        completion: Completion,
+        batch: Batch,
+    ) {
+        let Some(mut run) = self.run.take() else {
+            return;
+        };
+        self.record.running_since = None;
+        let events = vec![(
+            Some(run.front_id()),
+            EventBody::Error {
+                code: error.code.clone(),
+                message: error.message.clone(),
+                retryable: false,
+            },
+        )];
+        let turns = std::mem::take(&mut run.turns).into_iter().collect();
+        self.finish_turns(
+            turns,
+            Outcome::Failed,
+            Some(info),
+            completion,
+            batch,
+            events,
+        );
     }
 
     /// After the restart cap: switch to the fallback provider, abandon, or hold the queue.
