@@ -92,6 +92,11 @@ pub struct SessionPanicked {
 #[rtype(result = "Vec<Addr<Session>>")]
 pub struct LiveSessions;
 
+/// Graceful shutdown began: no session is activated from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BeginShutdown;
+
 /// Whether the registry answers, for the readiness check.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -112,6 +117,9 @@ pub struct SessionRegistry {
     next_generation: u64,
     /// Recent panics per session, pruned to the panic window.
     panics: HashMap<SessionId, VecDeque<Instant>>,
+    /// Set by graceful shutdown: a stopped session stays stopped, so nothing reactivates one
+    /// (a reconnecting client, a panic restart) while the runtime drains.
+    shutting_down: bool,
 }
 
 impl SessionRegistry {
@@ -122,6 +130,7 @@ impl SessionRegistry {
             live: HashMap::new(),
             next_generation: 0,
             panics: HashMap::new(),
+            shutting_down: false,
         }
     }
 
@@ -201,6 +210,11 @@ impl SessionRegistry {
             if entry.addr.connected() {
                 return Ok(entry.addr.clone());
             }
+        }
+        if self.shutting_down {
+            return Err(RuntimeError::Internal(
+                "the runtime is shutting down".into(),
+            ));
         }
         let record = self
             .shared
@@ -317,6 +331,14 @@ impl Handler<LiveSessions> for SessionRegistry {
                 .map(|e| e.addr.clone())
                 .collect(),
         )
+    }
+}
+
+impl Handler<BeginShutdown> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, _msg: BeginShutdown, _ctx: &mut Context<Self>) {
+        self.shutting_down = true;
     }
 }
 

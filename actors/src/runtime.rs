@@ -8,7 +8,9 @@ use crate::metrics::RuntimeMetrics;
 use crate::owner_feed::OwnerFeed;
 use crate::provider::{EchoProvider, Provider, ProviderSet};
 use crate::record::{SessionState, SessionView};
-use crate::registry::{Activate, GetOrCreate, LiveSessions, NewSession, Ping, SessionRegistry};
+use crate::registry::{
+    Activate, BeginShutdown, GetOrCreate, LiveSessions, NewSession, Ping, SessionRegistry,
+};
 use crate::session::{ActorSnapshot, Drain, Interrupt, Session, Snapshot, UpdateSession};
 use crate::settings::Settings;
 use crate::store::{MemoryStore, Store};
@@ -324,6 +326,7 @@ impl Runtime {
     /// Graceful shutdown: no new turns start; running attempts get up to `grace` to finish,
     /// then end `interrupted` (re-queued for the next start); the store is flushed.
     pub async fn shutdown(&self, grace: Duration) {
+        let _ = self.registry.send(BeginShutdown).await;
         let addrs = self.registry.send(LiveSessions).await.unwrap_or_default();
         let deadline = Instant::now() + grace;
         loop {
