@@ -112,7 +112,7 @@ enum Scenario {
         #[arg(long, default_value_t = 10_000)]
         n: usize,
         /// Seconds of idleness before passivation, for `--spawn`.
-        #[arg(long, default_value_t = 3.0)]
+        #[arg(long, default_value_t = 20.0)]
         idle_passivate_secs: f64,
     },
     /// Writes a sled store of S sessions and E events through the `troupe_actors` Store API.
@@ -920,7 +920,8 @@ async fn turn_latency(base: &str, turns: usize, load: f64) -> Result<(), Error> 
             while let Some(msg) = socket.next().await {
                 if let Message::Text(text) = msg? {
                     let frame: Frame = serde_json::from_str(&text)?;
-                    if frame.kind_of_frame == "event" {
+                    // The new turn's first event (events of the last turn may still trail).
+                    if frame.kind == Some("turn.accepted") {
                         return Ok::<u64, Error>(t.elapsed().as_micros() as u64);
                     }
                 }
@@ -991,14 +992,20 @@ async fn replay(base: &str, events: usize, repeats: usize, load: f64) -> Result<
         let last = answer["last_seq"].as_u64().ok_or("no last_seq")?;
         let mut seen = 0u64;
         while let Some(msg) = socket.next().await {
-            if let Message::Text(text) = msg? {
-                let frame: Frame = serde_json::from_str(&text)?;
-                if frame.kind_of_frame == "event" {
-                    seen += 1;
-                    if frame.seq >= last {
-                        break;
+            match msg? {
+                Message::Text(text) => {
+                    let frame: Frame = serde_json::from_str(&text)?;
+                    if frame.kind_of_frame == "event" {
+                        seen += 1;
+                        if frame.seq >= last {
+                            break;
+                        }
                     }
                 }
+                Message::Close(close) => {
+                    return Err(format!("replay: closed after {seen} events: {close:?}").into())
+                }
+                _ => {}
             }
         }
         if seen != last {
@@ -1083,6 +1090,28 @@ async fn live_actors(client: &reqwest::Client, base: &str) -> Result<u64, Error>
         .ok_or_else(|| format!("no registry.live in {value}").into())
 }
 
+/// Reads each session, which goes through (and so activates) its actor.
+async fn activate(client: &reqwest::Client, base: &str, ids: &[String]) -> Result<(), Error> {
+    let mut reads = futures::stream::iter(ids.iter())
+        .map(|id| {
+            let client = client.clone();
+            async move {
+                client
+                    .get(format!("{base}/api/v1/sessions/{id}"))
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+            }
+        })
+        .buffer_unordered(32);
+    while let Some(ok) = reads.next().await {
+        if !ok? {
+            return Err("idle-sessions: a session read failed".into());
+        }
+    }
+    Ok(())
+}
+
 async fn idle_sessions(base: &str, pid: u32, n: usize, load: f64) -> Result<(), Error> {
     let client = reqwest::Client::new();
     // Warm the server's allocator and pools with a few sessions first.
@@ -1103,25 +1132,7 @@ async fn idle_sessions(base: &str, pid: u32, n: usize, load: f64) -> Result<(), 
         ids.push(result?.0);
     }
     drop(calls);
-    // Activate each one (a read goes through its actor).
-    let mut reads = futures::stream::iter(ids.iter())
-        .map(|id| {
-            let client = client.clone();
-            async move {
-                client
-                    .get(format!("{base}/api/v1/sessions/{id}"))
-                    .send()
-                    .await
-                    .map(|r| r.status().is_success())
-            }
-        })
-        .buffer_unordered(32);
-    while let Some(ok) = reads.next().await {
-        if !ok? {
-            return Err("idle-sessions: a session read failed".into());
-        }
-    }
-    drop(reads);
+    activate(&client, base, &ids).await?;
     let live = live_actors(&client, base).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_live = rss_kib(pid)?;
@@ -1136,6 +1147,12 @@ async fn idle_sessions(base: &str, pid: u32, n: usize, load: f64) -> Result<(), 
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_passivated = rss_kib(pid)?;
+    // The same sessions again: if passivation gave their memory back (to the allocator), the
+    // second activation grows the resident set by little.
+    activate(&client, base, &ids).await?;
+    let live_again = live_actors(&client, base).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_reactivated = rss_kib(pid)?;
     report(
         "idle-sessions",
         &json!({"sessions": n, "live_actors_added": added,
@@ -1145,7 +1162,12 @@ async fn idle_sessions(base: &str, pid: u32, n: usize, load: f64) -> Result<(), 
                 "live_after_passivation": live_after,
                 "rss_after_passivation_kib": rss_passivated,
                 "rss_kept_per_passivated_session_kib":
-                    round3((rss_passivated as f64 - rss_before as f64) / added as f64)}),
+                    round3((rss_passivated as f64 - rss_before as f64) / added as f64),
+                "live_after_reactivation": live_again,
+                "rss_after_reactivation_kib": rss_reactivated,
+                "rss_growth_per_reactivated_session_kib":
+                    round3((rss_reactivated as f64 - rss_passivated as f64)
+                        / live_again.max(1) as f64)}),
         Some(load),
     );
     Ok(())
