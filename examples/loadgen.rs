@@ -51,6 +51,9 @@ struct Cli {
     /// The server's pid, for RSS figures when it was not spawned here.
     #[arg(long, global = true)]
     pid: Option<u32>,
+    /// Environment for a spawned troupe, `KEY=VALUE`, repeatable (`TROUPE_STORE=memory`).
+    #[arg(long = "troupe-env", global = true)]
+    troupe_env: Vec<String>,
     /// Stop any scenario after this long.
     #[arg(long, global = true, default_value_t = 300)]
     max_secs: u64,
@@ -194,7 +197,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
         report("baseline-ws", &figures.to_json(args), None);
         return Ok(());
     }
-    let env = match &cli.scenario {
+    let mut env = match &cli.scenario {
         Scenario::IdleSessions {
             idle_passivate_secs,
             ..
@@ -204,6 +207,10 @@ async fn run(cli: &Cli) -> Result<(), Error> {
         )],
         _ => Vec::new(),
     };
+    for pair in &cli.troupe_env {
+        let (k, v) = pair.split_once('=').ok_or("--troupe-env takes KEY=VALUE")?;
+        env.push((k, v.to_string()));
+    }
     let spawned = if cli.spawn {
         Some(Server::troupe(cli, None, &env)?)
     } else {
