@@ -172,13 +172,14 @@ impl SessionRegistry {
             },
         });
         // The record and its first event land before the key is claimed, so whoever finds the
-        // key finds a whole session.
+        // key finds a whole session. With a key, the claim's own flush makes both durable (the
+        // store recovers a prefix of its writes), so this commit need not flush as well.
         store.commit(
             record.id,
             Batch {
                 record: Some(record.clone()),
                 events: vec![created.clone()],
-                durable: true,
+                durable: key.is_none(),
                 ..Batch::default()
             },
         )?;

@@ -119,6 +119,11 @@ struct AttemptOutput {
     event: Option<ProviderEvent>,
 }
 
+/// The most provider events the actor takes from an attempt's stream in one step. Whatever is
+/// ready (up to this many) is persisted as one batch and broadcast together, so a fast provider
+/// costs one store commit and one wake-up per drain, not per delta.
+const OUTPUT_CHUNK: usize = 256;
+
 /// The session actor.
 pub struct Session {
     /// The session's persisted record; the actor is its only writer while live.
@@ -286,6 +291,13 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Persists provider events gathered from one drain of the attempt's stream, if any.
+    fn persist_output(&mut self, pending: &mut Vec<(Option<TurnId>, EventBody)>) {
+        if !pending.is_empty() {
+            self.persist_or_log(Batch::default(), std::mem::take(pending), "provider output");
+        }
     }
 
     /// Persists and logs a failure instead of returning it: for paths driven by the provider,
@@ -518,7 +530,7 @@ impl Session {
                     event: None,
                 }
             }));
-        let stream_handle = ctx.add_stream(stream);
+        let stream_handle = ctx.add_stream(stream.ready_chunks(OUTPUT_CHUNK));
         let settings = &self.shared.settings;
         let tick = settings
             .output_idle_timeout
@@ -1083,50 +1095,66 @@ impl Actor for Session {
     }
 }
 
-impl StreamHandler<AttemptOutput> for Session {
-    /// One piece of provider output; output of any attempt but the current one is ignored.
-    fn handle(&mut self, output: AttemptOutput, ctx: &mut Context<Self>) {
-        let Some(run) = self.run.as_mut() else { return };
-        if run.attempt_id != output.attempt_id || run.retry_timer.is_some() {
-            return;
-        }
-        run.last_output = Instant::now();
-        let turn_id = Some(run.front_id());
-        let body = match output.event {
-            None => {
-                let error = ProviderError::transient(
-                    "provider_exited",
-                    "the provider ended without a result",
-                );
-                return self.on_failure(error, ctx);
+impl StreamHandler<Vec<AttemptOutput>> for Session {
+    /// Provider output that was ready at once, in order; output of any attempt but the current
+    /// one is ignored. Consecutive plain events (text, tools, status) are persisted as one batch;
+    /// the batch is written before a control event (done, failure, session id) is handled, so
+    /// the log keeps the provider's order.
+    fn handle(&mut self, outputs: Vec<AttemptOutput>, ctx: &mut Context<Self>) {
+        let mut pending: Vec<(Option<TurnId>, EventBody)> = Vec::new();
+        for output in outputs {
+            let Some(run) = self.run.as_mut() else {
+                continue;
+            };
+            if run.attempt_id != output.attempt_id || run.retry_timer.is_some() {
+                continue;
             }
-            Some(ProviderEvent::Done(completion)) => return self.on_done(completion, ctx),
-            Some(ProviderEvent::Failed(error)) => return self.on_failure(error, ctx),
-            Some(ProviderEvent::SessionId(id)) => return self.map_provider_session(id),
-            Some(ProviderEvent::Delta(text)) => EventBody::MessageDelta { text },
-            Some(ProviderEvent::Message { role, text }) => EventBody::Message { role, text },
-            Some(ProviderEvent::Thinking(text)) => EventBody::Thinking { text },
-            Some(ProviderEvent::ToolUse {
-                tool_id,
-                name,
-                input,
-            }) => EventBody::ToolUse {
-                tool_id,
-                name,
-                input,
-            },
-            Some(ProviderEvent::ToolResult {
-                tool_id,
-                output,
-                is_error,
-            }) => EventBody::ToolResult {
-                tool_id,
-                output,
-                is_error,
-            },
-            Some(ProviderEvent::Status(value)) => EventBody::Status(value),
-        };
-        self.persist_or_log(Batch::default(), vec![(turn_id, body)], "provider output");
+            run.last_output = Instant::now();
+            let turn_id = Some(run.front_id());
+            let body = match output.event {
+                Some(ProviderEvent::Delta(text)) => EventBody::MessageDelta { text },
+                Some(ProviderEvent::Message { role, text }) => EventBody::Message { role, text },
+                Some(ProviderEvent::Thinking(text)) => EventBody::Thinking { text },
+                Some(ProviderEvent::ToolUse {
+                    tool_id,
+                    name,
+                    input,
+                }) => EventBody::ToolUse {
+                    tool_id,
+                    name,
+                    input,
+                },
+                Some(ProviderEvent::ToolResult {
+                    tool_id,
+                    output,
+                    is_error,
+                }) => EventBody::ToolResult {
+                    tool_id,
+                    output,
+                    is_error,
+                },
+                Some(ProviderEvent::Status(value)) => EventBody::Status(value),
+                control => {
+                    self.persist_output(&mut pending);
+                    match control {
+                        None => self.on_failure(
+                            ProviderError::transient(
+                                "provider_exited",
+                                "the provider ended without a result",
+                            ),
+                            ctx,
+                        ),
+                        Some(ProviderEvent::Done(completion)) => self.on_done(completion, ctx),
+                        Some(ProviderEvent::Failed(error)) => self.on_failure(error, ctx),
+                        Some(ProviderEvent::SessionId(id)) => self.map_provider_session(id),
+                        Some(_) => unreachable!("plain events are matched above"),
+                    }
+                    continue;
+                }
+            };
+            pending.push((turn_id, body));
+        }
+        self.persist_output(&mut pending);
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {

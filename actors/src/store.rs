@@ -17,7 +17,7 @@ use crate::record::{SessionRecord, TurnRecord};
 use std::sync::Arc;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -80,6 +80,16 @@ impl Batch {
         self.record.is_none()
             && self.turns.is_empty()
             && self.events.is_empty()
+            && self.client_ids.is_empty()
+            && self.provider_mapping.is_none()
+            && self.active.is_none()
+    }
+
+    /// Whether the batch appends events and writes nothing else.
+    pub fn is_events_only(&self) -> bool {
+        !self.events.is_empty()
+            && self.record.is_none()
+            && self.turns.is_empty()
             && self.client_ids.is_empty()
             && self.provider_mapping.is_none()
             && self.active.is_none()

@@ -1,19 +1,36 @@
-//! The embedded default [`Store`]: one sled tree, records under prefixed keys.
+//! The embedded default [`Store`]: two sled trees, records under prefixed keys.
+//!
+//! Events live in a tree of their own (`events`), everything else in `troupe`. Apart, the leaf
+//! that takes a session's newest events holds nothing but events, so a big record (a turn with
+//! a long prompt) is not rewritten with every append.
 //!
 //! Key layout (`sid` = 16 raw bytes of the session id, `seq` = 8 bytes big-endian):
 //!
 //! ```text
+//! tree `troupe`:
 //! m schema            schema version
 //! s sid               session record (JSON)
 //! o owner 0 sid       owner index
 //! k owner 0 p 0 key   scoped key -> sid   (p = "-" without a project, "+project" with one)
-//! e sid seq           event (JSON)
 //! q sid turn          open (queued or running) turn (JSON)
 //! t sid turn          completed turn (JSON)
 //! c sid client_id     idempotency key -> turn id
 //! p provider 0 id     provider session id -> sid
 //! a sid               session has open turns
+//!
+//! tree `events`:
+//! e sid seq           a block of consecutive events starting at seq:
+//!                     the last seq (8 bytes big-endian), then a JSON array of the events
 //! ```
+//!
+//! Blocks: one sled key per event cost ~10 µs an append (sled splits a leaf every few
+//! sequential inserts and rewrites pages); events appended together are stored as blocks of up
+//! to [`BLOCK_BYTES`], so that cost is paid once a block. Blocks never overlap and are never
+//! rewritten: the expected-seq check is "no block starts at the first new seq, and the block
+//! before it ends right before it".
+//!
+//! Schema 1 kept one event per key in `troupe`; opening such a store moves them over once,
+//! each as a block of one.
 
 use super::{Batch, CreateOutcome, Store, StoreError, StoreStats, SCHEMA_VERSION};
 use crate::event::Event;
@@ -21,18 +38,30 @@ use crate::ids::{ScopedKey, SessionId, TurnId};
 use crate::record::{SessionRecord, TurnRecord, TurnStatus};
 use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// A store in a sled database directory.
 pub struct SledStore {
     /// The open database; kept so `flush` reaches the whole of it.
     db: sled::Db,
-    /// The one tree all records live in, so a batch is one atomic transaction.
+    /// The tree of every record but events.
     tree: sled::Tree,
+    /// The tree of events; a batch spans both trees in one transaction.
+    events: sled::Tree,
     /// The directory, for the readiness probe file.
     dir: PathBuf,
 }
+
+/// A block is closed once its encoded events reach this size. Small enough that a sled leaf of
+/// blocks stays under sled's inline item size (a quarter of a 512 KiB segment), large enough
+/// to share one key among a few dozen deltas.
+const BLOCK_BYTES: usize = 4096;
+
+/// Bytes before a block's JSON array: its last seq.
+const BLOCK_HEADER: usize = 8;
 
 fn engine(e: impl std::fmt::Display) -> StoreError {
     StoreError::Engine(e.to_string())
@@ -85,6 +114,47 @@ fn event_key(id: SessionId, seq: u64) -> Vec<u8> {
     key(b'e', &[id.as_bytes(), &seq.to_be_bytes()])
 }
 
+/// Encodes consecutive events as blocks: (key of the first seq, last seq + JSON array).
+fn encode_blocks(session: SessionId, events: &[Arc<Event>]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut blocks = Vec::new();
+    let mut current: Option<(u64, Vec<u8>)> = None;
+    for (i, event) in events.iter().enumerate() {
+        let (_, buf) = current.get_or_insert_with(|| {
+            let mut buf = Vec::with_capacity(BLOCK_BYTES + 512);
+            buf.extend_from_slice(&[0; BLOCK_HEADER]);
+            buf.push(b'[');
+            (event.seq, buf)
+        });
+        if buf.len() > BLOCK_HEADER + 1 {
+            buf.push(b',');
+        }
+        // Events are plain data with string keys; serializing them cannot fail.
+        serde_json::to_writer(&mut *buf, &**event).expect("events serialize");
+        if buf.len() >= BLOCK_BYTES || i + 1 == events.len() {
+            if let Some((first, mut buf)) = current.take() {
+                buf.push(b']');
+                buf[..BLOCK_HEADER].copy_from_slice(&event.seq.to_be_bytes());
+                blocks.push((event_key(session, first), buf));
+            }
+        }
+    }
+    blocks
+}
+
+/// The last seq a block holds.
+fn block_last_seq(value: &[u8]) -> Result<u64, StoreError> {
+    value
+        .get(..BLOCK_HEADER)
+        .and_then(|h| h.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt("event block header".into()))
+}
+
+/// The events of a block.
+fn decode_block(value: &[u8]) -> Result<Vec<Event>, StoreError> {
+    decode(&value[BLOCK_HEADER.min(value.len())..])
+}
+
 fn turn_key(open: bool, id: SessionId, turn: TurnId) -> Vec<u8> {
     key(
         if open { b'q' } else { b't' },
@@ -120,25 +190,130 @@ impl SledStore {
             .open()
             .map_err(engine)?;
         let tree = db.open_tree("troupe").map_err(engine)?;
+        let events = db.open_tree("events").map_err(engine)?;
+        let store = SledStore {
+            db,
+            tree,
+            events,
+            dir,
+        };
         let schema_key = key(b'm', &[b"schema"]);
-        match tree.get(&schema_key).map_err(engine)? {
-            Some(v) => {
-                let found = u32::from_be_bytes(
-                    v.as_ref()
-                        .try_into()
-                        .map_err(|_| StoreError::Corrupt("schema version".into()))?,
-                );
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::SchemaTooNew { found });
-                }
+        let found = match store.tree.get(&schema_key).map_err(engine)? {
+            Some(v) => u32::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("schema version".into()))?,
+            ),
+            None => SCHEMA_VERSION,
+        };
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew { found });
+        }
+        if found < 2 {
+            store.move_events_to_their_tree()?;
+        }
+        store
+            .tree
+            .insert(schema_key, &SCHEMA_VERSION.to_be_bytes())
+            .map_err(engine)?;
+        store.db.flush().map_err(engine)?;
+        Ok(store)
+    }
+
+    /// Schema 1 → 2: events move from `troupe` to `events` as blocks of one, a chunk at a time; each chunk is
+    /// written to `events` and flushed before it leaves `troupe`, so a crash midway loses none.
+    fn move_events_to_their_tree(&self) -> Result<(), StoreError> {
+        const CHUNK: usize = 10_000;
+        loop {
+            let mut moved = sled::Batch::default();
+            let mut gone = sled::Batch::default();
+            let mut n = 0;
+            for kv in self.tree.scan_prefix([b'e']).take(CHUNK) {
+                let (k, v) = kv.map_err(engine)?;
+                let event: Event = decode(&v)?;
+                let mut block = event.seq.to_be_bytes().to_vec();
+                block.push(b'[');
+                block.extend_from_slice(&v);
+                block.push(b']');
+                moved.insert(k.clone(), block);
+                gone.remove(k);
+                n += 1;
             }
-            None => {
-                tree.insert(schema_key, &SCHEMA_VERSION.to_be_bytes())
-                    .map_err(engine)?;
-                db.flush().map_err(engine)?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.events.apply_batch(moved).map_err(engine)?;
+            self.db.flush().map_err(engine)?;
+            self.tree.apply_batch(gone).map_err(engine)?;
+        }
+    }
+
+    /// Appends events that come with no other write and need no flush (provider deltas), without
+    /// a sled transaction: every atomic batch or transaction in sled rolls the log's I/O buffer
+    /// (a `write` per commit), which capped one session at ~7,000 events/s.
+    ///
+    /// The expected-seq check stays in the store: the block before the first new seq must end
+    /// right before it, and each block goes in with a compare-and-swap from nothing on its key,
+    /// so an append racing another one at the same seq is a [`StoreError::SeqConflict`]. Blocks
+    /// land in seq order and sled recovers a prefix of its log, so after a crash the session's
+    /// log is still a gapless prefix.
+    fn append_events(&self, session: SessionId, events: &[Arc<Event>]) -> Result<(), StoreError> {
+        let Some(first) = events.first().map(|e| e.seq) else {
+            return Ok(());
+        };
+        if self
+            .block_before(session, first)?
+            .map_or(0, |(_, last)| last)
+            != first - 1
+        {
+            return Err(self.conflict(session, first));
+        }
+        for (k, v) in encode_blocks(session, events) {
+            let block_first = u64::from_be_bytes(
+                k[k.len() - 8..]
+                    .try_into()
+                    .expect("an event key ends with its seq"),
+            );
+            let swapped = self
+                .events
+                .compare_and_swap(k, None as Option<&[u8]>, Some(v))
+                .map_err(engine)?;
+            if swapped.is_err() {
+                return Err(self.conflict(session, block_first));
             }
         }
-        Ok(SledStore { db, tree, dir })
+        Ok(())
+    }
+
+    /// The block that starts last before `seq` in a session's log: its key and last seq.
+    fn block_before(
+        &self,
+        session: SessionId,
+        seq: u64,
+    ) -> Result<Option<(sled::IVec, u64)>, StoreError> {
+        match self
+            .events
+            .range(event_key(session, 0)..event_key(session, seq))
+            .next_back()
+        {
+            Some(kv) => {
+                let (k, v) = kv.map_err(engine)?;
+                Ok(Some((k, block_last_seq(&v)?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The error for an append whose first seq was `expected`.
+    fn conflict(&self, session: SessionId, expected: u64) -> StoreError {
+        match self.last_seq(session) {
+            Ok(actual) => StoreError::SeqConflict {
+                session,
+                expected,
+                actual,
+            },
+            Err(e) => e,
+        }
     }
 
     fn scan_prefix<T: DeserializeOwned>(&self, prefix: Vec<u8>) -> Result<Vec<T>, StoreError> {
@@ -148,12 +323,12 @@ impl SledStore {
             .collect()
     }
 
-    fn remove_prefix(&self, prefix: Vec<u8>) -> Result<(), StoreError> {
+    fn remove_prefix(tree: &sled::Tree, prefix: Vec<u8>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for kv in self.tree.scan_prefix(prefix).keys() {
+        for kv in tree.scan_prefix(prefix).keys() {
             batch.remove(kv.map_err(engine)?);
         }
-        self.tree.apply_batch(batch).map_err(engine)
+        tree.apply_batch(batch).map_err(engine)
     }
 }
 
@@ -243,6 +418,9 @@ impl Store for SledStore {
         if batch.is_empty() {
             return Ok(());
         }
+        if batch.is_events_only() && !batch.durable {
+            return self.append_events(session, &batch.events);
+        }
         let durable = batch.durable;
         let first_seq = batch.events.first().map(|e| e.seq);
         let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
@@ -272,15 +450,24 @@ impl Store for SledStore {
             Some(false) => writes.push((active_key(session), None)),
             None => {}
         }
-        for event in &batch.events {
-            writes.push((event_key(session, event.seq), Some(encode(&**event))));
-        }
-        let result = self.tree.transaction(|tx| {
+        let events = encode_blocks(session, &batch.events);
+        // The block the new events follow, looked up here and checked again in the transaction
+        // (blocks are never rewritten, so "still there" means "still the end of the log").
+        let previous = match first_seq {
+            Some(first) if first > 1 => match self.block_before(session, first)? {
+                Some((k, last)) if last == first - 1 => Some(k),
+                _ => return Err(self.conflict(session, first)),
+            },
+            _ => None,
+        };
+        let result = (&self.tree, &self.events).transaction(|(tx, etx)| {
             if let Some(first) = first_seq {
                 // Append with an expected seq: the slot must be free and follow the last one.
-                let taken = tx.get(event_key(session, first))?.is_some();
-                let previous_missing =
-                    first > 1 && tx.get(event_key(session, first - 1))?.is_none();
+                let taken = etx.get(event_key(session, first))?.is_some();
+                let previous_missing = match &previous {
+                    Some(k) => etx.get(k)?.is_none(),
+                    None => false,
+                };
                 if taken || previous_missing {
                     return Err(ConflictableTransactionError::Abort(first));
                 }
@@ -291,17 +478,14 @@ impl Store for SledStore {
                     None => tx.remove(k.as_slice())?,
                 };
             }
+            for (k, v) in &events {
+                etx.insert(k.as_slice(), v.as_slice())?;
+            }
             Ok(())
         });
         match result {
             Ok(()) => {}
-            Err(TransactionError::Abort(expected)) => {
-                return Err(StoreError::SeqConflict {
-                    session,
-                    expected,
-                    actual: self.last_seq(session)?,
-                })
-            }
+            Err(TransactionError::Abort(expected)) => return Err(self.conflict(session, expected)),
             Err(TransactionError::Storage(e)) => return Err(engine(e)),
         }
         if durable {
@@ -316,25 +500,34 @@ impl Store for SledStore {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        let start = event_key(session, after_seq.saturating_add(1));
+        let first = after_seq.saturating_add(1);
+        // Start with the block that holds `first`, when one began before it.
+        let start = match self.block_before(session, first)? {
+            Some((k, last)) if last >= first => k.to_vec(),
+            _ => event_key(session, first),
+        };
         let end = key(b'e', &[session.as_bytes(), &u64::MAX.to_be_bytes()]);
-        self.tree
-            .range(start..=end)
-            .take(limit)
-            .map(|kv| kv.map_err(engine).and_then(|(_, v)| decode(&v)))
-            .collect()
+        let mut out = Vec::new();
+        for kv in self.events.range(start..=end) {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = kv.map_err(engine)?;
+            let wanted = limit - out.len();
+            out.extend(
+                decode_block(&v)?
+                    .into_iter()
+                    .filter(|e| e.seq > after_seq)
+                    .take(wanted),
+            );
+        }
+        Ok(out)
     }
 
     fn last_seq(&self, session: SessionId) -> Result<u64, StoreError> {
         let prefix = key(b'e', &[session.as_bytes()]);
-        match self.tree.scan_prefix(&prefix).next_back() {
-            Some(kv) => {
-                let (k, _) = kv.map_err(engine)?;
-                let seq: [u8; 8] = k[prefix.len()..]
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("event key".into()))?;
-                Ok(u64::from_be_bytes(seq))
-            }
+        match self.events.scan_prefix(&prefix).next_back() {
+            Some(kv) => block_last_seq(&kv.map_err(engine)?.1),
             None => Ok(0),
         }
     }
@@ -406,8 +599,9 @@ impl Store for SledStore {
             }
             self.tree.apply_batch(batch).map_err(engine)?;
         }
-        for tag in [b'e', b'q', b't', b'c'] {
-            self.remove_prefix(key(tag, &[id.as_bytes()]))?;
+        Self::remove_prefix(&self.events, key(b'e', &[id.as_bytes()]))?;
+        for tag in [b'q', b't', b'c'] {
+            Self::remove_prefix(&self.tree, key(tag, &[id.as_bytes()]))?;
         }
         let mut batch = sled::Batch::default();
         batch.remove(active_key(id));

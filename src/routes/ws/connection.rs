@@ -5,10 +5,13 @@
 //! - the writer owns the socket's sending side: it drains the queue, pings on the heartbeat and
 //!   sends the close frame.
 //!
-//! Invariant: nothing ever waits for room in the outbound queue. A full queue means the client
-//! is not reading; the connection is closed 1013 `lagged` and the client resumes with
-//! `after_seq`. So a slow client costs its session nothing but one dropped subscriber, and
-//! other clients of the same session never slow down.
+//! Invariant: nothing that follows a live stream waits for room in the outbound queue. A full
+//! queue means the client is not reading; the connection is closed 1013 `lagged` and the client
+//! resumes with `after_seq`. So a slow client costs its session nothing but one dropped
+//! subscriber, and other clients of the same session never slow down. The one wait: a
+//! subscription's replay (events the session handed over when it subscribed, already in this
+//! task's hands) waits for room, so a log longer than the queue can be caught up on; the
+//! session's own bounded buffer still drops a subscriber that falls behind the live events.
 
 use super::frames::{self, ClientFrame, FrameError, Request, OWNER_FEED};
 use super::{WsLimits, WsMetrics};
@@ -89,6 +92,28 @@ impl Outbound {
     /// is closing now as `lagged`).
     fn push(&self, frame: String) -> bool {
         self.push_message(Message::Text(frame.into()))
+    }
+
+    /// Queues a frame of a replay, waiting for room in the queue (see the module's invariant);
+    /// `false` when the connection is closing.
+    async fn push_replayed(&self, frame: String) -> bool {
+        if self.is_closing() {
+            return false;
+        }
+        let mut closing = self.closing.subscribe();
+        tokio::select! {
+            permit = self.frames.reserve() => match permit {
+                Ok(permit) => {
+                    permit.send(Message::Text(frame.into()));
+                    true
+                }
+                Err(_) => {
+                    self.close(Closing::Gone);
+                    false
+                }
+            },
+            _ = closing.wait_for(Option::is_some) => false,
+        }
     }
 
     fn push_message(&self, message: Message) -> bool {
@@ -529,7 +554,11 @@ async fn forward_session(
     let mut last_delivered = after_seq;
     let mut resubscribes = 0;
     loop {
-        while let Some(event) = subscription.next().await {
+        loop {
+            let replayed = subscription.replay_len() > 0;
+            let Some(event) = subscription.next().await else {
+                break;
+            };
             if event.seq > last_delivered + 1
                 && !outbound.push(frames::truncated(session_id, event.seq))
             {
@@ -537,7 +566,13 @@ async fn forward_session(
             }
             last_delivered = event.seq;
             resubscribes = 0;
-            if !outbound.push(frames::event(&event)) {
+            let frame = frames::event(&event);
+            let queued = if replayed {
+                outbound.push_replayed(frame).await
+            } else {
+                outbound.push(frame)
+            };
+            if !queued {
                 return;
             }
         }
