@@ -5,12 +5,13 @@
 //! A second test measures how quickly a restarted server is ready while many sessions with open
 //! turns are still being recovered in the background.
 
+#[path = "support/server_process.rs"]
+mod server_process;
+
 use serde_json::{json, Value};
+use server_process::ServerProcess;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Sessions per kill scenario.
@@ -26,77 +27,20 @@ const ENV: &[(&str, &str)] = &[
     ("TROUPE_SHUTDOWN_GRACE_SECS", "0"),
 ];
 
-/// The real `troupe` binary on a data directory.
-struct ServerProcess {
-    /// The child.
-    child: Child,
-    /// Where it listens.
-    address: SocketAddr,
+/// Starts the binary on `data` with the test environment ([`ENV`]) and `env` on top.
+fn start_server(data: &Path, env: &[(&str, &str)]) -> ServerProcess {
+    let env: Vec<_> = ENV.iter().chain(env).copied().collect();
+    ServerProcess::start(data, &[], &env)
 }
 
-impl ServerProcess {
-    /// Starts `troupe serve --bind 127.0.0.1:0 --data DIR` and waits for its listening line.
-    fn start(data: &Path) -> ServerProcess {
-        Self::start_with(data, &[])
-    }
-
-    /// The same, with `env` on top of [`ENV`].
-    fn start_with(data: &Path, env: &[(&str, &str)]) -> ServerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_troupe"))
-            .args(["serve", "--bind", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .envs(ENV.iter().copied())
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn troupe");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let address = loop {
-            let line = lines
-                .next()
-                .expect("troupe exited before listening")
-                .expect("read stdout");
-            if let Some(rest) = line.strip_prefix("troupe listening on http://") {
-                break rest.trim().parse().expect("address");
-            }
-        };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        ServerProcess { child, address }
-    }
-
-    /// A client of this server.
-    fn api(&self) -> Api {
-        Api {
-            client: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("client"),
-            base: format!("http://{}", self.address),
-        }
-    }
-
-    /// `kill -9`: no shutdown, no flush.
-    fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("wait");
-    }
-
-    /// SIGTERM, and waits for the exit.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-        self.child.wait().expect("wait")
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A client of `server`.
+fn client_of(server: &ServerProcess) -> Api {
+    Api {
+        client: reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client"),
+        base: server.base(),
     }
 }
 
@@ -244,8 +188,8 @@ type Accepted = Vec<(String, String)>;
 
 fn kill_and_recover(moment: Moment) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = ServerProcess::start(dir.path());
-    let api = server.api();
+    let server = start_server(dir.path(), &[]);
+    let api = client_of(&server);
     let mut sessions: BTreeMap<String, Accepted> = BTreeMap::new();
     for s in 0..SESSIONS {
         let id = api.create_session();
@@ -285,8 +229,8 @@ fn kill_and_recover(moment: Moment) {
     server.kill9();
 
     let restarting = Instant::now();
-    let server = ServerProcess::start(dir.path());
-    let api = server.api();
+    let server = start_server(dir.path(), &[]);
+    let api = client_of(&server);
     wait_until(Duration::from_secs(10), "/readyz", || api.ready());
     let ready_after = restarting.elapsed();
     let (stored_sessions, stored_events) = api.stored_figures();
@@ -398,8 +342,8 @@ const OPEN_SESSIONS: usize = 200;
 #[test]
 fn a_restarted_server_is_ready_before_recovery_ends() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = ServerProcess::start(dir.path());
-    let api = server.api();
+    let server = start_server(dir.path(), &[]);
+    let api = client_of(&server);
     for s in 0..OPEN_SESSIONS {
         let id = api.create_session();
         // Runs for minutes: it is certainly running at the kill.
@@ -411,8 +355,8 @@ fn a_restarted_server_is_ready_before_recovery_ends() {
     server.kill9();
 
     let restarting = Instant::now();
-    let server = ServerProcess::start(dir.path());
-    let api = server.api();
+    let server = start_server(dir.path(), &[]);
+    let api = client_of(&server);
     wait_until(Duration::from_secs(10), "/readyz", || api.ready());
     let ready_after = restarting.elapsed();
     let interrupted_at_ready = api.metric("troupe_turns_completed_total{outcome=\"interrupted\"}");
@@ -442,8 +386,8 @@ fn a_restarted_server_is_ready_before_recovery_ends() {
 #[test]
 fn a_session_running_too_long_before_the_crash_fails_instead_of_rerunning() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = ServerProcess::start(dir.path());
-    let api = server.api();
+    let server = start_server(dir.path(), &[]);
+    let api = client_of(&server);
     let id = api.create_session();
     let running = api.send_slow(&id, &content(0, 0, FIRST_TURN_WORDS));
     let queued = api.send_slow(&id, &content(0, 1, QUEUED_TURN_WORDS));
@@ -453,9 +397,8 @@ fn a_session_running_too_long_before_the_crash_fails_instead_of_rerunning() {
     server.kill9();
 
     // Every running session counts as stale now.
-    let server =
-        ServerProcess::start_with(dir.path(), &[("TROUPE_RUNTIME__STALE_RUNNING_HOURS", "0")]);
-    let api = server.api();
+    let server = start_server(dir.path(), &[("TROUPE_RUNTIME__STALE_RUNNING_HOURS", "0")]);
+    let api = client_of(&server);
     wait_until(Duration::from_secs(10), "the stale session to fail", || {
         let (_, body) = api.get(&format!("/api/v1/sessions/{id}"));
         body["session"]["state"] == "failed"
@@ -485,22 +428,22 @@ fn a_session_running_too_long_before_the_crash_fails_instead_of_rerunning() {
 #[test]
 fn graceful_restarts_do_not_use_up_the_restart_cap() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = ServerProcess::start(dir.path());
-    let id = server.api().create_session();
+    let mut server = start_server(dir.path(), &[]);
+    let id = client_of(&server).create_session();
     let text = content(0, 0, FIRST_TURN_WORDS);
-    server.api().send_slow(&id, &text);
+    client_of(&server).send_slow(&id, &text);
     // One more deploy than the restart cap (3), each while the turn streams.
     for _ in 0..4 {
-        let api = server.api();
+        let api = client_of(&server);
         let streamed = api.events(&id).len();
         wait_until(Duration::from_secs(10), "the turn to stream", || {
             let log = api.events(&id);
             log.len() > streamed && log.last().unwrap()["kind"] == "message.delta"
         });
         assert!(server.terminate().success());
-        server = ServerProcess::start(dir.path());
+        server = start_server(dir.path(), &[]);
     }
-    let api = server.api();
+    let api = client_of(&server);
     wait_until(Duration::from_secs(15), "the turn to finish", || {
         api.turns(&id)
             .iter()

@@ -6,39 +6,7 @@ mod common;
 use common::*;
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use troupe_actors::provider::HistoryMessage;
-use troupe_actors::{
-    AttemptRequest, BusyMode, Capabilities, EchoProvider, EventBody, MemoryStore, Outcome,
-    Provider, ProviderRun, Runtime, Settings,
-};
-
-/// Each attempt's prompt with the history it was given.
-type Seen = Arc<Mutex<Vec<(String, Vec<HistoryMessage>)>>>;
-
-/// The echo provider, recording the history each attempt was given.
-struct Recording {
-    echo: EchoProvider,
-    seen: Seen,
-}
-
-impl Provider for Recording {
-    fn capabilities(&self) -> Capabilities {
-        self.echo.capabilities()
-    }
-
-    fn start(&self, request: AttemptRequest) -> ProviderRun {
-        self.seen
-            .lock()
-            .unwrap()
-            .push((request.prompt.clone(), request.history.clone()));
-        self.echo.start(request)
-    }
-
-    fn kind(&self) -> &str {
-        "recording-echo"
-    }
-}
+use troupe_actors::{BusyMode, EchoProvider, EventBody, MemoryStore, Outcome, Runtime, Settings};
 
 #[actix_rt::test]
 async fn fallback_provider_gets_the_conversation_so_far() {

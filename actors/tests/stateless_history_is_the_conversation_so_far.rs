@@ -5,40 +5,9 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use troupe_actors::provider::HistoryMessage;
-use troupe_actors::{
-    AttemptRequest, BusyMode, Capabilities, EchoProvider, MemoryStore, Provider, ProviderRun,
-    Runtime, Settings,
-};
-
-/// Each attempt's prompt with the history it was given.
-type Seen = Arc<Mutex<Vec<(String, Vec<HistoryMessage>)>>>;
-
-/// The echo provider, recording the history each attempt was given.
-struct Recording {
-    echo: EchoProvider,
-    seen: Seen,
-}
-
-impl Provider for Recording {
-    fn capabilities(&self) -> Capabilities {
-        self.echo.capabilities()
-    }
-
-    fn start(&self, request: AttemptRequest) -> ProviderRun {
-        self.seen
-            .lock()
-            .unwrap()
-            .push((request.prompt.clone(), request.history.clone()));
-        self.echo.start(request)
-    }
-
-    fn kind(&self) -> &str {
-        "recording-echo"
-    }
-}
+use troupe_actors::{BusyMode, EchoProvider, MemoryStore, Runtime, Settings};
 
 fn msg(role: &str, text: &str) -> HistoryMessage {
     HistoryMessage {

@@ -2,11 +2,11 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use tempfile::TempDir;
+
+pub use crate::server_process::ServerProcess;
 use troupe::app::Application;
 use troupe::config::Config;
 
@@ -117,64 +117,6 @@ pub async fn status_json(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-/// The real `troupe` binary, started as a user would.
-pub struct ServerProcess {
-    /// The child.
-    pub child: Child,
-    /// Where it listens.
-    pub address: SocketAddr,
-}
-
-impl ServerProcess {
-    /// Starts `troupe serve --bind 127.0.0.1:0 --data DIR` plus `extra` arguments and waits
-    /// for its listening line.
-    pub fn start(data: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_troupe"))
-            .args(["serve", "--bind", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .args(extra)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn troupe");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let address = loop {
-            let line = lines
-                .next()
-                .expect("troupe exited before listening")
-                .expect("read stdout");
-            if let Some(rest) = line.strip_prefix("troupe listening on http://") {
-                break rest.trim().parse().expect("address");
-            }
-        };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        ServerProcess { child, address }
-    }
-
-    /// `http://ADDRESS`.
-    pub fn base(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        self.child.wait().expect("wait")
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A temp dir path for tests that spawn the binary.

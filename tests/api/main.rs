@@ -9,6 +9,8 @@ mod openai;
 mod openai_python;
 mod operators;
 mod readme;
+#[path = "../support/server_process.rs"]
+mod server_process;
 mod sessions;
 mod shutdown;
 mod smoke;

@@ -1,7 +1,7 @@
 //! Helpers shared by the runtime's behaviour tests.
 #![allow(dead_code)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use troupe_actors::{
     EchoProvider, Event, EventBody, NewSession, Outcome, Runtime, SessionHandle, Settings, Store,
@@ -265,4 +265,33 @@ pub fn completion_error(
         EventBody::TurnCompleted { error, .. } if e.turn_id == Some(turn) => error.clone(),
         _ => None,
     })
+}
+
+/// Each attempt's prompt with the history it was given.
+pub type Seen = Arc<Mutex<Vec<(String, Vec<troupe_actors::provider::HistoryMessage>)>>>;
+
+/// The echo provider, recording the prompt and history each attempt was given.
+pub struct Recording {
+    /// Does the answering.
+    pub echo: EchoProvider,
+    /// What each attempt was given.
+    pub seen: Seen,
+}
+
+impl troupe_actors::Provider for Recording {
+    fn capabilities(&self) -> troupe_actors::Capabilities {
+        self.echo.capabilities()
+    }
+
+    fn start(&self, request: troupe_actors::AttemptRequest) -> troupe_actors::ProviderRun {
+        self.seen
+            .lock()
+            .unwrap()
+            .push((request.prompt.clone(), request.history.clone()));
+        self.echo.start(request)
+    }
+
+    fn kind(&self) -> &str {
+        "recording-echo"
+    }
 }
