@@ -10,13 +10,10 @@ use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use troupe::providers::process::resolve_program;
 use troupe::providers::{ClaudeCli, CliProvider, CliSettings};
-use troupe_actors::{
-    BusyMode, EventBody, FailureClass, MemoryStore, NewSession, Outcome, Provider, Runtime,
-    Settings,
-};
+use troupe_actors::{BusyMode, EventBody, FailureClass, NewSession, Outcome, Provider};
 
 /// How the mock answers `POST /v1/messages`.
 #[derive(Clone, Copy, PartialEq)]
@@ -40,14 +37,9 @@ impl AnthropicMock {
             mode: Arc::new(Mutex::new(mode)),
             messages: Arc::default(),
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let m = mock.clone();
-        tokio::spawn(async move {
-            while let Ok((socket, _)) = listener.accept().await {
-                tokio::spawn(m.clone().serve(socket));
-            }
-        });
+        let address = serve_on_loopback(move |socket| m.clone().serve(socket)).await;
+        let url = format!("http://{address}");
         (mock, url)
     }
 
@@ -209,18 +201,6 @@ fn settings(command: String, url: &str, home: &std::path::Path) -> CliSettings {
     settings
 }
 
-fn runtime(provider: impl Provider) -> Runtime {
-    Runtime::builder()
-        .store(MemoryStore::new())
-        .provider("claude", provider)
-        .settings(Settings {
-            retry_base: Duration::from_millis(10),
-            retry_max: Duration::from_millis(50),
-            ..Settings::default()
-        })
-        .start()
-}
-
 async fn completed(sub: &mut troupe_actors::Subscription) -> (Vec<EventBody>, EventBody) {
     let mut seen = Vec::new();
     loop {
@@ -251,10 +231,10 @@ async fn real_claude_two_turns_resume_the_provider_session() {
     let (mock, url) = AnthropicMock::start(Mode::Answer).await;
     let home = tempfile::tempdir().unwrap();
     let project = tempfile::tempdir().unwrap();
-    let rt = runtime(CliProvider::new(
-        ClaudeCli,
-        settings(command, &url, home.path()),
-    ));
+    let rt = runtime_with(
+        "claude",
+        CliProvider::new(ClaudeCli, settings(command, &url, home.path())),
+    );
     let (session, _) = rt
         .get_or_create(NewSession {
             owner: "local".into(),
@@ -328,7 +308,7 @@ async fn real_claude_prompt_too_long_is_terminal_and_attempted_once() {
     let direct_calls = mock.answered().len();
     assert!(direct_calls >= 1);
     // Through a session: one attempt, no retry.
-    let rt = runtime(provider);
+    let rt = runtime_with("claude", provider);
     let (session, _) = rt
         .get_or_create(NewSession {
             owner: "local".into(),

@@ -9,13 +9,10 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use troupe::providers::{OpenAiHttp, OpenAiHttpSettings};
 use troupe_actors::provider::HistoryMessage;
-use troupe_actors::{
-    BusyMode, EventBody, FailureClass, MemoryStore, NewSession, Outcome, Provider, Runtime,
-    Settings,
-};
+use troupe_actors::{BusyMode, EventBody, FailureClass, NewSession, Outcome, Provider};
 
 /// The key the tests put in the environment; it must never show up in an error.
 const KEY: &str = "test-key-0123456789";
@@ -52,14 +49,9 @@ impl Mock {
             replies: Arc::new(Mutex::new(replies.into())),
             ..Mock::default()
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/v1", listener.local_addr().unwrap());
         let m = mock.clone();
-        tokio::spawn(async move {
-            while let Ok((socket, _)) = listener.accept().await {
-                tokio::spawn(m.clone().serve(socket));
-            }
-        });
+        let address = serve_on_loopback(move |socket| m.clone().serve(socket)).await;
+        let url = format!("http://{address}/v1");
         (mock, url)
     }
 
@@ -333,15 +325,7 @@ async fn a_session_retries_a_429_and_sends_its_history_on_the_next_turn() {
     let limited = Reply::Status(429, vec![("retry-after", "0".into())], "slow down".into());
     let second = Reply::Stream(vec![chunk("Sure"), finish(), "[DONE]".into()]);
     let (mock, url) = Mock::start(vec![limited, hello(), second]).await;
-    let rt = Runtime::builder()
-        .store(MemoryStore::new())
-        .provider("local", provider(&url))
-        .settings(Settings {
-            retry_base: Duration::from_millis(10),
-            retry_max: Duration::from_millis(50),
-            ..Settings::default()
-        })
-        .start();
+    let rt = runtime_with("local", provider(&url));
     let (session, _) = rt
         .get_or_create(NewSession {
             owner: "local".into(),

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use troupe::providers::{ClaudeCli, CliProvider, CodexCli};
 use troupe_actors::{
-    BusyMode, Event, EventBody, MemoryStore, NewSession, Outcome, Provider, ProviderEvent, Runtime,
-    Settings, Subscription,
+    BusyMode, Event, EventBody, NewSession, Outcome, Provider, ProviderEvent, Subscription,
 };
 
 #[actix_rt::test]
@@ -96,22 +95,10 @@ async fn until_completed(sub: &mut Subscription, n: usize) -> Vec<Arc<Event>> {
     out
 }
 
-fn runtime_with(provider: impl Provider) -> Runtime {
-    Runtime::builder()
-        .store(MemoryStore::new())
-        .provider("claude", provider)
-        .settings(Settings {
-            retry_base: Duration::from_millis(10),
-            retry_max: Duration::from_millis(50),
-            ..Settings::default()
-        })
-        .start()
-}
-
 #[actix_rt::test]
 async fn a_cli_session_resumes_its_provider_session_on_the_next_turn() {
     let fake = Fake::new();
-    let rt = runtime_with(fake.provider(ClaudeCli, "claude"));
+    let rt = runtime_with("claude", fake.provider(ClaudeCli, "claude"));
     let (session, _) = rt
         .get_or_create(NewSession {
             owner: "local".into(),
@@ -153,7 +140,7 @@ async fn a_cli_session_resumes_its_provider_session_on_the_next_turn() {
 #[actix_rt::test]
 async fn a_prompt_too_long_turn_fails_terminally_after_one_attempt() {
     let fake = Fake::new();
-    let rt = runtime_with(fake.provider(ClaudeCli, "claude"));
+    let rt = runtime_with("claude", fake.provider(ClaudeCli, "claude"));
     let (session, _) = rt
         .get_or_create(NewSession {
             owner: "local".into(),

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use serde_json::json;
 use std::sync::Arc;
-use troupe_actors::{BusyMode, EventBody, MemoryStore, Outcome, SessionState};
+use troupe_actors::{BusyMode, EventBody, MemoryStore, SessionState};
 
 #[actix_rt::test]
 async fn terminal_failure_is_attempted_once() {
@@ -25,21 +25,7 @@ async fn terminal_failure_is_attempted_once() {
         .await
         .unwrap();
     let events = until_completed(&mut sub, 2).await;
-    assert_eq!(attempts_of(&events, failing.turn_id), vec![1]);
-    assert!(!events
-        .iter()
-        .any(|e| matches!(e.body, EventBody::TurnRetrying { .. })));
-    assert_eq!(
-        completed_order(&events),
-        vec![
-            (failing.turn_id, Outcome::Failed),
-            (next.turn_id, Outcome::Success)
-        ]
-    );
-    assert_eq!(
-        completion_error(&events, failing.turn_id).unwrap().code,
-        "prompt_too_long"
-    );
+    assert_failed_once_then_next_ran(&events, failing.turn_id, next.turn_id, "prompt_too_long");
     let exit_code = events.iter().find_map(|e| match e.body {
         EventBody::TurnCompleted { exit_code, .. } if e.turn_id == Some(failing.turn_id) => {
             exit_code

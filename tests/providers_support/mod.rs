@@ -217,3 +217,33 @@ pub async fn wait_gone(pid: i32) -> bool {
 pub fn big_text() -> String {
     "x".repeat(2 * 1024 * 1024 + 17)
 }
+
+/// A runtime over a memory store with `provider` under `name` and short retry delays.
+pub fn runtime_with(name: &str, provider: impl troupe_actors::Provider) -> troupe_actors::Runtime {
+    troupe_actors::Runtime::builder()
+        .store(troupe_actors::MemoryStore::new())
+        .provider(name, provider)
+        .settings(troupe_actors::Settings {
+            retry_base: Duration::from_millis(10),
+            retry_max: Duration::from_millis(50),
+            ..troupe_actors::Settings::default()
+        })
+        .start()
+}
+
+/// Binds 127.0.0.1:0 and serves every accepted connection with `serve` on its own task; the
+/// mock servers of the HTTP provider tests.
+pub async fn serve_on_loopback<F, Fut>(serve: F) -> std::net::SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve(socket));
+        }
+    });
+    address
+}

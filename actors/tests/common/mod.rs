@@ -295,3 +295,22 @@ impl troupe_actors::Provider for Recording {
         "recording-echo"
     }
 }
+
+/// Asserts `failed` was attempted exactly once, never retried, ended `failed` with `code`, and
+/// `next`, queued behind it, then ran to success.
+pub fn assert_failed_once_then_next_ran(
+    events: &[Arc<Event>],
+    failed: troupe_actors::TurnId,
+    next: troupe_actors::TurnId,
+    code: &str,
+) {
+    assert_eq!(attempts_of(events, failed), vec![1]);
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e.body, EventBody::TurnRetrying { .. })));
+    assert_eq!(
+        completed_order(events),
+        vec![(failed, Outcome::Failed), (next, Outcome::Success)]
+    );
+    assert_eq!(completion_error(events, failed).unwrap().code, code);
+}
