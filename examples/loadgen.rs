@@ -1187,9 +1187,10 @@ async fn idle_sessions(base: &str, pid: u32, n: usize, load: f64) -> Result<(), 
 fn fill_store(dir: &Path, sessions: usize, events: u64) -> Result<(), Error> {
     use troupe_actors::record::SessionRecord;
     use troupe_actors::store::Batch;
+    use troupe_actors::record::SessionView;
     use troupe_actors::{Event, EventBody, SessionId, SledStore, Store, Timestamp};
     let started = Instant::now();
-    let store = SledStore::open(dir)?;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir)?);
     let per_session = events / sessions.max(1) as u64;
     let mut written = 0u64;
     for i in 0..sessions {
@@ -1213,8 +1214,17 @@ fn fill_store(dir: &Path, sessions: usize, events: u64) -> Result<(), Error> {
             consecutive_failures: 0,
             running_since: None,
         };
-        store.create_session(&record, None)?;
-        let mut seq = 0;
+        let first = Arc::new(Event {
+            seq: 1,
+            session_id: id,
+            turn_id: None,
+            ts: now,
+            body: EventBody::SessionCreated {
+                session: SessionView::new(&record, false, 1, 0),
+            },
+        });
+        futures::executor::block_on(store.create(record, first, None))?;
+        let mut seq = 1;
         while seq < per_session {
             let n = (per_session - seq).min(256);
             let batch: Vec<Arc<Event>> = (seq + 1..=seq + n)
@@ -1230,13 +1240,13 @@ fn fill_store(dir: &Path, sessions: usize, events: u64) -> Result<(), Error> {
                     })
                 })
                 .collect();
-            store.commit(
+            futures::executor::block_on(store.commit(
                 id,
                 Batch {
                     events: batch,
                     ..Batch::default()
                 },
-            )?;
+            ))?;
             seq += n;
         }
         written += seq;

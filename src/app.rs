@@ -31,13 +31,13 @@ pub struct Application {
 
 /// Opens the configured store.
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(match config.store {
+    Ok(match config.store.kind {
         StoreKind::Sled => {
             std::fs::create_dir_all(&config.data_dir).with_context(|| {
                 format!("creating data directory {}", config.data_dir.display())
             })?;
             Arc::new(
-                SledStore::open(&config.data_dir)
+                SledStore::open_with(&config.data_dir, config.store.durability)
                     .with_context(|| format!("opening store in {}", config.data_dir.display()))?,
             )
         }

@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use troupe_actors::store::Durability;
 use troupe_actors::{FailurePolicy, Settings};
 
 /// The whole configuration of `troupe serve`.
@@ -20,8 +21,8 @@ pub struct Config {
     pub bind: String,
     /// Where the sled store lives.
     pub data_dir: PathBuf,
-    /// `sled` (durable, the default) or `memory` (nothing survives a restart).
-    pub store: StoreKind,
+    /// Which store and how durable (`store = "sled"` or `[store] kind, durability`).
+    pub store: StoreConfig,
     /// Bearer tokens.
     pub auth: AuthConfig,
     /// Where projects may point.
@@ -46,7 +47,7 @@ impl Default for Config {
         Config {
             bind: "127.0.0.1:7878".into(),
             data_dir: PathBuf::from("./troupe-data"),
-            store: StoreKind::Sled,
+            store: StoreConfig::default(),
             auth: AuthConfig::default(),
             projects: ProjectsConfig::default(),
             limits: LimitsConfig::default(),
@@ -68,6 +69,44 @@ pub enum StoreKind {
     Sled,
     /// In memory; for tests and demos.
     Memory,
+}
+
+/// The store: which one, and when a write counts as done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoreSetting")]
+pub struct StoreConfig {
+    /// `sled` (durable, the default) or `memory` (nothing survives a restart).
+    pub kind: StoreKind,
+    /// `flushed` (the default): an event is shown and a write acknowledged only once it is on
+    /// disk. `relaxed`: once applied; a crash can lose and rewrite the last ~200 ms.
+    pub durability: Durability,
+}
+
+/// `store` as written: a kind alone (`store = "memory"`) or a table.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoreSetting {
+    /// Just the kind, default durability.
+    Kind(StoreKind),
+    /// The table.
+    Table {
+        #[serde(default)]
+        kind: StoreKind,
+        #[serde(default)]
+        durability: Durability,
+    },
+}
+
+impl From<StoreSetting> for StoreConfig {
+    fn from(setting: StoreSetting) -> Self {
+        match setting {
+            StoreSetting::Kind(kind) => StoreConfig {
+                kind,
+                durability: Durability::default(),
+            },
+            StoreSetting::Table { kind, durability } => StoreConfig { kind, durability },
+        }
+    }
 }
 
 /// A secret string that never prints.
@@ -198,6 +237,9 @@ pub struct RuntimeConfig {
     pub stale_running_hours: f64,
     /// `hold` or `abandon` the queue of a failed session.
     pub on_failure: OnFailure,
+    /// Worker threads session actors are spread over (default: the available cores; 0 runs
+    /// them on the server's main thread).
+    pub workers: usize,
 }
 
 /// What happens to the queue of a failed session.
@@ -227,6 +269,7 @@ impl Default for RuntimeConfig {
             max_concurrent_runs: s.max_concurrent_runs,
             stale_running_hours: s.stale_running.as_secs_f64() / 3600.0,
             on_failure: OnFailure::Hold,
+            workers: s.workers,
         }
     }
 }
@@ -250,6 +293,7 @@ impl RuntimeConfig {
                 OnFailure::Hold => FailurePolicy::Hold,
                 OnFailure::Abandon => FailurePolicy::Abandon,
             },
+            workers: self.workers,
             ..Settings::default()
         }
     }

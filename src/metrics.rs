@@ -287,6 +287,12 @@ impl Collector for RuntimeCollector {
         )?;
         counter(
             &mut encoder,
+            "store_failures",
+            "Sessions stopped because a store write failed",
+            &m.store_failures,
+        )?;
+        counter(
+            &mut encoder,
             "session_activations",
             "Session actors started",
             &m.activations,

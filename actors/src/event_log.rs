@@ -3,28 +3,31 @@
 
 use crate::event::{Event, EventBody};
 use crate::ids::{SessionId, TurnId};
-use crate::store::{Batch, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::time::Timestamp;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// The log of one session. Invariant: `seq` starts at 1, strictly increases, never repeats and
-/// never skips; an event is in the store before it is in the tail or with any subscriber.
+/// never skips; an event is in the tail, in a read or with a subscriber only once the store
+/// confirmed it durable ([`EventLog::confirm`]).
 pub struct EventLog {
     /// The session the log belongs to.
     session_id: SessionId,
-    /// The seq of the last persisted event (0 when empty).
+    /// The seq of the last event appended (0 when empty); it may still be in flight.
     last_seq: u64,
-    /// The last `tail_cap` persisted events.
+    /// The seq of the last event the store confirmed durable: the end of what may be shown.
+    durable_seq: u64,
+    /// The last `tail_cap` durable events.
     tail: VecDeque<Arc<Event>>,
     /// How many events the tail keeps.
     tail_cap: usize,
-    /// When the last event was appended, for the actor table.
+    /// When the last durable event was appended, for the actor table.
     pub last_event_at: Option<Timestamp>,
 }
 
 impl EventLog {
-    /// Loads the log's end from the store.
+    /// Loads the log's end from the store (all of it durable: it survived a start).
     pub fn load(
         store: &dyn Store,
         session_id: SessionId,
@@ -41,27 +44,28 @@ impl EventLog {
         Ok(EventLog {
             session_id,
             last_seq,
+            durable_seq: last_seq,
             tail,
             tail_cap,
             last_event_at,
         })
     }
 
-    /// The seq of the last event, 0 when empty.
+    /// The seq of the last event appended (durable or in flight), 0 when empty.
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }
 
-    /// Persists `batch` together with `events` (given seqs right after the last one) and keeps
-    /// them in the tail. On a store failure nothing changes and the error is returned.
-    pub fn append(
-        &mut self,
-        store: &dyn Store,
-        mut batch: Batch,
-        events: Vec<(Option<TurnId>, EventBody)>,
-    ) -> Result<Vec<Arc<Event>>, StoreError> {
+    /// The seq of the last durable event: what reads, replays and views may show.
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq
+    }
+
+    /// Gives `events` the seqs right after the last one; they are to be submitted to the store
+    /// and shown only after [`EventLog::confirm`].
+    pub fn append(&mut self, events: Vec<(Option<TurnId>, EventBody)>) -> Vec<Arc<Event>> {
         let ts = Timestamp::now();
-        batch.events = events
+        let appended: Vec<_> = events
             .into_iter()
             .enumerate()
             .map(|(i, (turn_id, body))| {
@@ -74,33 +78,39 @@ impl EventLog {
                 })
             })
             .collect();
-        batch.durable |= batch.events.iter().any(|e| e.body.is_durable());
-        let appended = batch.events.clone();
-        store.commit(self.session_id, batch)?;
         if let Some(last) = appended.last() {
             self.last_seq = last.seq;
-            self.last_event_at = Some(last.ts);
         }
-        for event in &appended {
+        appended
+    }
+
+    /// The store confirmed `events` durable (they come in seq order): they join the tail.
+    pub fn confirm(&mut self, events: &[Arc<Event>]) {
+        for event in events {
+            debug_assert_eq!(event.seq, self.durable_seq + 1, "confirmed in order");
+            self.durable_seq = event.seq;
+            self.last_event_at = Some(event.ts);
             if self.tail.len() == self.tail_cap {
                 self.tail.pop_front();
             }
             self.tail.push_back(event.clone());
         }
-        Ok(appended)
     }
 
-    /// Events with seq > `after_seq`, from the tail when it covers them, else from the store.
+    /// Durable events with seq > `after_seq`, from the tail when it covers them, else from the
+    /// store.
     pub fn read(
         &self,
         store: &dyn Store,
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<Arc<Event>>, StoreError> {
-        if after_seq >= self.last_seq || limit == 0 {
+        if after_seq >= self.durable_seq || limit == 0 {
             return Ok(Vec::new());
         }
-        let tail_first = self.tail.front().map_or(self.last_seq + 1, |e| e.seq);
+        // Never past the durable end, even where the store has applied more.
+        let limit = limit.min((self.durable_seq - after_seq) as usize);
+        let tail_first = self.tail.front().map_or(self.durable_seq + 1, |e| e.seq);
         if after_seq + 1 >= tail_first {
             let skip = (after_seq + 1 - tail_first) as usize;
             return Ok(self.tail.iter().skip(skip).take(limit).cloned().collect());

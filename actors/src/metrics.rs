@@ -34,6 +34,8 @@ pub struct RuntimeMetrics {
     pub running_attempts: AtomicI64,
     /// Session actors restarted after a panic.
     pub panics: AtomicU64,
+    /// Sessions stopped because a store write failed (fail-stop).
+    pub store_failures: AtomicU64,
 }
 
 /// Every outcome, in the order of [`RuntimeMetrics::turns_completed`].

@@ -1,5 +1,10 @@
-//! The session registry actor: creates sessions serialized per scoped key, and keeps at most
-//! one live actor per session id (activating passivated sessions from the store on demand).
+//! Session creation and the registry actor.
+//!
+//! Creation ([`create`]) runs in the caller's task, not in an actor: the store's compare-and-set
+//! on the key decides who wins, concurrent creates of distinct keys share the writer's flushes,
+//! and concurrent creates of one key wait for the first ([`KeysInFlight`]). The registry actor
+//! keeps at most one live actor per session id, activating passivated sessions from the store
+//! on demand, spread over the runtime's worker arbiters.
 
 use crate::error::RuntimeError;
 use crate::event::{Event, EventBody};
@@ -8,11 +13,12 @@ use crate::metrics::RuntimeMetrics;
 use crate::record::{SessionRecord, SessionView};
 use crate::runtime::RuntimeShared;
 use crate::session::{Session, SessionArgs};
-use crate::store::{Batch, CreateOutcome};
+use crate::store::CreateOutcome;
 use crate::time::Timestamp;
 use actix::prelude::*;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
 use std::time::Instant;
 
 /// What a new session is made of.
@@ -56,11 +62,133 @@ impl NewSession {
     }
 }
 
-/// Creates a session, or finds the one its key names. Exactly one concurrent caller per key
-/// gets `created: true`.
-#[derive(Message)]
-#[rtype(result = "Result<(SessionId, bool), RuntimeError>")]
-pub struct GetOrCreate(pub NewSession);
+/// Scoped keys whose creation is in flight, with whoever waits for its outcome.
+///
+/// A key the store already has is durable unless its creation is still in flight: the leader
+/// registers the key here before submitting the create and takes it out once the create is
+/// durable, so a reader that found the key in the store and then does not find it here knows
+/// it is durable ([`KeysInFlight::wait`]).
+#[derive(Default)]
+pub struct KeysInFlight {
+    /// Key → waiters for the session it will name.
+    keys: Mutex<HashMap<ScopedKey, Vec<oneshot::Sender<Result<SessionId, RuntimeError>>>>>,
+}
+
+impl KeysInFlight {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ScopedKey, Vec<oneshot::Sender<Result<SessionId, RuntimeError>>>>>
+    {
+        // The map holds plain senders; a panic elsewhere leaves it usable.
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A receiver for the session `key` will name, when its creation is in flight.
+    pub fn wait(&self, key: &ScopedKey) -> Option<oneshot::Receiver<Result<SessionId, RuntimeError>>> {
+        let mut keys = self.lock();
+        let waiters = keys.get_mut(key)?;
+        let (tx, rx) = oneshot::channel();
+        waiters.push(tx);
+        Some(rx)
+    }
+
+    /// Becomes the leader of `key`'s creation (`None`), or a waiter for it.
+    fn lead_or_wait(&self, key: &ScopedKey) -> Option<oneshot::Receiver<Result<SessionId, RuntimeError>>> {
+        let mut keys = self.lock();
+        if let Some(waiters) = keys.get_mut(key) {
+            let (tx, rx) = oneshot::channel();
+            waiters.push(tx);
+            return Some(rx);
+        }
+        keys.insert(key.clone(), Vec::new());
+        None
+    }
+
+    /// The leader's create is durable (or failed): tell the waiters and forget the key.
+    fn finish(&self, key: &ScopedKey, outcome: &Result<SessionId, RuntimeError>) {
+        for waiter in self.lock().remove(key).unwrap_or_default() {
+            let _ = waiter.send(outcome.clone());
+        }
+    }
+}
+
+/// Waits for the outcome of a creation in flight.
+pub(crate) async fn joined(
+    rx: oneshot::Receiver<Result<SessionId, RuntimeError>>,
+) -> Result<SessionId, RuntimeError> {
+    rx.await
+        .map_err(|_| RuntimeError::Internal("the creating call went away".into()))?
+}
+
+/// Creates a session, or finds the one its key names; `true` when created. Exactly one
+/// concurrent caller per key gets `true`, and nobody is answered before the session is durable.
+pub(crate) async fn create(
+    shared: &Arc<RuntimeShared>,
+    spec: NewSession,
+) -> Result<(SessionId, bool), RuntimeError> {
+    spec.validate(shared)?;
+    let key = spec.scoped_key();
+    if let Some(key) = &key {
+        if let Some(rx) = shared.creating.lead_or_wait(key) {
+            return Ok((joined(rx).await?, false));
+        }
+    }
+    let now = Timestamp::now();
+    let record = SessionRecord {
+        id: SessionId::new(),
+        owner: spec.owner,
+        project: spec.project,
+        provider: spec.provider,
+        key: spec.key,
+        title: spec.title,
+        model: spec.model,
+        provider_session_id: None,
+        created_at: now,
+        updated_at: now,
+        hidden: spec.hidden,
+        paused: false,
+        failed: false,
+        archived: false,
+        consecutive_failures: 0,
+        running_since: None,
+    };
+    let created = Arc::new(Event {
+        seq: 1,
+        session_id: record.id,
+        turn_id: None,
+        ts: now,
+        body: EventBody::SessionCreated {
+            session: SessionView::new(&record, false, 1, 0),
+        },
+    });
+    let outcome = shared
+        .store
+        .create(record.clone(), created.clone(), key.clone())
+        .await
+        .map_err(RuntimeError::from);
+    let named = match &outcome {
+        Ok(CreateOutcome::Created) => Ok(record.id),
+        Ok(CreateOutcome::Existing(winner)) => Ok(*winner),
+        Err(e) => Err(e.clone()),
+    };
+    if let Some(key) = &key {
+        shared.creating.finish(key, &named);
+    }
+    if outcome? != CreateOutcome::Created {
+        return Ok((named?, false));
+    }
+    RuntimeMetrics::bump(&shared.metrics.sessions_created);
+    log::info!(
+        "session {}: created for owner `{}` on `{}`",
+        record.id,
+        record.owner,
+        record.provider
+    );
+    if !record.hidden {
+        shared.feed.publish(&record.owner, created);
+    }
+    Ok((record.id, true))
+}
 
 /// The live actor of a session, activated from the store when needed.
 #[derive(Message)]
@@ -134,74 +262,6 @@ impl SessionRegistry {
         }
     }
 
-    fn create(&mut self, spec: NewSession) -> Result<(SessionId, bool), RuntimeError> {
-        spec.validate(&self.shared)?;
-        let store = self.shared.store.as_ref();
-        let key = spec.scoped_key();
-        if let Some(key) = &key {
-            if let Some(id) = store.lookup_key(key)? {
-                return Ok((id, false));
-            }
-        }
-        let now = Timestamp::now();
-        let record = SessionRecord {
-            id: SessionId::new(),
-            owner: spec.owner,
-            project: spec.project,
-            provider: spec.provider,
-            key: spec.key,
-            title: spec.title,
-            model: spec.model,
-            provider_session_id: None,
-            created_at: now,
-            updated_at: now,
-            hidden: spec.hidden,
-            paused: false,
-            failed: false,
-            archived: false,
-            consecutive_failures: 0,
-            running_since: None,
-        };
-        let created = Arc::new(Event {
-            seq: 1,
-            session_id: record.id,
-            turn_id: None,
-            ts: now,
-            body: EventBody::SessionCreated {
-                session: SessionView::new(&record, false, 1, 0),
-            },
-        });
-        // The record and its first event land before the key is claimed, so whoever finds the
-        // key finds a whole session. With a key, the claim's own flush makes both durable (the
-        // store recovers a prefix of its writes), so this commit need not flush as well.
-        store.commit(
-            record.id,
-            Batch {
-                record: Some(record.clone()),
-                events: vec![created.clone()],
-                durable: key.is_none(),
-                ..Batch::default()
-            },
-        )?;
-        if let Some(key) = &key {
-            if let CreateOutcome::Existing(winner) = store.create_session(&record, Some(key))? {
-                store.delete_session(record.id)?;
-                return Ok((winner, false));
-            }
-        }
-        RuntimeMetrics::bump(&self.shared.metrics.sessions_created);
-        log::info!(
-            "session {}: created for owner `{}` on `{}`",
-            record.id,
-            record.owner,
-            record.provider
-        );
-        if !record.hidden {
-            self.shared.feed.publish(&record.owner, created);
-        }
-        Ok((record.id, true))
-    }
-
     fn activate(
         &mut self,
         id: SessionId,
@@ -237,7 +297,10 @@ impl SessionRegistry {
             panic_notice: registry.recipient(),
             recent_panics,
         })?;
-        let addr = session.start();
+        let addr = match self.shared.workers.next() {
+            Some(arbiter) => Session::start_in_arbiter(arbiter, move |_| session),
+            None => session.start(),
+        };
         log::debug!("session {id}: activated (generation {generation})");
         self.live.insert(
             id,
@@ -255,16 +318,6 @@ impl Actor for SessionRegistry {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(4096);
-    }
-}
-
-impl Handler<GetOrCreate> for SessionRegistry {
-    type Result = Result<(SessionId, bool), RuntimeError>;
-
-    /// Serialized: the registry handles one creation at a time, and the store's compare-and-set
-    /// on the key fences any other writer.
-    fn handle(&mut self, msg: GetOrCreate, _ctx: &mut Context<Self>) -> Self::Result {
-        self.create(msg.0)
     }
 }
 

@@ -9,7 +9,7 @@ use crate::owner_feed::OwnerFeed;
 use crate::provider::{EchoProvider, Provider, ProviderSet};
 use crate::record::{SessionState, SessionView};
 use crate::registry::{
-    Activate, BeginShutdown, GetOrCreate, LiveSessions, NewSession, Ping, SessionRegistry,
+    Activate, BeginShutdown, KeysInFlight, LiveSessions, NewSession, Ping, SessionRegistry,
 };
 use crate::session::{ActorSnapshot, Drain, Interrupt, Session, Snapshot, UpdateSession};
 use crate::settings::Settings;
@@ -33,6 +33,67 @@ pub struct RuntimeShared {
     pub limiter: Arc<Semaphore>,
     /// Counters for operators.
     pub metrics: Arc<RuntimeMetrics>,
+    /// Scoped keys whose creation is in flight.
+    pub creating: KeysInFlight,
+    /// The arbiters session actors run on.
+    pub workers: Workers,
+}
+
+/// The worker arbiters (threads) session actors are spread over, round robin.
+pub struct Workers {
+    /// One arbiter per worker thread; empty means "the arbiter that started the runtime".
+    arbiters: Vec<ArbiterHandle>,
+    /// The arbiters themselves, stopped and joined at shutdown.
+    owned: std::sync::Mutex<Vec<Arbiter>>,
+    /// The next arbiter to use.
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Workers {
+    /// Starts `count` arbiters in the current actix system (none for 0).
+    fn start(count: usize) -> Self {
+        let owned: Vec<Arbiter> = (0..count).map(|_| Arbiter::new()).collect();
+        Workers {
+            arbiters: owned.iter().map(|a| a.handle()).collect(),
+            owned: std::sync::Mutex::new(owned),
+            next: Default::default(),
+        }
+    }
+
+    /// Stops the worker arbiters and waits for their threads, so every session actor (and
+    /// what it holds, like the store) is gone when this returns.
+    async fn stop(&self) {
+        let owned = std::mem::take(&mut *self.owned.lock().unwrap_or_else(|e| e.into_inner()));
+        if owned.is_empty() {
+            return;
+        }
+        let joined = actix_rt::task::spawn_blocking(move || {
+            for arbiter in owned {
+                arbiter.stop();
+                let _ = arbiter.join();
+            }
+        });
+        let _ = joined.await;
+    }
+
+    /// The arbiter the next session actor runs on; `None` for the current one.
+    pub fn next(&self) -> Option<&ArbiterHandle> {
+        if self.arbiters.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.arbiters.get(i % self.arbiters.len())
+    }
+
+    /// How many worker arbiters there are.
+    pub fn len(&self) -> usize {
+        self.arbiters.len()
+    }
+
+    /// Whether sessions run on the starting arbiter.
+    pub fn is_empty(&self) -> bool {
+        self.arbiters.is_empty()
+    }
 }
 
 /// Builds a [`Runtime`].
@@ -81,6 +142,7 @@ impl RuntimeBuilder {
         if self.providers.iter().next().is_none() {
             self.providers.insert("echo", Arc::new(EchoProvider::new()));
         }
+        let workers = self.settings.workers;
         let shared = Arc::new(RuntimeShared {
             store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
             providers: self.providers,
@@ -88,6 +150,8 @@ impl RuntimeBuilder {
             settings: Arc::new(self.settings),
             feed: OwnerFeed::new(4096),
             metrics: Arc::new(RuntimeMetrics::default()),
+            creating: KeysInFlight::default(),
+            workers: Workers::start(workers),
         });
         let registry = SessionRegistry::new(shared.clone()).start();
         let runtime = Runtime { shared, registry };
@@ -175,17 +239,18 @@ impl Runtime {
         spec.validate(&self.shared)?;
         if let Some(key) = spec.scoped_key() {
             if let Some(id) = self.shared.store.lookup_key(&key)? {
+                // Found in the store: durable, unless its creation is still in flight.
+                let id = match self.shared.creating.wait(&key) {
+                    Some(rx) => crate::registry::joined(rx).await?,
+                    None => id,
+                };
                 return Ok((self.handle(id), false));
             }
             if let Some(id) = self.backfill_project(&key).await? {
                 return Ok((self.handle(id), false));
             }
         }
-        let (id, created) = self
-            .registry
-            .send(GetOrCreate(spec))
-            .await
-            .map_err(|e| RuntimeError::Internal(e.to_string()))??;
+        let (id, created) = crate::registry::create(&self.shared, spec).await?;
         Ok((self.handle(id), created))
     }
 
@@ -208,7 +273,7 @@ impl Runtime {
         if view.project.as_deref() != Some(project.as_str()) {
             return Ok(None);
         }
-        Ok(Some(self.shared.store.claim_key(key, id)?))
+        Ok(Some(self.shared.store.claim_key(key.clone(), id).await?))
     }
 
     /// A handle on session `id`, whoever owns it; the session is activated on first use.
@@ -344,6 +409,7 @@ impl Runtime {
         for addr in &addrs {
             let _ = addr.send(Interrupt).await;
         }
+        self.shared.workers.stop().await;
         if let Err(e) = self.shared.store.flush() {
             log::error!("store flush at shutdown failed: {e}");
         }

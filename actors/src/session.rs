@@ -6,6 +6,7 @@
 //! emits it is [`Session::finish_turns`], and a turn reaches it only by being taken out of the
 //! queue or out of the running attempt, each of which holds it once.
 
+mod journal;
 mod messages;
 
 pub use messages::*;
@@ -23,7 +24,9 @@ use crate::record::{
 };
 use crate::registry::{SessionPanicked, SessionStopped};
 use crate::runtime::RuntimeShared;
-use crate::store::{Batch, StoreError};
+use crate::event::Event;
+use crate::store::{Batch, StoreError, Write};
+use journal::{Confirmation, Journal};
 use crate::subscription::{CloseReason, Subscribers, Subscription};
 use crate::time::Timestamp;
 use crate::turn_queue::TurnQueue;
@@ -168,6 +171,12 @@ pub struct Session {
     /// on the first attempt that needs it, then kept up to date as messages are appended, so an
     /// attempt never rescans the whole log.
     conversation: Option<Vec<(Option<TurnId>, HistoryMessage)>>,
+    /// A store write failed: the actor is stopping and writes nothing more.
+    store_failed: bool,
+    /// Writes in flight to the store; their events are delivered when they are confirmed.
+    journal: Journal,
+    /// The confirmations of the journal's writes, until `started` makes them a stream.
+    confirmations: Option<mpsc::UnboundedReceiver<Confirmation>>,
 }
 
 impl Session {
@@ -181,6 +190,7 @@ impl Session {
             .into_iter()
             .partition(|t| t.status == TurnStatus::Running);
         let reported_state = args.record.derive_state(false);
+        let (journal, confirmations) = Journal::new();
         Ok(Session {
             record: args.record,
             shared: args.shared,
@@ -201,6 +211,9 @@ impl Session {
             panic_notice: args.panic_notice,
             stop_requested: false,
             conversation: None,
+            store_failed: false,
+            journal,
+            confirmations: Some(confirmations),
         })
     }
 
@@ -216,7 +229,7 @@ impl Session {
         SessionView::new(
             &self.record,
             self.run.is_some(),
-            self.log.last_seq(),
+            self.log.durable_seq(),
             self.queue.len(),
         )
     }
@@ -225,16 +238,17 @@ impl Session {
         &self.shared.metrics
     }
 
-    /// Persists `batch` with `events` (plus `session.state` when the state changed), then
-    /// delivers them to subscribers and the owner feed.
+    /// Submits `batch` with `events` (plus `session.state` when the state changed) to the store
+    /// and goes on; the events are delivered when the store confirms them durable
+    /// ([`Session::deliver`]). A store failure stops the session ([`Session::fail_stop`]).
     fn persist(
         &mut self,
         mut batch: Batch,
         mut events: Vec<(Option<TurnId>, EventBody)>,
         reason: &str,
-    ) -> Result<(), RuntimeError> {
-        if self.deleted {
-            return Ok(());
+    ) {
+        if self.deleted || self.store_failed {
+            return;
         }
         let state = self.state();
         if state != self.reported_state {
@@ -251,16 +265,10 @@ impl Session {
             self.record.updated_at = Timestamp::now();
             batch.record = Some(self.record.clone());
         }
-        let appended = self
-            .log
-            .append(self.shared.store.as_ref(), batch, events)
-            .map_err(|e| {
-                log::error!("session {}: store write failed: {e}", self.id());
-                RuntimeError::Store(e)
-            })?;
+        batch.events = self.log.append(events);
         self.reported_state = state;
         if let Some(conversation) = self.conversation.as_mut() {
-            conversation.extend(appended.iter().filter_map(|e| match &e.body {
+            conversation.extend(batch.events.iter().filter_map(|e| match &e.body {
                 EventBody::Message { role, text } => Some((
                     e.turn_id,
                     HistoryMessage {
@@ -271,11 +279,24 @@ impl Session {
                 _ => None,
             }));
         }
+        if batch.is_empty() {
+            return;
+        }
+        let id = self.id();
+        self.journal.submit(self.shared.store.as_ref(), id, batch);
+    }
+
+    /// Events the store confirmed durable: into the tail, to subscribers and the owner feed.
+    fn deliver(&mut self, appended: &[Arc<Event>]) {
+        if appended.is_empty() {
+            return;
+        }
+        self.log.confirm(appended);
         self.shared
             .metrics
             .events_appended
             .fetch_add(appended.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let lagged = self.subscribers.broadcast(&appended);
+        let lagged = self.subscribers.broadcast(appended);
         if lagged > 0 {
             log::info!(
                 "session {}: dropped {lagged} lagging subscriber(s)",
@@ -290,26 +311,56 @@ impl Session {
                 self.shared.feed.publish(&self.record.owner, event.clone());
             }
         }
-        Ok(())
+    }
+
+    /// A store write failed: the session stops here. Nothing written after the failure is
+    /// shown, waiting replies get the error, and the next activation rebuilds the session from
+    /// what the store holds (its running turn ends `interrupted` and runs again).
+    fn fail_stop(&mut self, error: StoreError, ctx: &mut Context<Self>) {
+        log::error!(
+            "session {}: store write failed, stopping the session: {error}",
+            self.id()
+        );
+        RuntimeMetrics::bump(&self.metrics().store_failures);
+        self.journal.fail_all(&error);
+        self.stop_attempt(ctx);
+        // Dropping the run stops its provider; the store still says `running`, which the
+        // next activation recovers.
+        self.run = None;
+        self.store_failed = true;
+        self.stop_requested = true;
+        ctx.stop();
+    }
+
+    /// Answers `value` once everything written so far is durable, or with the store's error.
+    fn reply_when_durable<T: Send + 'static>(
+        &mut self,
+        value: Result<T, RuntimeError>,
+    ) -> ResponseFuture<Result<T, RuntimeError>> {
+        let waiting = match &value {
+            Ok(_) => self.journal.wait_for_all(),
+            Err(_) => None,
+        };
+        Box::pin(async move {
+            if let Some(durable) = waiting {
+                match durable.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(RuntimeError::Store(e)),
+                    Err(_) => {
+                        return Err(RuntimeError::Internal(
+                            "the session stopped before its write was confirmed".into(),
+                        ))
+                    }
+                }
+            }
+            value
+        })
     }
 
     /// Persists provider events gathered from one drain of the attempt's stream, if any.
     fn persist_output(&mut self, pending: &mut Vec<(Option<TurnId>, EventBody)>) {
         if !pending.is_empty() {
-            self.persist_or_log(Batch::default(), std::mem::take(pending), "provider output");
-        }
-    }
-
-    /// Persists and logs a failure instead of returning it: for paths driven by the provider,
-    /// where there is nobody to answer.
-    fn persist_or_log(
-        &mut self,
-        batch: Batch,
-        events: Vec<(Option<TurnId>, EventBody)>,
-        reason: &str,
-    ) {
-        if let Err(e) = self.persist(batch, events, reason) {
-            log::error!("session {}: {reason}: {e}", self.id());
+            self.persist(Batch::default(), std::mem::take(pending), "provider output");
         }
     }
 
@@ -416,7 +467,7 @@ impl Session {
         if before > 1 || self.record.paused {
             events.push(self.queue_updated());
         }
-        self.persist_or_log(batch, events, "turn started");
+        self.persist(batch, events, "turn started");
         self.start_attempt(ctx);
     }
 
@@ -509,7 +560,7 @@ impl Session {
             turn.id,
             self.record.provider
         );
-        self.persist_or_log(
+        self.persist(
             Batch {
                 turns: vec![turn_record],
                 ..Batch::default()
@@ -583,7 +634,7 @@ impl Session {
             session: self.view(),
             reason: "provider_session_mapped".into(),
         };
-        self.persist_or_log(batch, vec![(None, event)], "provider session mapped");
+        self.persist(batch, vec![(None, event)], "provider session mapped");
     }
 
     /// Stops the attempt's stream, timers and provider; the run itself stays.
@@ -653,7 +704,7 @@ impl Session {
         }
         batch.active = Some(self.has_open_turns());
         batch.record = Some(self.record.clone());
-        self.persist_or_log(batch, events, "turn completed");
+        self.persist(batch, events, "turn completed");
     }
 
     /// Ends the whole run (every turn in it) with `outcome`.
@@ -739,7 +790,7 @@ impl Session {
                         reason: "provider_session_reset".into(),
                     },
                 )];
-                self.persist_or_log(batch, events, "provider session reset");
+                self.persist(batch, events, "provider session reset");
                 self.start_attempt(ctx);
             }
             FailureClass::Transient => {
@@ -778,7 +829,7 @@ impl Session {
                             },
                         ),
                     ];
-                    self.persist_or_log(batch, events, "retrying");
+                    self.persist(batch, events, "retrying");
                     let timer = ctx.run_later(delay, |act, ctx| {
                         if act.run.as_ref().is_some_and(|r| r.retry_timer.is_some()) {
                             act.start_attempt(ctx);
@@ -850,7 +901,7 @@ impl Session {
                 session: self.view(),
                 reason: "provider_fallback".into(),
             };
-            self.persist_or_log(
+            self.persist(
                 Batch {
                     record: Some(self.record.clone()),
                     ..Batch::default()
@@ -978,11 +1029,11 @@ impl Session {
             active: Some(self.has_open_turns()),
             ..Batch::default()
         };
-        self.persist_or_log(batch, completed_events, "recovered after a stop");
+        self.persist(batch, completed_events, "recovered after a stop");
     }
 
     fn check_idle(&mut self, ctx: &mut Context<Self>) {
-        if self.has_open_turns() || self.waiting_for_permit.is_some() {
+        if self.has_open_turns() || self.waiting_for_permit.is_some() || !self.journal.is_idle() {
             return;
         }
         if self.subscribers.live() > 0 {
@@ -1038,6 +1089,9 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1024);
+        if let Some(confirmations) = self.confirmations.take() {
+            ctx.add_stream(tokio_stream_of(confirmations));
+        }
         RuntimeMetrics::add(&self.metrics().live_sessions, 1);
         RuntimeMetrics::add(&self.metrics().queue_depth, self.queue.len() as i64);
         RuntimeMetrics::bump(&self.metrics().activations);
@@ -1054,7 +1108,7 @@ impl Actor for Session {
                 message: format!("the session actor panicked {} times", self.restarts),
                 retryable: false,
             };
-            self.persist_or_log(
+            self.persist(
                 Batch {
                     record: Some(self.record.clone()),
                     ..Batch::default()
@@ -1162,11 +1216,10 @@ impl StreamHandler<Vec<AttemptOutput>> for Session {
     }
 }
 
-impl Handler<SendTurn> for Session {
-    type Result = Result<TurnReceipt, RuntimeError>;
+impl Session {
 
     /// Accepts a turn by its busy mode; the acceptance is on disk before the answer.
-    fn handle(&mut self, msg: SendTurn, ctx: &mut Context<Self>) -> Self::Result {
+    fn accept_turn(&mut self, msg: SendTurn, ctx: &mut Context<Self>) -> Result<TurnReceipt, RuntimeError> {
         self.last_activity = Instant::now();
         if self.record.archived {
             return Err(RuntimeError::SessionArchived);
@@ -1252,7 +1305,7 @@ impl Handler<SendTurn> for Session {
                     text: turn.content.clone(),
                 },
             ));
-            self.persist(batch, events, "turn accepted")?;
+            self.persist(batch, events, "turn accepted");
             RuntimeMetrics::bump(&self.metrics().turns_accepted);
             if steer.send(turn.content.clone()).is_ok() {
                 if let Some(run) = self.run.as_mut() {
@@ -1272,7 +1325,7 @@ impl Handler<SendTurn> for Session {
                     },
                     events,
                     "steer fell back to the queue",
-                )?;
+                );
             }
             return Ok(TurnReceipt {
                 turn_id,
@@ -1307,11 +1360,7 @@ impl Handler<SendTurn> for Session {
         if !starts_now {
             events.push(self.queue_updated());
         }
-        if let Err(e) = self.persist(batch, events, "turn accepted") {
-            self.queue.remove(turn_id);
-            self.set_queue_gauge(before + 1);
-            return Err(e);
-        }
+        self.persist(batch, events, "turn accepted");
         RuntimeMetrics::bump(&self.metrics().turns_accepted);
         if msg.mode == BusyMode::Interrupt && self.run.is_some() {
             self.end_run(
@@ -1333,6 +1382,42 @@ impl Handler<SendTurn> for Session {
     }
 }
 
+impl StreamHandler<Confirmation> for Session {
+    /// The store confirmed a write durable (in submission order): deliver what it released and
+    /// answer who waited; a failed write stops the session.
+    fn handle(&mut self, confirmation: Confirmation, ctx: &mut Context<Self>) {
+        if self.deleted || self.store_failed {
+            return;
+        }
+        match self.journal.confirm(confirmation) {
+            Ok(released) => {
+                self.deliver(&released.events);
+                released.answer();
+            }
+            Err(e) => self.fail_stop(e, ctx),
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        // The journal keeps a sender for as long as the actor lives.
+    }
+}
+
+/// A tokio receiver as a stream.
+fn tokio_stream_of<T>(mut rx: mpsc::UnboundedReceiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+impl Handler<SendTurn> for Session {
+    type Result = ResponseFuture<Result<TurnReceipt, RuntimeError>>;
+
+    /// Answered once what it wrote is durable.
+    fn handle(&mut self, msg: SendTurn, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.accept_turn(msg, ctx);
+        self.reply_when_durable(result)
+    }
+}
+
 impl Handler<Subscribe> for Session {
     type Result = Result<Subscription, RuntimeError>;
 
@@ -1346,7 +1431,7 @@ impl Handler<Subscribe> for Session {
         RuntimeMetrics::add(&self.metrics().subscribers, 1);
         Ok(Subscription::new(
             self.id(),
-            self.log.last_seq(),
+            self.log.durable_seq(),
             self.state(),
             replay.into(),
             channel,
@@ -1366,12 +1451,11 @@ fn seeded_history(options: &serde_json::Value) -> Vec<HistoryMessage> {
         .unwrap_or_default()
 }
 
-impl Handler<AbortTurn> for Session {
-    type Result = Result<AbortResult, RuntimeError>;
+impl Session {
 
     /// Aborts the running attempt only while it answers this turn, so a caller that raced the
     /// turn's end never aborts the next one.
-    fn handle(&mut self, msg: AbortTurn, ctx: &mut Context<Self>) -> Self::Result {
+    fn abort_turn_now(&mut self, msg: AbortTurn, ctx: &mut Context<Self>) -> Result<AbortResult, RuntimeError> {
         self.last_activity = Instant::now();
         let answering = self
             .run
@@ -1392,11 +1476,20 @@ impl Handler<AbortTurn> for Session {
     }
 }
 
-impl Handler<Abort> for Session {
-    type Result = Result<AbortResult, RuntimeError>;
+impl Handler<AbortTurn> for Session {
+    type Result = ResponseFuture<Result<AbortResult, RuntimeError>>;
+
+    /// Answered once what it wrote is durable.
+    fn handle(&mut self, msg: AbortTurn, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.abort_turn_now(msg, ctx);
+        self.reply_when_durable(result)
+    }
+}
+
+impl Session {
 
     /// Aborts the running attempt (also while it waits to retry); its turns end `aborted`.
-    fn handle(&mut self, _msg: Abort, ctx: &mut Context<Self>) -> Self::Result {
+    fn abort_now(&mut self, _msg: Abort, ctx: &mut Context<Self>) -> Result<AbortResult, RuntimeError> {
         self.last_activity = Instant::now();
         let Some(turn_id) = self.run.as_ref().map(|r| r.front_id()) else {
             return Ok(AbortResult {
@@ -1413,10 +1506,19 @@ impl Handler<Abort> for Session {
     }
 }
 
-impl Handler<CancelTurn> for Session {
-    type Result = Result<(), RuntimeError>;
+impl Handler<Abort> for Session {
+    type Result = ResponseFuture<Result<AbortResult, RuntimeError>>;
 
-    fn handle(&mut self, msg: CancelTurn, _ctx: &mut Context<Self>) -> Self::Result {
+    /// Answered once what it wrote is durable.
+    fn handle(&mut self, msg: Abort, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.abort_now(msg, ctx);
+        self.reply_when_durable(result)
+    }
+}
+
+impl Session {
+
+    fn cancel_turn_now(&mut self, msg: CancelTurn, _ctx: &mut Context<Self>) -> Result<(), RuntimeError> {
         self.last_activity = Instant::now();
         if self
             .run
@@ -1441,10 +1543,19 @@ impl Handler<CancelTurn> for Session {
     }
 }
 
-impl Handler<PromoteTurn> for Session {
-    type Result = Result<(), RuntimeError>;
+impl Handler<CancelTurn> for Session {
+    type Result = ResponseFuture<Result<(), RuntimeError>>;
 
-    fn handle(&mut self, msg: PromoteTurn, _ctx: &mut Context<Self>) -> Self::Result {
+    /// Answered once what it wrote is durable.
+    fn handle(&mut self, msg: CancelTurn, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.cancel_turn_now(msg, ctx);
+        self.reply_when_durable(result)
+    }
+}
+
+impl Session {
+
+    fn promote_turn_now(&mut self, msg: PromoteTurn, _ctx: &mut Context<Self>) -> Result<(), RuntimeError> {
         self.last_activity = Instant::now();
         if self
             .run
@@ -1464,14 +1575,24 @@ impl Handler<PromoteTurn> for Session {
             },
             events,
             "turn promoted",
-        )
+        );
+        Ok(())
     }
 }
 
-impl Handler<Control> for Session {
-    type Result = Result<SessionView, RuntimeError>;
+impl Handler<PromoteTurn> for Session {
+    type Result = ResponseFuture<Result<(), RuntimeError>>;
 
-    fn handle(&mut self, msg: Control, ctx: &mut Context<Self>) -> Self::Result {
+    /// Answered once what it wrote is durable.
+    fn handle(&mut self, msg: PromoteTurn, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.promote_turn_now(msg, ctx);
+        self.reply_when_durable(result)
+    }
+}
+
+impl Session {
+
+    fn control_now(&mut self, msg: Control, ctx: &mut Context<Self>) -> Result<SessionView, RuntimeError> {
         self.last_activity = Instant::now();
         if self.record.archived {
             return Err(RuntimeError::SessionArchived);
@@ -1512,9 +1633,19 @@ impl Handler<Control> for Session {
             },
             events,
             reason,
-        )?;
+        );
         self.dispatch(ctx);
         Ok(self.view())
+    }
+}
+
+impl Handler<Control> for Session {
+    type Result = ResponseFuture<Result<SessionView, RuntimeError>>;
+
+    /// Answered once what it wrote is durable.
+    fn handle(&mut self, msg: Control, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.control_now(msg, ctx);
+        self.reply_when_durable(result)
     }
 }
 
@@ -1564,15 +1695,14 @@ impl Handler<ReadEvents> for Session {
             .read(self.shared.store.as_ref(), msg.after_seq, msg.limit)?;
         Ok(EventPage {
             events,
-            last_seq: self.log.last_seq(),
+            last_seq: self.log.durable_seq(),
         })
     }
 }
 
-impl Handler<UpdateSession> for Session {
-    type Result = Result<SessionView, RuntimeError>;
+impl Session {
 
-    fn handle(&mut self, msg: UpdateSession, ctx: &mut Context<Self>) -> Self::Result {
+    fn update_now(&mut self, msg: UpdateSession, ctx: &mut Context<Self>) -> Result<SessionView, RuntimeError> {
         self.last_activity = Instant::now();
         let mut reasons = Vec::new();
         if let Some(project) = msg.project {
@@ -1638,24 +1768,39 @@ impl Handler<UpdateSession> for Session {
             },
             events,
             reasons[0],
-        )?;
+        );
         Ok(self.view())
     }
 }
 
-impl Handler<DeleteSession> for Session {
-    type Result = Result<(), RuntimeError>;
+impl Handler<UpdateSession> for Session {
+    type Result = ResponseFuture<Result<SessionView, RuntimeError>>;
 
+    /// Answered once what it wrote is durable.
+    fn handle(&mut self, msg: UpdateSession, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.update_now(msg, ctx);
+        self.reply_when_durable(result)
+    }
+}
+
+impl Handler<DeleteSession> for Session {
+    type Result = ResponseFuture<Result<(), RuntimeError>>;
+
+    /// Stops the session and deletes it from the store; answered once the deletion is durable.
+    /// The store's writer applies it after every write of the session still in flight.
     fn handle(&mut self, _msg: DeleteSession, ctx: &mut Context<Self>) -> Self::Result {
         self.stop_attempt(ctx);
         // Dropping the run stops its provider.
         self.run = None;
-        self.shared.store.delete_session(self.id())?;
+        let deleted = self.shared.store.write(Write::Delete(self.id()));
         self.deleted = true;
         log::info!("session {}: deleted", self.id());
         self.stop_requested = true;
         ctx.stop();
-        Ok(())
+        Box::pin(async move {
+            deleted.await?;
+            Ok(())
+        })
     }
 }
 
@@ -1677,7 +1822,7 @@ impl Handler<Snapshot> for Session {
             queue_len: self.queue.len(),
             restarts: self.restarts,
             run,
-            last_seq: self.log.last_seq(),
+            last_seq: self.log.durable_seq(),
             last_event_at: self.log.last_event_at,
         })
     }
@@ -1696,10 +1841,11 @@ impl Handler<Drain> for Session {
 }
 
 impl Handler<Interrupt> for Session {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    /// Ends the running turns `interrupted` and stops; the turns run again at the next start.
-    fn handle(&mut self, _msg: Interrupt, ctx: &mut Context<Self>) {
+    /// Ends the running turns `interrupted` and stops once that is durable; the turns run
+    /// again at the next start.
+    fn handle(&mut self, _msg: Interrupt, ctx: &mut Context<Self>) -> Self::Result {
         if let Some(run) = self.run.as_ref() {
             // They end `interrupted` now and their re-queued copies run at the next start;
             // a deploy is not the turn's failure, so it does not use up the restart cap.
@@ -1710,8 +1856,19 @@ impl Handler<Interrupt> for Session {
             self.orphans = turns;
             self.recover_orphans(Cutoff::Shutdown);
         }
-        self.stop_requested = true;
-        ctx.stop();
+        let durable = self.journal.wait_for_all();
+        Box::pin(
+            async move {
+                if let Some(durable) = durable {
+                    let _ = durable.await;
+                }
+            }
+            .into_actor(self)
+            .map(|(), act, ctx| {
+                act.stop_requested = true;
+                ctx.stop();
+            }),
+        )
     }
 }
 

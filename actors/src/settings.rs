@@ -46,6 +46,9 @@ pub struct Settings {
     pub max_panics: u32,
     /// The window panics are counted in.
     pub panic_window: Duration,
+    /// Worker arbiters (threads) session actors are spread over; 0 runs them on the arbiter
+    /// that started the runtime. Default: the available cores.
+    pub workers: usize,
 }
 
 impl Default for Settings {
@@ -66,6 +69,7 @@ impl Default for Settings {
             fallbacks: HashMap::new(),
             max_panics: 5,
             panic_window: Duration::from_secs(60),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }

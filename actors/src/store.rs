@@ -1,15 +1,22 @@
 //! The durable store: one trait, two implementations (sled on disk, memory for tests).
 //!
 //! The operations are kept to what a distributed engine (NATS JetStream) also offers:
-//! compare-and-set on a key ([`Store::create_session`], [`Store::claim_key`]), append with an
-//! expected seq and an atomic batch within one session ([`Store::commit`]), range reads by seq
+//! compare-and-set on a key ([`Write::Create`], [`Write::ClaimKey`]), append with an expected
+//! seq and an atomic batch within one session ([`Write::Commit`]), range reads by seq
 //! ([`Store::read_events`]). The store, not an in-process lock, is what enforces them.
+//!
+//! Writes are submitted, not called: [`Store::submit`] hands a write to the store's writer and
+//! returns; the writer applies writes in order, flushes once per group and confirms each write
+//! when its group is on disk ([`group_commit`]). Nothing is delivered before it is confirmed.
 
+pub mod group_commit;
 mod memory;
 mod sled_store;
 
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
+pub use group_commit::GroupCommitter;
+
 
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
@@ -46,7 +53,7 @@ pub enum StoreError {
     },
 }
 
-/// What [`Store::create_session`] did.
+/// What a [`Write::Create`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CreateOutcome {
     /// The record was written and the key (if any) now maps to it.
@@ -70,8 +77,6 @@ pub struct Batch {
     pub provider_mapping: Option<(String, String)>,
     /// Marks the session as having open turns (`Some(true)`) or none (`Some(false)`).
     pub active: Option<bool>,
-    /// Flush to disk before returning.
-    pub durable: bool,
 }
 
 impl Batch {
@@ -96,18 +101,76 @@ impl Batch {
     }
 }
 
-/// The durable store of sessions, keys, turns and event logs.
-pub trait Store: Send + Sync + 'static {
-    /// Writes a new session record and, with a key, claims the key for it (compare-and-set).
-    /// When the key is taken, nothing is written and the owner of the key is returned.
-    fn create_session(
-        &self,
-        record: &SessionRecord,
-        key: Option<&ScopedKey>,
-    ) -> Result<CreateOutcome, StoreError>;
+/// A write submitted to the store. Writes are applied in the order they are submitted and
+/// confirmed in that order, each only once it is durable.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// An atomic batch within one session; its events are appended with the expected-seq check.
+    Commit {
+        /// The session written to.
+        session: SessionId,
+        /// What lands together.
+        batch: Batch,
+    },
+    /// A new session: its record and first event, and with a key the key's claim
+    /// (compare-and-set from nothing), all or nothing. A taken key writes nothing.
+    Create {
+        /// The new session's record.
+        record: SessionRecord,
+        /// Its `session.created` event (seq 1).
+        first: Arc<Event>,
+        /// The scoped key to claim, if any.
+        key: Option<ScopedKey>,
+    },
+    /// Maps `key` to `session` unless it maps to something already (compare-and-set).
+    ClaimKey {
+        /// The key.
+        key: ScopedKey,
+        /// The session it should name.
+        session: SessionId,
+    },
+    /// Deletes a session with its keys, turns, idempotency keys and events.
+    Delete(SessionId),
+}
 
-    /// Maps `key` to `id` unless it maps to something already; returns the id it maps to.
-    fn claim_key(&self, key: &ScopedKey, id: SessionId) -> Result<SessionId, StoreError>;
+/// What a confirmed [`Write`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Written {
+    /// A commit or a delete landed.
+    Done,
+    /// What a create did.
+    Created(CreateOutcome),
+    /// The session the claimed key names now.
+    Claimed(SessionId),
+}
+
+/// Called once with the outcome of a submitted write, after it is durable (or failed). It runs
+/// on the store's writer: it must be quick and must not block (send on a channel, no more).
+pub type WriteDone = Box<dyn FnOnce(Result<Written, StoreError>) + Send>;
+
+/// How durable a confirmed write is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Confirmed once flushed to disk, together with the rest of its group (the default):
+    /// nothing a crash can undo is ever confirmed, so nothing of it is ever delivered.
+    #[default]
+    Flushed,
+    /// Confirmed once applied; the disk catches up on the engine's periodic flush. A crash
+    /// can lose (and, on restart, rewrite) the last ~200 ms of what clients were shown.
+    Relaxed,
+}
+
+/// The durable store of sessions, keys, turns and event logs.
+///
+/// Writes are asynchronous and pipelined: [`Store::submit`] returns at once, the writer applies
+/// writes in submission order and confirms each (in that order) when it is durable. A session
+/// assigns seqs and keeps working while its appends are in flight, and delivers events when
+/// they are confirmed. Reads see what was applied; callers that must not show undurable data
+/// (the session actor) bound them by what was confirmed.
+pub trait Store: Send + Sync + 'static {
+    /// Submits a write; `done` is called once it is durable or has failed.
+    fn submit(&self, write: Write, done: WriteDone);
 
     /// The session a scoped key names.
     fn lookup_key(&self, key: &ScopedKey) -> Result<Option<SessionId>, StoreError>;
@@ -120,9 +183,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Sessions with open (queued or running) turns, for startup recovery.
     fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError>;
-
-    /// Applies a batch atomically; events are appended with the expected-seq check.
-    fn commit(&self, session: SessionId, batch: Batch) -> Result<(), StoreError>;
 
     /// Events with seq > `after_seq`, in order, at most `limit`.
     fn read_events(
@@ -158,9 +218,6 @@ pub trait Store: Send + Sync + 'static {
         provider_session_id: &str,
     ) -> Result<Option<SessionId>, StoreError>;
 
-    /// Deletes a session with its keys, turns, idempotency keys and events.
-    fn delete_session(&self, id: SessionId) -> Result<(), StoreError>;
-
     /// Forces everything written so far to disk.
     fn flush(&self) -> Result<(), StoreError>;
 
@@ -169,6 +226,58 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts of sessions and events, for operators and benchmarks.
     fn stats(&self) -> Result<StoreStats, StoreError>;
+}
+
+impl dyn Store {
+    /// Submits `write` and waits for its confirmation.
+    pub fn write(
+        &self,
+        write: Write,
+    ) -> impl std::future::Future<Output = Result<Written, StoreError>> + Send + 'static {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(
+            write,
+            Box::new(move |result| {
+                // The waiter may have gone away; the write landed all the same.
+                let _ = tx.send(result);
+            }),
+        );
+        async move {
+            rx.await
+                .map_err(|_| StoreError::Engine("the store's writer stopped".into()))?
+        }
+    }
+
+    /// Applies a batch atomically and waits until it is durable.
+    pub async fn commit(&self, session: SessionId, batch: Batch) -> Result<(), StoreError> {
+        self.write(Write::Commit { session, batch }).await.map(|_| ())
+    }
+
+    /// Creates a session (record, first event, key claim) and waits until it is durable.
+    pub async fn create(
+        &self,
+        record: SessionRecord,
+        first: Arc<Event>,
+        key: Option<ScopedKey>,
+    ) -> Result<CreateOutcome, StoreError> {
+        match self.write(Write::Create { record, first, key }).await? {
+            Written::Created(outcome) => Ok(outcome),
+            other => Err(StoreError::Engine(format!("create answered {other:?}"))),
+        }
+    }
+
+    /// Claims `key` for `session` unless taken; the session it names, once durable.
+    pub async fn claim_key(&self, key: ScopedKey, session: SessionId) -> Result<SessionId, StoreError> {
+        match self.write(Write::ClaimKey { key, session }).await? {
+            Written::Claimed(id) => Ok(id),
+            other => Err(StoreError::Engine(format!("claim answered {other:?}"))),
+        }
+    }
+
+    /// Deletes a session and waits until that is durable.
+    pub async fn delete(&self, session: SessionId) -> Result<(), StoreError> {
+        self.write(Write::Delete(session)).await.map(|_| ())
+    }
 }
 
 /// Sizes of what a store holds.

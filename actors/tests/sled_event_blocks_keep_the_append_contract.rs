@@ -1,6 +1,6 @@
 //! The sled store keeps events in blocks (several events under one key). These pin that the
 //! block layout keeps the store's contract: appends with an expected seq (through the fast
-//! path for plain deltas and through the transaction for durable batches), range reads that
+//! path for plain deltas and through the transaction for batches with other writes), range reads that
 //! start inside a block, `last_seq`, and the upgrade of a schema-1 store.
 
 use std::sync::Arc;
@@ -23,20 +23,23 @@ fn events(session: SessionId, first: u64, n: u64, text_len: usize) -> Vec<Arc<Ev
         .collect()
 }
 
+/// Appends through the store's writer; `transaction` adds another write to the batch, which
+/// takes the transactional path instead of the fast one for plain events.
 fn append(
     store: &SledStore,
     session: SessionId,
     events: Vec<Arc<Event>>,
-    durable: bool,
+    transaction: bool,
 ) -> Result<(), StoreError> {
-    store.commit(
+    let store: &dyn Store = store;
+    futures::executor::block_on(store.commit(
         session,
         Batch {
             events,
-            durable,
+            active: transaction.then_some(true),
             ..Batch::default()
         },
-    )
+    ))
 }
 
 fn seqs(events: &[Event]) -> Vec<u64> {
@@ -75,10 +78,10 @@ fn an_append_off_the_end_of_the_log_is_a_conflict_on_both_paths() {
     let store = SledStore::open(dir.path()).expect("open");
     let session = SessionId::new();
     append(&store, session, events(session, 1, 40, 50), false).expect("append");
-    for durable in [false, true] {
+    for transaction in [false, true] {
         // A seq already taken: at a block's start, and inside a block.
         for first in [1, 5, 40] {
-            let err = append(&store, session, events(session, first, 3, 3), durable)
+            let err = append(&store, session, events(session, first, 3, 3), transaction)
                 .expect_err("taken seq");
             assert!(
                 matches!(err, StoreError::SeqConflict { actual: 40, .. }),
@@ -86,7 +89,7 @@ fn an_append_off_the_end_of_the_log_is_a_conflict_on_both_paths() {
             );
         }
         // A gap.
-        let err = append(&store, session, events(session, 42, 1, 3), durable).expect_err("gap");
+        let err = append(&store, session, events(session, 42, 1, 3), transaction).expect_err("gap");
         assert!(matches!(
             err,
             StoreError::SeqConflict {

@@ -150,7 +150,7 @@ fn defaults_need_no_configuration() {
     let config = troupe::config::Config::load(None).expect("defaults load");
     assert_eq!(config.bind, "127.0.0.1:7878");
     assert_eq!(config.data_dir, std::path::PathBuf::from("./troupe-data"));
-    assert_eq!(config.store, troupe::config::StoreKind::Sled);
+    assert_eq!(config.store.kind, troupe::config::StoreKind::Sled);
     assert!(config.auth.tokens.is_empty());
     assert_eq!(config.limits.body_bytes, 1024 * 1024);
     assert!(config.checked_bind().is_ok());

@@ -1,6 +1,6 @@
 //! An in-memory [`Store`]: same semantics as sled, nothing on disk. For tests and benchmarks.
 
-use super::{Batch, CreateOutcome, Store, StoreError, StoreStats};
+use super::{Batch, CreateOutcome, Store, StoreError, StoreStats, Write, WriteDone, Written};
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
 use crate::record::{SessionRecord, TurnRecord, TurnStatus};
@@ -37,53 +37,44 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
-    fn create_session(
-        &self,
-        record: &SessionRecord,
-        key: Option<&ScopedKey>,
-    ) -> Result<CreateOutcome, StoreError> {
-        let mut inner = self.lock();
+impl Inner {
+    fn create(
+        &mut self,
+        record: SessionRecord,
+        first: Arc<Event>,
+        key: Option<ScopedKey>,
+    ) -> CreateOutcome {
         if let Some(key) = key {
-            if let Some(existing) = inner.keys.get(key) {
-                return Ok(CreateOutcome::Existing(*existing));
+            if let Some(existing) = self.keys.get(&key) {
+                return CreateOutcome::Existing(*existing);
             }
-            inner.keys.insert(key.clone(), record.id);
+            self.keys.insert(key, record.id);
         }
-        inner.sessions.insert(record.id, record.clone());
-        Ok(CreateOutcome::Created)
+        self.events.insert(record.id, vec![first]);
+        self.sessions.insert(record.id, record);
+        CreateOutcome::Created
     }
 
-    fn claim_key(&self, key: &ScopedKey, id: SessionId) -> Result<SessionId, StoreError> {
-        Ok(*self.lock().keys.entry(key.clone()).or_insert(id))
+    fn claim_key(&mut self, key: ScopedKey, id: SessionId) -> SessionId {
+        *self.keys.entry(key).or_insert(id)
     }
 
-    fn lookup_key(&self, key: &ScopedKey) -> Result<Option<SessionId>, StoreError> {
-        Ok(self.lock().keys.get(key).copied())
+    fn apply(&mut self, write: Write) -> Result<Written, StoreError> {
+        match write {
+            Write::Commit { session, batch } => self.commit(session, batch).map(|()| Written::Done),
+            Write::Create { record, first, key } => {
+                Ok(Written::Created(self.create(record, first, key)))
+            }
+            Write::ClaimKey { key, session } => Ok(Written::Claimed(self.claim_key(key, session))),
+            Write::Delete(id) => {
+                self.delete_session(id);
+                Ok(Written::Done)
+            }
+        }
     }
 
-    fn get_session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(self.lock().sessions.get(&id).cloned())
-    }
-
-    fn list_sessions(&self, owner: &str) -> Result<Vec<SessionRecord>, StoreError> {
-        Ok(self
-            .lock()
-            .sessions
-            .values()
-            .filter(|s| s.owner == owner)
-            .cloned()
-            .collect())
-    }
-
-    fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {
-        let mut ids: Vec<_> = self.lock().active.iter().copied().collect();
-        ids.sort();
-        Ok(ids)
-    }
-
-    fn commit(&self, session: SessionId, batch: Batch) -> Result<(), StoreError> {
-        let mut inner = self.lock();
+    fn commit(&mut self, session: SessionId, batch: Batch) -> Result<(), StoreError> {
+        let inner = self;
         if let Some(first) = batch.events.first() {
             let actual = inner.events.get(&session).map_or(0, |e| e.len() as u64);
             if first.seq != actual + 1 {
@@ -124,6 +115,48 @@ impl Store for MemoryStore {
                 .extend(batch.events);
         }
         Ok(())
+    }
+
+    fn delete_session(&mut self, id: SessionId) {
+        self.sessions.remove(&id);
+        self.keys.retain(|_, v| *v != id);
+        self.events.remove(&id);
+        self.turns.remove(&id);
+        self.client_ids.retain(|(s, _), _| *s != id);
+        self.provider_ids.retain(|_, v| *v != id);
+        self.active.remove(&id);
+    }
+}
+
+impl Store for MemoryStore {
+    /// Applied and confirmed at once: nothing here outlives the process anyway.
+    fn submit(&self, write: Write, done: WriteDone) {
+        let result = self.lock().apply(write);
+        done(result);
+    }
+
+    fn lookup_key(&self, key: &ScopedKey) -> Result<Option<SessionId>, StoreError> {
+        Ok(self.lock().keys.get(key).copied())
+    }
+
+    fn get_session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.lock().sessions.get(&id).cloned())
+    }
+
+    fn list_sessions(&self, owner: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .sessions
+            .values()
+            .filter(|s| s.owner == owner)
+            .cloned()
+            .collect())
+    }
+
+    fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {
+        let mut ids: Vec<_> = self.lock().active.iter().copied().collect();
+        ids.sort();
+        Ok(ids)
     }
 
     fn read_events(
@@ -199,18 +232,6 @@ impl Store for MemoryStore {
             .provider_ids
             .get(&(provider.to_string(), provider_session_id.to_string()))
             .copied())
-    }
-
-    fn delete_session(&self, id: SessionId) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        inner.sessions.remove(&id);
-        inner.keys.retain(|_, v| *v != id);
-        inner.events.remove(&id);
-        inner.turns.remove(&id);
-        inner.client_ids.retain(|(s, _), _| *s != id);
-        inner.provider_ids.retain(|_, v| *v != id);
-        inner.active.remove(&id);
-        Ok(())
     }
 
     fn flush(&self) -> Result<(), StoreError> {

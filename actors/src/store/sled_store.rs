@@ -32,7 +32,11 @@
 //! Schema 1 kept one event per key in `troupe`; opening such a store moves them over once,
 //! each as a block of one.
 
-use super::{Batch, CreateOutcome, Store, StoreError, StoreStats, SCHEMA_VERSION};
+use super::group_commit::{Engine, GroupCommitter};
+use super::{
+    Batch, CreateOutcome, Durability, Store, StoreError, StoreStats, Write, WriteDone, Written,
+    SCHEMA_VERSION,
+};
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
 use crate::record::{SessionRecord, TurnRecord, TurnStatus};
@@ -43,8 +47,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// A store in a sled database directory.
+/// A store in a sled database directory: reads go straight to sled, writes through the
+/// group-committing writer.
 pub struct SledStore {
+    /// The database, shared with the writer thread.
+    engine: Arc<SledEngine>,
+    /// The writer: applies, flushes once per group, confirms.
+    writer: GroupCommitter,
+}
+
+/// The open database and its trees.
+struct SledEngine {
     /// The open database; kept so `flush` reaches the whole of it.
     db: sled::Db,
     /// The tree of every record but events.
@@ -63,7 +76,7 @@ const BLOCK_BYTES: usize = 4096;
 /// Bytes before a block's JSON array: its last seq.
 const BLOCK_HEADER: usize = 8;
 
-fn engine(e: impl std::fmt::Display) -> StoreError {
+fn engine_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Engine(e.to_string())
 }
 
@@ -181,24 +194,45 @@ fn session_id_from(bytes: &[u8]) -> Result<SessionId, StoreError> {
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `dir`, checking the schema version.
+    /// Opens (or creates) the store in `dir` with the safe default durability.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(dir, Durability::Flushed)
+    }
+
+    /// Opens (or creates) the store in `dir`, checking the schema version, and starts its
+    /// writer with `durability`.
+    pub fn open_with(dir: impl AsRef<Path>, durability: Durability) -> Result<Self, StoreError> {
+        let engine = Arc::new(SledEngine::open(dir)?);
+        let writer = GroupCommitter::start(engine.clone(), durability).map_err(engine_err)?;
+        Ok(SledStore { engine, writer })
+    }
+
+    /// How many writes and groups (flushes) the writer did.
+    pub fn group_figures(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let f = &self.writer.figures;
+        (f.writes.load(Relaxed), f.groups.load(Relaxed))
+    }
+}
+
+impl SledEngine {
+    fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_path_buf();
         let db = sled::Config::new()
             .path(&dir)
             .flush_every_ms(Some(200))
             .open()
-            .map_err(engine)?;
-        let tree = db.open_tree("troupe").map_err(engine)?;
-        let events = db.open_tree("events").map_err(engine)?;
-        let store = SledStore {
+            .map_err(engine_err)?;
+        let tree = db.open_tree("troupe").map_err(engine_err)?;
+        let events = db.open_tree("events").map_err(engine_err)?;
+        let store = SledEngine {
             db,
             tree,
             events,
             dir,
         };
         let schema_key = key(b'm', &[b"schema"]);
-        let found = match store.tree.get(&schema_key).map_err(engine)? {
+        let found = match store.tree.get(&schema_key).map_err(engine_err)? {
             Some(v) => u32::from_be_bytes(
                 v.as_ref()
                     .try_into()
@@ -215,8 +249,8 @@ impl SledStore {
         store
             .tree
             .insert(schema_key, &SCHEMA_VERSION.to_be_bytes())
-            .map_err(engine)?;
-        store.db.flush().map_err(engine)?;
+            .map_err(engine_err)?;
+        store.db.flush().map_err(engine_err)?;
         Ok(store)
     }
 
@@ -229,7 +263,7 @@ impl SledStore {
             let mut gone = sled::Batch::default();
             let mut n = 0;
             for kv in self.tree.scan_prefix([b'e']).take(CHUNK) {
-                let (k, v) = kv.map_err(engine)?;
+                let (k, v) = kv.map_err(engine_err)?;
                 let event: Event = decode(&v)?;
                 let mut block = event.seq.to_be_bytes().to_vec();
                 block.push(b'[');
@@ -242,9 +276,9 @@ impl SledStore {
             if n == 0 {
                 return Ok(());
             }
-            self.events.apply_batch(moved).map_err(engine)?;
-            self.db.flush().map_err(engine)?;
-            self.tree.apply_batch(gone).map_err(engine)?;
+            self.events.apply_batch(moved).map_err(engine_err)?;
+            self.db.flush().map_err(engine_err)?;
+            self.tree.apply_batch(gone).map_err(engine_err)?;
         }
     }
 
@@ -277,7 +311,7 @@ impl SledStore {
             let swapped = self
                 .events
                 .compare_and_swap(k, None as Option<&[u8]>, Some(v))
-                .map_err(engine)?;
+                .map_err(engine_err)?;
             if swapped.is_err() {
                 return Err(self.conflict(session, block_first));
             }
@@ -297,7 +331,7 @@ impl SledStore {
             .next_back()
         {
             Some(kv) => {
-                let (k, v) = kv.map_err(engine)?;
+                let (k, v) = kv.map_err(engine_err)?;
                 Ok(Some((k, block_last_seq(&v)?)))
             }
             None => Ok(None),
@@ -319,54 +353,59 @@ impl SledStore {
     fn scan_prefix<T: DeserializeOwned>(&self, prefix: Vec<u8>) -> Result<Vec<T>, StoreError> {
         self.tree
             .scan_prefix(prefix)
-            .map(|kv| kv.map_err(engine).and_then(|(_, v)| decode(&v)))
+            .map(|kv| kv.map_err(engine_err).and_then(|(_, v)| decode(&v)))
             .collect()
     }
 
     fn remove_prefix(tree: &sled::Tree, prefix: Vec<u8>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for kv in tree.scan_prefix(prefix).keys() {
-            batch.remove(kv.map_err(engine)?);
+            batch.remove(kv.map_err(engine_err)?);
         }
-        tree.apply_batch(batch).map_err(engine)
+        tree.apply_batch(batch).map_err(engine_err)
     }
 }
 
-impl Store for SledStore {
-    fn create_session(
+impl SledEngine {
+    /// A new session's record, first event and key claim in one transaction.
+    fn create(
         &self,
         record: &SessionRecord,
+        first: &Arc<Event>,
         key: Option<&ScopedKey>,
     ) -> Result<CreateOutcome, StoreError> {
-        if let Some(k) = key {
-            let cas = self
-                .tree
-                .compare_and_swap(
-                    scoped_key(k),
-                    None as Option<&[u8]>,
-                    Some(record.id.as_bytes()),
-                )
-                .map_err(engine)?;
-            if let Err(current) = cas {
-                let winner = current
-                    .current
-                    .ok_or_else(|| StoreError::Corrupt("key vanished".into()))?;
-                return Ok(CreateOutcome::Existing(session_id_from(&winner)?));
+        let scoped = key.map(scoped_key);
+        let record_bytes = encode(record);
+        let owner = owner_key(&record.owner, record.id);
+        let blocks = encode_blocks(record.id, std::slice::from_ref(first));
+        let result = (&self.tree, &self.events).transaction(|(tx, etx)| {
+            if let Some(k) = &scoped {
+                if let Some(winner) = tx.get(k)? {
+                    return Err(ConflictableTransactionError::Abort(winner));
+                }
+                tx.insert(k.as_slice(), record.id.as_bytes())?;
             }
+            tx.insert(session_key(record.id), record_bytes.as_slice())?;
+            tx.insert(owner.as_slice(), &[][..])?;
+            for (k, v) in &blocks {
+                etx.insert(k.as_slice(), v.as_slice())?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(CreateOutcome::Created),
+            Err(TransactionError::Abort(winner)) => {
+                Ok(CreateOutcome::Existing(session_id_from(&winner)?))
+            }
+            Err(TransactionError::Storage(e)) => Err(engine_err(e)),
         }
-        let mut batch = sled::Batch::default();
-        batch.insert(session_key(record.id), encode(record));
-        batch.insert(owner_key(&record.owner, record.id), &[][..]);
-        self.tree.apply_batch(batch).map_err(engine)?;
-        self.db.flush().map_err(engine)?;
-        Ok(CreateOutcome::Created)
     }
 
     fn claim_key(&self, key: &ScopedKey, id: SessionId) -> Result<SessionId, StoreError> {
         let cas = self
             .tree
             .compare_and_swap(scoped_key(key), None as Option<&[u8]>, Some(id.as_bytes()))
-            .map_err(engine)?;
+            .map_err(engine_err)?;
         match cas {
             Ok(()) => Ok(id),
             Err(current) => session_id_from(
@@ -380,7 +419,7 @@ impl Store for SledStore {
     fn lookup_key(&self, key: &ScopedKey) -> Result<Option<SessionId>, StoreError> {
         self.tree
             .get(scoped_key(key))
-            .map_err(engine)?
+            .map_err(engine_err)?
             .map(|v| session_id_from(&v))
             .transpose()
     }
@@ -388,7 +427,7 @@ impl Store for SledStore {
     fn get_session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
         self.tree
             .get(session_key(id))
-            .map_err(engine)?
+            .map_err(engine_err)?
             .map(|v| decode(&v))
             .transpose()
     }
@@ -397,7 +436,7 @@ impl Store for SledStore {
         let prefix = key(b'o', &[owner.as_bytes(), &[0]]);
         let mut out = Vec::new();
         for k in self.tree.scan_prefix(&prefix).keys() {
-            let k = k.map_err(engine)?;
+            let k = k.map_err(engine_err)?;
             let id = session_id_from(&k[prefix.len()..])?;
             if let Some(record) = self.get_session(id)? {
                 out.push(record);
@@ -410,7 +449,7 @@ impl Store for SledStore {
         self.tree
             .scan_prefix([b'a'])
             .keys()
-            .map(|k| k.map_err(engine).and_then(|k| session_id_from(&k[1..])))
+            .map(|k| k.map_err(engine_err).and_then(|k| session_id_from(&k[1..])))
             .collect()
     }
 
@@ -418,10 +457,9 @@ impl Store for SledStore {
         if batch.is_empty() {
             return Ok(());
         }
-        if batch.is_events_only() && !batch.durable {
+        if batch.is_events_only() {
             return self.append_events(session, &batch.events);
         }
-        let durable = batch.durable;
         let first_seq = batch.events.first().map(|e| e.seq);
         let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         if let Some(record) = &batch.record {
@@ -486,10 +524,7 @@ impl Store for SledStore {
         match result {
             Ok(()) => {}
             Err(TransactionError::Abort(expected)) => return Err(self.conflict(session, expected)),
-            Err(TransactionError::Storage(e)) => return Err(engine(e)),
-        }
-        if durable {
-            self.db.flush().map_err(engine)?;
+            Err(TransactionError::Storage(e)) => return Err(engine_err(e)),
         }
         Ok(())
     }
@@ -512,7 +547,7 @@ impl Store for SledStore {
             if out.len() >= limit {
                 break;
             }
-            let (_, v) = kv.map_err(engine)?;
+            let (_, v) = kv.map_err(engine_err)?;
             let wanted = limit - out.len();
             out.extend(
                 decode_block(&v)?
@@ -527,7 +562,7 @@ impl Store for SledStore {
     fn last_seq(&self, session: SessionId) -> Result<u64, StoreError> {
         let prefix = key(b'e', &[session.as_bytes()]);
         match self.events.scan_prefix(&prefix).next_back() {
-            Some(kv) => block_last_seq(&kv.map_err(engine)?.1),
+            Some(kv) => block_last_seq(&kv.map_err(engine_err)?.1),
             None => Ok(0),
         }
     }
@@ -548,7 +583,7 @@ impl Store for SledStore {
             if let Some(v) = self
                 .tree
                 .get(turn_key(open, session, turn))
-                .map_err(engine)?
+                .map_err(engine_err)?
             {
                 return decode(&v).map(Some);
             }
@@ -563,7 +598,7 @@ impl Store for SledStore {
     ) -> Result<Option<TurnId>, StoreError> {
         self.tree
             .get(client_key(session, client_message_id))
-            .map_err(engine)?
+            .map_err(engine_err)?
             .map(|v| {
                 Uuid::from_slice(&v)
                     .map(TurnId)
@@ -579,7 +614,7 @@ impl Store for SledStore {
     ) -> Result<Option<SessionId>, StoreError> {
         self.tree
             .get(provider_key(provider, provider_session_id))
-            .map_err(engine)?
+            .map_err(engine_err)?
             .map(|v| session_id_from(&v))
             .transpose()
     }
@@ -592,12 +627,12 @@ impl Store for SledStore {
         for prefix in [b'k', b'p'] {
             let mut batch = sled::Batch::default();
             for kv in self.tree.scan_prefix([prefix]) {
-                let (k, v) = kv.map_err(engine)?;
+                let (k, v) = kv.map_err(engine_err)?;
                 if v.as_ref() == id.as_bytes() {
                     batch.remove(k);
                 }
             }
-            self.tree.apply_batch(batch).map_err(engine)?;
+            self.tree.apply_batch(batch).map_err(engine_err)?;
         }
         Self::remove_prefix(&self.events, key(b'e', &[id.as_bytes()]))?;
         for tag in [b'q', b't', b'c'] {
@@ -607,24 +642,23 @@ impl Store for SledStore {
         batch.remove(active_key(id));
         batch.remove(owner_key(&record.owner, id));
         batch.remove(session_key(id));
-        self.tree.apply_batch(batch).map_err(engine)?;
-        self.flush()
+        self.tree.apply_batch(batch).map_err(engine_err)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(engine)
+        self.db.flush().map(|_| ()).map_err(engine_err)
     }
 
     fn check_writable(&self) -> Result<(), StoreError> {
         let probe = self.dir.join(".troupe-ready-probe");
-        std::fs::write(&probe, b"probe").map_err(engine)?;
-        std::fs::remove_file(&probe).map_err(engine)?;
+        std::fs::write(&probe, b"probe").map_err(engine_err)?;
+        std::fs::remove_file(&probe).map_err(engine_err)?;
         self.tree
             .insert(
                 key(b'm', &[b"probe"]),
                 &chrono::Utc::now().timestamp_millis().to_be_bytes(),
             )
-            .map_err(engine)?;
+            .map_err(engine_err)?;
         self.flush()
     }
 
@@ -633,5 +667,102 @@ impl Store for SledStore {
             sessions: self.tree.scan_prefix([b's']).count() as u64,
             active_sessions: self.tree.scan_prefix([b'a']).count() as u64,
         })
+    }
+}
+
+impl Engine for SledEngine {
+    fn apply(&self, write: Write) -> Result<Written, StoreError> {
+        match write {
+            Write::Commit { session, batch } => {
+                self.commit(session, batch).map(|()| Written::Done)
+            }
+            Write::Create { record, first, key } => self
+                .create(&record, &first, key.as_ref())
+                .map(Written::Created),
+            Write::ClaimKey { key, session } => {
+                self.claim_key(&key, session).map(Written::Claimed)
+            }
+            Write::Delete(id) => self.delete_session(id).map(|()| Written::Done),
+        }
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        SledEngine::flush(self)
+    }
+}
+
+impl Store for SledStore {
+    fn submit(&self, write: Write, done: WriteDone) {
+        self.writer.submit(write, done);
+    }
+
+    fn lookup_key(&self, key: &ScopedKey) -> Result<Option<SessionId>, StoreError> {
+        self.engine.lookup_key(key)
+    }
+
+    fn get_session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        self.engine.get_session(id)
+    }
+
+    fn list_sessions(&self, owner: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        self.engine.list_sessions(owner)
+    }
+
+    fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {
+        self.engine.active_sessions()
+    }
+
+    fn read_events(
+        &self,
+        session: SessionId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.engine.read_events(session, after_seq, limit)
+    }
+
+    fn last_seq(&self, session: SessionId) -> Result<u64, StoreError> {
+        self.engine.last_seq(session)
+    }
+
+    fn open_turns(&self, session: SessionId) -> Result<Vec<TurnRecord>, StoreError> {
+        self.engine.open_turns(session)
+    }
+
+    fn all_turns(&self, session: SessionId) -> Result<Vec<TurnRecord>, StoreError> {
+        self.engine.all_turns(session)
+    }
+
+    fn get_turn(&self, session: SessionId, turn: TurnId) -> Result<Option<TurnRecord>, StoreError> {
+        self.engine.get_turn(session, turn)
+    }
+
+    fn turn_for_client_id(
+        &self,
+        session: SessionId,
+        client_message_id: &str,
+    ) -> Result<Option<TurnId>, StoreError> {
+        self.engine.turn_for_client_id(session, client_message_id)
+    }
+
+    fn session_for_provider_id(
+        &self,
+        provider: &str,
+        provider_session_id: &str,
+    ) -> Result<Option<SessionId>, StoreError> {
+        self.engine
+            .session_for_provider_id(provider, provider_session_id)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.engine.flush()
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        self.engine.check_writable()
+    }
+
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.engine.stats()
     }
 }
