@@ -5,13 +5,13 @@
 //! - the writer owns the socket's sending side: it drains the queue, pings on the heartbeat and
 //!   sends the close frame.
 //!
-//! Invariant: nothing that follows a live stream waits for room in the outbound queue. A full
-//! queue means the client is not reading; the connection is closed 1013 `lagged` and the client
-//! resumes with `after_seq`. So a slow client costs its session nothing but one dropped
-//! subscriber, and other clients of the same session never slow down. The one wait: a
-//! subscription's replay (events the session handed over when it subscribed, already in this
-//! task's hands) waits for room, so a log longer than the queue can be caught up on; the
-//! session's own bounded buffer still drops a subscriber that falls behind the live events.
+//! Invariant: a slow client costs its session nothing but one dropped subscriber, and other
+//! clients of the same session never slow down. A session's forwarder waits for room in the
+//! outbound queue (events arrive in bursts: a store group commit releases many at once), and the
+//! session's own bounded subscriber buffer is where falling behind is detected: the session drops
+//! the subscriber, and the connection is closed 1013 `lagged`; the client resumes with
+//! `after_seq`. Frames that are not a session's events (answers, the owner feed) never wait: a
+//! full queue means the client is not reading, and the connection is closed `lagged` at once.
 
 use super::frames::{self, ClientFrame, FrameError, Request, OWNER_FEED};
 use super::{WsLimits, WsMetrics};
@@ -94,9 +94,9 @@ impl Outbound {
         self.push_message(Message::Text(frame.into()))
     }
 
-    /// Queues a frame of a replay, waiting for room in the queue (see the module's invariant);
+    /// Queues a session's event, waiting for room in the queue (see the module's invariant);
     /// `false` when the connection is closing.
-    async fn push_replayed(&self, frame: String) -> bool {
+    async fn push_waiting(&self, frame: String) -> bool {
         if self.is_closing() {
             return false;
         }
@@ -555,7 +555,6 @@ async fn forward_session(
     let mut resubscribes = 0;
     loop {
         loop {
-            let replayed = subscription.replay_len() > 0;
             let Some(event) = subscription.next().await else {
                 break;
             };
@@ -566,13 +565,7 @@ async fn forward_session(
             }
             last_delivered = event.seq;
             resubscribes = 0;
-            let frame = frames::event(&event);
-            let queued = if replayed {
-                outbound.push_replayed(frame).await
-            } else {
-                outbound.push(frame)
-            };
-            if !queued {
+            if !outbound.push_waiting(frames::event(&event)).await {
                 return;
             }
         }
