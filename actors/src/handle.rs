@@ -18,6 +18,15 @@ use std::sync::{Arc, Mutex};
 /// How many times a call is made again after finding the actor stopped.
 const MAX_REACTIVATIONS: usize = 8;
 
+/// Whether a message may be sent again after a mailbox error.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// Doing it twice is harmless.
+    Safe,
+    /// It may have been applied; never send it again.
+    Never,
+}
+
 /// A cheap, cloneable handle on one session.
 #[derive(Clone)]
 pub struct SessionHandle {
@@ -53,7 +62,13 @@ impl SessionHandle {
         Ok(addr)
     }
 
-    async fn call<M, R>(&self, make: impl Fn() -> M) -> Result<R, RuntimeError>
+    /// Sends a message made by `make`, reactivating the session when its actor is gone.
+    ///
+    /// A mailbox error after the message was handed over does not say whether the actor handled
+    /// it; the message is made again only when `resend` says doing it twice is harmless (reads,
+    /// idempotent changes, a send with a `client_message_id`). Otherwise the caller gets
+    /// `internal` and decides.
+    async fn call<M, R>(&self, resend: Resend, make: impl Fn() -> M) -> Result<R, RuntimeError>
     where
         M: Message<Result = Result<R, RuntimeError>> + Send + 'static,
         R: Send + 'static,
@@ -66,6 +81,13 @@ impl SessionHandle {
                 Ok(result) => return result,
                 Err(MailboxError::Closed) => {
                     *self.addr.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    if resend == Resend::Never {
+                        return Err(RuntimeError::Internal(
+                            "the session stopped while taking the request; it may or may not \
+                             have been applied"
+                                .into(),
+                        ));
+                    }
                     tokio::task::yield_now().await;
                 }
                 Err(MailboxError::Timeout) => {
@@ -78,7 +100,12 @@ impl SessionHandle {
 
     /// Sends a user message with a busy mode.
     pub async fn send(&self, turn: SendTurn) -> Result<TurnReceipt, RuntimeError> {
-        self.call(|| turn.clone()).await
+        let resend = if turn.client_message_id.is_some() {
+            Resend::Safe
+        } else {
+            Resend::Never
+        };
+        self.call(resend, || turn.clone()).await
     }
 
     /// Sends `content` with `mode` and no options.
@@ -97,67 +124,67 @@ impl SessionHandle {
 
     /// Subscribes to events after `after_seq`.
     pub async fn subscribe(&self, after_seq: u64) -> Result<Subscription, RuntimeError> {
-        self.call(|| Subscribe { after_seq }).await
+        self.call(Resend::Safe, || Subscribe { after_seq }).await
     }
 
     /// Aborts the running turn.
     pub async fn abort(&self) -> Result<AbortResult, RuntimeError> {
-        self.call(|| Abort).await
+        self.call(Resend::Never, || Abort).await
     }
 
     /// Aborts the running attempt only if it answers `turn` (`aborted: false` otherwise).
     pub async fn abort_turn(&self, turn: TurnId) -> Result<AbortResult, RuntimeError> {
-        self.call(|| AbortTurn(turn)).await
+        self.call(Resend::Never, || AbortTurn(turn)).await
     }
 
     /// Cancels a queued turn.
     pub async fn cancel_turn(&self, turn: TurnId) -> Result<(), RuntimeError> {
-        self.call(|| CancelTurn(turn)).await
+        self.call(Resend::Never, || CancelTurn(turn)).await
     }
 
     /// Moves a queued turn to the front.
     pub async fn promote_turn(&self, turn: TurnId) -> Result<(), RuntimeError> {
-        self.call(|| PromoteTurn(turn)).await
+        self.call(Resend::Safe, || PromoteTurn(turn)).await
     }
 
     /// Holds the queue.
     pub async fn pause(&self) -> Result<SessionView, RuntimeError> {
-        self.call(|| Control::Pause).await
+        self.call(Resend::Safe, || Control::Pause).await
     }
 
     /// Releases the queue and clears a failure.
     pub async fn resume(&self) -> Result<SessionView, RuntimeError> {
-        self.call(|| Control::Resume).await
+        self.call(Resend::Safe, || Control::Resume).await
     }
 
     /// Clears a failure and the provider session id; the queue runs again.
     pub async fn reset(&self) -> Result<SessionView, RuntimeError> {
-        self.call(|| Control::Reset).await
+        self.call(Resend::Never, || Control::Reset).await
     }
 
     /// The session object.
     pub async fn info(&self) -> Result<SessionView, RuntimeError> {
-        self.call(|| GetInfo).await
+        self.call(Resend::Safe, || GetInfo).await
     }
 
     /// Every turn with positions of the open ones.
     pub async fn turns(&self) -> Result<TurnList, RuntimeError> {
-        self.call(|| ListTurns).await
+        self.call(Resend::Safe, || ListTurns).await
     }
 
     /// A page of events after `after_seq`.
     pub async fn events(&self, after_seq: u64, limit: usize) -> Result<EventPage, RuntimeError> {
-        self.call(|| ReadEvents { after_seq, limit }).await
+        self.call(Resend::Safe, || ReadEvents { after_seq, limit }).await
     }
 
     /// Renames, archives or backfills the project.
     pub async fn update(&self, update: UpdateSession) -> Result<SessionView, RuntimeError> {
-        self.call(|| update.clone()).await
+        self.call(Resend::Safe, || update.clone()).await
     }
 
     /// Aborts, cancels the queue, deletes the log.
     pub async fn delete(&self) -> Result<(), RuntimeError> {
-        self.call(|| DeleteSession).await
+        self.call(Resend::Safe, || DeleteSession).await
     }
 
     /// Fault injection: makes the live session actor panic (supervision tests and drills).

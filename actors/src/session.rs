@@ -3,8 +3,9 @@
 //! broadcast.
 //!
 //! Invariant: every accepted turn ends with exactly one `turn.completed`. The only place that
-//! emits it is [`Session::finish_turns`], and a turn reaches it only by being taken out of the
-//! queue or out of the running attempt, each of which holds it once.
+//! makes it is [`Session::completed`] (startup recovery included), and a turn reaches it only
+//! by being taken out of the queue, out of the running attempt or out of the orphans of a dead
+//! actor, each of which holds it once.
 
 mod journal;
 mod messages;
@@ -673,7 +674,7 @@ impl Session {
         written
     }
 
-    /// Ends `turns` with `outcome`: the only place `turn.completed` is emitted.
+    /// Ends `turns` with `outcome` and persists that after `events`, in `batch`.
     fn finish_turns(
         &mut self,
         turns: Vec<TurnRecord>,
@@ -683,7 +684,26 @@ impl Session {
         mut batch: Batch,
         mut events: Vec<(Option<TurnId>, EventBody)>,
     ) {
+        let (turns, completed) = self.completed(turns, outcome, error, &completion);
+        batch.turns.extend(turns);
+        events.extend(completed);
+        batch.active = Some(self.has_open_turns());
+        batch.record = Some(self.record.clone());
+        self.persist(batch, events, "turn completed");
+    }
+
+    /// The only place `turn.completed` is made: each turn of `turns` ends with `outcome`;
+    /// returns the completed records and their `turn.completed` events, to be persisted.
+    fn completed(
+        &mut self,
+        turns: Vec<TurnRecord>,
+        outcome: Outcome,
+        error: Option<ErrorInfo>,
+        completion: &Completion,
+    ) -> (Vec<TurnRecord>, Vec<(Option<TurnId>, EventBody)>) {
         let now = Timestamp::now();
+        let mut records = Vec::with_capacity(turns.len());
+        let mut events = Vec::with_capacity(turns.len());
         for mut turn in turns {
             turn.status = TurnStatus::Completed;
             turn.outcome = Some(outcome);
@@ -700,11 +720,9 @@ impl Session {
                     exit_code: completion.exit_code,
                 },
             ));
-            batch.turns.push(turn);
+            records.push(turn);
         }
-        batch.active = Some(self.has_open_turns());
-        batch.record = Some(self.record.clone());
-        self.persist(batch, events, "turn completed");
+        (records, events)
     }
 
     /// Ends the whole run (every turn in it) with `outcome`.
@@ -940,9 +958,10 @@ impl Session {
         let settings = self.shared.settings.clone();
         let requeue = match cutoff {
             Cutoff::Died => {
+                // A clock that stepped backwards gives a negative age: not stale.
                 let stale = self.record.running_since.is_some_and(|since| {
-                    (Timestamp::now().millis() - since.millis()) as u128
-                        >= settings.stale_running.as_millis()
+                    let age = Timestamp::now().millis().saturating_sub(since.millis());
+                    u128::try_from(age).unwrap_or(0) >= settings.stale_running.as_millis()
                 });
                 self.record.consecutive_failures += 1;
                 !stale && self.record.consecutive_failures <= settings.max_consecutive_restarts
@@ -999,28 +1018,14 @@ impl Session {
             code: "interrupted".into(),
             message: "the process running this turn stopped".into(),
         };
-        // The interrupted turns complete first, so the re-queued copies follow them in the log.
-        let mut completed_events = Vec::new();
-        let mut completed_turns = Vec::new();
-        for mut turn in orphans {
-            turn.status = TurnStatus::Completed;
-            turn.outcome = Some(Outcome::Interrupted);
-            turn.completed_at = Some(Timestamp::now());
-            RuntimeMetrics::bump(
-                &self.metrics().turns_completed[outcome_index(Outcome::Interrupted)],
-            );
-            completed_events.push((
-                Some(turn.id),
-                EventBody::TurnCompleted {
-                    outcome: Outcome::Interrupted,
-                    error: Some(interrupted.clone()),
-                    usage: None,
-                    cost_usd: None,
-                    exit_code: None,
-                },
-            ));
-            completed_turns.push(turn);
-        }
+        // The interrupted turns complete first, so the re-queued copies follow them in the log;
+        // both land in one batch, so a crash never leaves one without the other.
+        let (mut completed_turns, mut completed_events) = self.completed(
+            orphans,
+            Outcome::Interrupted,
+            Some(interrupted),
+            &Completion::default(),
+        );
         completed_turns.extend(batch.turns);
         completed_events.extend(events);
         let batch = Batch {
