@@ -310,3 +310,95 @@ async fn kill_9_never_rewrites_an_event_a_client_saw() {
         started.elapsed()
     );
 }
+
+/// Distinct keys created concurrently.
+const DISTINCT_KEYS: usize = 1000;
+/// Concurrent calls on one key.
+const SAME_KEY_CALLS: usize = 1000;
+
+#[actix_rt::test]
+async fn every_acknowledged_create_survives_kill_9_one_session_per_key() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let server = ServerProcess::start(data.path(), &[], ENV);
+    let base = server.base();
+    let client = reqwest::Client::new();
+    // Interleave the distinct keys with the calls on one key, 64 in flight at a time.
+    let keys: Vec<String> = (0..DISTINCT_KEYS.max(SAME_KEY_CALLS))
+        .flat_map(|i| {
+            let mut k = Vec::new();
+            if i < DISTINCT_KEYS {
+                k.push(format!("distinct-{i}"));
+            }
+            if i < SAME_KEY_CALLS {
+                k.push("same".to_string());
+            }
+            k
+        })
+        .collect();
+    let acknowledged: Vec<(String, String, bool)> = futures::stream::iter(keys)
+        .map(|key| {
+            let client = client.clone();
+            let url = format!("{base}/api/v1/sessions");
+            async move {
+                let resp = client
+                    .post(url)
+                    .json(&json!({"provider": "echo", "key": key}))
+                    .send()
+                    .await
+                    .expect("create");
+                let status = resp.status().as_u16();
+                assert!(status == 201 || status == 200, "create answered {status}");
+                let body: Value = resp.json().await.expect("JSON");
+                let id = body["session"]["id"].as_str().expect("id").to_string();
+                (key, id, body["created"] == true)
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    server.kill9();
+
+    let same: HashSet<&str> = acknowledged
+        .iter()
+        .filter(|(k, _, _)| k == "same")
+        .map(|(_, id, _)| id.as_str())
+        .collect();
+    assert_eq!(same.len(), 1, "one session for one key");
+    let created_same = acknowledged
+        .iter()
+        .filter(|(k, _, created)| k == "same" && *created)
+        .count();
+    assert_eq!(created_same, 1, "exactly one call created it");
+
+    let server = ServerProcess::start(data.path(), &[], ENV);
+    let base = server.base();
+    let checks: Vec<(String, String)> = acknowledged
+        .iter()
+        .filter(|(k, _, created)| k != "same" || *created)
+        .map(|(k, id, _)| (k.clone(), id.clone()))
+        .collect();
+    assert_eq!(checks.len(), DISTINCT_KEYS + 1);
+    futures::stream::iter(checks)
+        .for_each_concurrent(32, |(key, id)| {
+            let client = client.clone();
+            let base = base.clone();
+            async move {
+                let resp = client
+                    .post(format!("{base}/api/v1/sessions"))
+                    .json(&json!({"provider": "echo", "key": key}))
+                    .send()
+                    .await
+                    .expect("create again");
+                assert_eq!(resp.status().as_u16(), 200, "key {key} survived the kill");
+                let body: Value = resp.json().await.expect("JSON");
+                assert_eq!(body["session"]["id"], id.as_str(), "key {key} names its session");
+                let got = client
+                    .get(format!("{base}/api/v1/sessions/{id}"))
+                    .send()
+                    .await
+                    .expect("GET session");
+                assert_eq!(got.status().as_u16(), 200, "session {id} survived");
+            }
+        })
+        .await;
+}
