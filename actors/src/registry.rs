@@ -18,8 +18,8 @@ use crate::time::Timestamp;
 use actix::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
 use std::time::Instant;
+use tokio::sync::oneshot;
 
 /// What a new session is made of.
 #[derive(Clone, Debug, Default)]
@@ -62,6 +62,9 @@ impl NewSession {
     }
 }
 
+/// Whoever waits for the outcome of one key's creation.
+type Waiters = Vec<oneshot::Sender<Result<SessionId, RuntimeError>>>;
+
 /// Scoped keys whose creation is in flight, with whoever waits for its outcome.
 ///
 /// A key the store already has is durable unless its creation is still in flight: the leader
@@ -71,20 +74,20 @@ impl NewSession {
 #[derive(Default)]
 pub struct KeysInFlight {
     /// Key → waiters for the session it will name.
-    keys: Mutex<HashMap<ScopedKey, Vec<oneshot::Sender<Result<SessionId, RuntimeError>>>>>,
+    keys: Mutex<HashMap<ScopedKey, Waiters>>,
 }
 
 impl KeysInFlight {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<ScopedKey, Vec<oneshot::Sender<Result<SessionId, RuntimeError>>>>>
-    {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ScopedKey, Waiters>> {
         // The map holds plain senders; a panic elsewhere leaves it usable.
         self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A receiver for the session `key` will name, when its creation is in flight.
-    pub fn wait(&self, key: &ScopedKey) -> Option<oneshot::Receiver<Result<SessionId, RuntimeError>>> {
+    pub fn wait(
+        &self,
+        key: &ScopedKey,
+    ) -> Option<oneshot::Receiver<Result<SessionId, RuntimeError>>> {
         let mut keys = self.lock();
         let waiters = keys.get_mut(key)?;
         let (tx, rx) = oneshot::channel();
@@ -93,7 +96,10 @@ impl KeysInFlight {
     }
 
     /// Becomes the leader of `key`'s creation (`None`), or a waiter for it.
-    fn lead_or_wait(&self, key: &ScopedKey) -> Option<oneshot::Receiver<Result<SessionId, RuntimeError>>> {
+    fn lead_or_wait(
+        &self,
+        key: &ScopedKey,
+    ) -> Option<oneshot::Receiver<Result<SessionId, RuntimeError>>> {
         let mut keys = self.lock();
         if let Some(waiters) = keys.get_mut(key) {
             let (tx, rx) = oneshot::channel();

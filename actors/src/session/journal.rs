@@ -6,10 +6,15 @@
 //! delivered, every waiting reply gets the error, and the next activation rebuilds the session
 //! from what the store holds.
 
-use crate::event::Event;
-use crate::ids::SessionId;
+use super::Session;
+use crate::error::RuntimeError;
+use crate::event::{Event, EventBody};
+use crate::ids::{SessionId, TurnId};
+use crate::metrics::RuntimeMetrics;
+use crate::provider::HistoryMessage;
 use crate::store::{Batch, Store, StoreError, Write};
-use actix::Message;
+use crate::time::Timestamp;
+use actix::prelude::*;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -132,5 +137,154 @@ impl Journal {
                 let _ = waiter.send(Err(error.clone()));
             }
         }
+    }
+}
+
+impl Session {
+    /// Submits `batch` with `events` (plus `session.state` when the state changed) to the store
+    /// and goes on; the events are delivered when the store confirms them durable
+    /// ([`Session::deliver`]). A store failure stops the session ([`Session::fail_stop`]).
+    pub(super) fn persist(
+        &mut self,
+        mut batch: Batch,
+        mut events: Vec<(Option<TurnId>, EventBody)>,
+        reason: &str,
+    ) {
+        if self.deleted || self.store_failed {
+            return;
+        }
+        let state = self.state();
+        if state != self.reported_state {
+            events.push((
+                None,
+                EventBody::SessionStateChanged {
+                    state,
+                    previous: self.reported_state,
+                    reason: reason.to_string(),
+                },
+            ));
+        }
+        if batch.record.is_some() {
+            self.record.updated_at = Timestamp::now();
+            batch.record = Some(self.record.clone());
+        }
+        batch.events = self.log.append(events);
+        self.reported_state = state;
+        if let Some(conversation) = self.conversation.as_mut() {
+            conversation.extend(batch.events.iter().filter_map(|e| match &e.body {
+                EventBody::Message { role, text } => Some((
+                    e.turn_id,
+                    HistoryMessage {
+                        role: role.clone(),
+                        text: text.clone(),
+                    },
+                )),
+                _ => None,
+            }));
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let id = self.id();
+        self.journal.submit(self.shared.store.as_ref(), id, batch);
+    }
+
+    /// Events the store confirmed durable: into the tail, to subscribers and the owner feed.
+    fn deliver(&mut self, appended: &[Arc<Event>]) {
+        if appended.is_empty() {
+            return;
+        }
+        self.log.confirm(appended);
+        self.shared
+            .metrics
+            .events_appended
+            .fetch_add(appended.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let lagged = self.subscribers.broadcast(appended);
+        if lagged > 0 {
+            log::info!(
+                "session {}: dropped {lagged} lagging subscriber(s)",
+                self.id()
+            );
+            self.metrics()
+                .lagged_drops
+                .fetch_add(lagged as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        if !self.record.hidden {
+            for event in appended.iter().filter(|e| e.body.is_owner_feed()) {
+                self.shared.feed.publish(&self.record.owner, event.clone());
+            }
+        }
+    }
+
+    /// A store write failed: the session stops here. Nothing written after the failure is
+    /// shown, waiting replies get the error, and the next activation rebuilds the session from
+    /// what the store holds (its running turn ends `interrupted` and runs again).
+    fn fail_stop(&mut self, error: StoreError, ctx: &mut Context<Self>) {
+        log::error!(
+            "session {}: store write failed, stopping the session: {error}",
+            self.id()
+        );
+        RuntimeMetrics::bump(&self.metrics().store_failures);
+        self.journal.fail_all(&error);
+        self.stop_attempt(ctx);
+        // Dropping the run stops its provider; the store still says `running`, which the
+        // next activation recovers.
+        self.run = None;
+        self.store_failed = true;
+        self.stop_requested = true;
+        ctx.stop();
+    }
+
+    /// Answers `value` once everything written so far is durable, or with the store's error.
+    pub(super) fn reply_when_durable<T: Send + 'static>(
+        &mut self,
+        value: Result<T, RuntimeError>,
+    ) -> ResponseFuture<Result<T, RuntimeError>> {
+        let waiting = match &value {
+            Ok(_) => self.journal.wait_for_all(),
+            Err(_) => None,
+        };
+        Box::pin(async move {
+            if let Some(durable) = waiting {
+                match durable.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(RuntimeError::Store(e)),
+                    Err(_) => {
+                        return Err(RuntimeError::Internal(
+                            "the session stopped before its write was confirmed".into(),
+                        ))
+                    }
+                }
+            }
+            value
+        })
+    }
+
+    /// Persists provider events gathered from one drain of the attempt's stream, if any.
+    pub(super) fn persist_output(&mut self, pending: &mut Vec<(Option<TurnId>, EventBody)>) {
+        if !pending.is_empty() {
+            self.persist(Batch::default(), std::mem::take(pending), "provider output");
+        }
+    }
+}
+
+impl StreamHandler<Confirmation> for Session {
+    /// The store confirmed a write durable (in submission order): deliver what it released and
+    /// answer who waited; a failed write stops the session.
+    fn handle(&mut self, confirmation: Confirmation, ctx: &mut Context<Self>) {
+        if self.deleted || self.store_failed {
+            return;
+        }
+        match self.journal.confirm(confirmation) {
+            Ok(released) => {
+                self.deliver(&released.events);
+                released.answer();
+            }
+            Err(e) => self.fail_stop(e, ctx),
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        // The journal keeps a sender for as long as the actor lives.
     }
 }

@@ -1,0 +1,336 @@
+//! Handlers of the messages that read or change the session as a whole: subscribe, read,
+//! control, update, delete, and the runtime's snapshot, drain and interrupt.
+
+use super::{
+    ActorSnapshot, Control, Cutoff, DeleteSession, Drain, EventPage, GetInfo, InjectPanic,
+    Interrupt, ListTurns, ReadEvents, RunInfo, Session, Snapshot, Subscribe, TurnList,
+    UpdateSession,
+};
+use crate::error::RuntimeError;
+use crate::event::EventBody;
+use crate::metrics::RuntimeMetrics;
+use crate::provider::Completion;
+use crate::record::{Outcome, SessionView, TurnView};
+use crate::store::{Batch, Write};
+use crate::subscription::Subscription;
+use actix::prelude::*;
+use std::time::Instant;
+
+impl Handler<Subscribe> for Session {
+    type Result = Result<Subscription, RuntimeError>;
+
+    /// Reads the replay and registers the subscriber in one step: no gap, no duplicate.
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) -> Self::Result {
+        self.last_activity = Instant::now();
+        let replay = self
+            .log
+            .read(self.shared.store.as_ref(), msg.after_seq, usize::MAX)?;
+        let channel = self.subscribers.add(self.shared.settings.subscriber_buffer);
+        RuntimeMetrics::add(&self.metrics().subscribers, 1);
+        Ok(Subscription::new(
+            self.id(),
+            self.log.durable_seq(),
+            self.state(),
+            replay.into(),
+            channel,
+            msg.after_seq,
+            self.shared.metrics.clone(),
+        ))
+    }
+}
+
+impl Session {
+    fn control_now(
+        &mut self,
+        msg: Control,
+        ctx: &mut Context<Self>,
+    ) -> Result<SessionView, RuntimeError> {
+        self.last_activity = Instant::now();
+        if self.record.archived {
+            return Err(RuntimeError::SessionArchived);
+        }
+        let mut events = Vec::new();
+        let reason = match msg {
+            Control::Pause => {
+                self.record.paused = true;
+                events.push(self.queue_updated());
+                "paused"
+            }
+            Control::Resume => {
+                self.record.paused = false;
+                self.record.failed = false;
+                self.record.consecutive_failures = 0;
+                events.push(self.queue_updated());
+                "resumed"
+            }
+            Control::Reset => {
+                self.record.paused = false;
+                self.record.failed = false;
+                self.record.consecutive_failures = 0;
+                self.record.provider_session_id = None;
+                events.push((
+                    None,
+                    EventBody::SessionUpdated {
+                        session: self.view(),
+                        reason: "reset".into(),
+                    },
+                ));
+                "reset"
+            }
+        };
+        self.persist(
+            Batch {
+                record: Some(self.record.clone()),
+                ..Batch::default()
+            },
+            events,
+            reason,
+        );
+        self.dispatch(ctx);
+        Ok(self.view())
+    }
+}
+
+impl Handler<Control> for Session {
+    type Result = ResponseFuture<Result<SessionView, RuntimeError>>;
+
+    /// Answered once what it wrote is durable.
+    fn handle(&mut self, msg: Control, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.control_now(msg, ctx);
+        self.reply_when_durable(result)
+    }
+}
+
+impl Handler<GetInfo> for Session {
+    type Result = Result<SessionView, RuntimeError>;
+
+    fn handle(&mut self, _msg: GetInfo, _ctx: &mut Context<Self>) -> Self::Result {
+        Ok(self.view())
+    }
+}
+
+impl Handler<ListTurns> for Session {
+    type Result = Result<TurnList, RuntimeError>;
+
+    fn handle(&mut self, _msg: ListTurns, _ctx: &mut Context<Self>) -> Self::Result {
+        self.last_activity = Instant::now();
+        let turns = self.shared.store.all_turns(self.id())?;
+        let turns = turns
+            .iter()
+            .map(|t| {
+                let running = self
+                    .run
+                    .as_ref()
+                    .is_some_and(|r| r.turns.iter().any(|rt| rt.id == t.id));
+                let position = if running {
+                    Some(0)
+                } else {
+                    self.queue.position(t.id)
+                };
+                TurnView::new(t, position)
+            })
+            .collect();
+        Ok(TurnList {
+            turns,
+            paused: self.record.paused,
+        })
+    }
+}
+
+impl Handler<ReadEvents> for Session {
+    type Result = Result<EventPage, RuntimeError>;
+
+    fn handle(&mut self, msg: ReadEvents, _ctx: &mut Context<Self>) -> Self::Result {
+        self.last_activity = Instant::now();
+        let events = self
+            .log
+            .read(self.shared.store.as_ref(), msg.after_seq, msg.limit)?;
+        Ok(EventPage {
+            events,
+            last_seq: self.log.durable_seq(),
+        })
+    }
+}
+
+impl Session {
+    fn update_now(
+        &mut self,
+        msg: UpdateSession,
+        ctx: &mut Context<Self>,
+    ) -> Result<SessionView, RuntimeError> {
+        self.last_activity = Instant::now();
+        let mut reasons = Vec::new();
+        if let Some(project) = msg.project {
+            if self.record.project.is_none() {
+                self.record.project = Some(project);
+                reasons.push("project_backfilled");
+            }
+        }
+        if let Some(title) = msg.title {
+            if self.record.archived {
+                return Err(RuntimeError::SessionArchived);
+            }
+            self.record.title = Some(title);
+            reasons.push("renamed");
+        }
+        match msg.archived {
+            Some(true) if !self.record.archived => {
+                if self.run.is_some() {
+                    self.end_run(Outcome::Aborted, None, ctx);
+                }
+                let before = self.queue.len();
+                let queued = self.queue.drain();
+                self.set_queue_gauge(before);
+                if !queued.is_empty() {
+                    let events = vec![self.queue_updated()];
+                    self.finish_turns(
+                        queued,
+                        Outcome::Cancelled,
+                        None,
+                        Completion::default(),
+                        Batch::default(),
+                        events,
+                    );
+                }
+                self.record.archived = true;
+                reasons.push("archived");
+            }
+            Some(false) if self.record.archived => {
+                self.record.archived = false;
+                reasons.push("unarchived");
+            }
+            _ => {}
+        }
+        if reasons.is_empty() {
+            return Ok(self.view());
+        }
+        let events = reasons
+            .iter()
+            .map(|reason| {
+                (
+                    None,
+                    EventBody::SessionUpdated {
+                        session: self.view(),
+                        reason: reason.to_string(),
+                    },
+                )
+            })
+            .collect();
+        self.persist(
+            Batch {
+                record: Some(self.record.clone()),
+                ..Batch::default()
+            },
+            events,
+            reasons[0],
+        );
+        Ok(self.view())
+    }
+}
+
+impl Handler<UpdateSession> for Session {
+    type Result = ResponseFuture<Result<SessionView, RuntimeError>>;
+
+    /// Answered once what it wrote is durable.
+    fn handle(&mut self, msg: UpdateSession, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.update_now(msg, ctx);
+        self.reply_when_durable(result)
+    }
+}
+
+impl Handler<DeleteSession> for Session {
+    type Result = ResponseFuture<Result<(), RuntimeError>>;
+
+    /// Stops the session and deletes it from the store; answered once the deletion is durable.
+    /// The store's writer applies it after every write of the session still in flight.
+    fn handle(&mut self, _msg: DeleteSession, ctx: &mut Context<Self>) -> Self::Result {
+        self.stop_attempt(ctx);
+        // Dropping the run stops its provider.
+        self.run = None;
+        let deleted = self.shared.store.write(Write::Delete(self.id()));
+        self.deleted = true;
+        log::info!("session {}: deleted", self.id());
+        self.stop_requested = true;
+        ctx.stop();
+        Box::pin(async move {
+            deleted.await?;
+            Ok(())
+        })
+    }
+}
+
+impl Handler<Snapshot> for Session {
+    type Result = MessageResult<Snapshot>;
+
+    fn handle(&mut self, _msg: Snapshot, _ctx: &mut Context<Self>) -> Self::Result {
+        let run = self.run.as_ref().map(|r| RunInfo {
+            turn_id: r.front_id(),
+            attempt: r.attempt,
+            started_at: r.started_at,
+            pid: r.pid,
+        });
+        MessageResult(ActorSnapshot {
+            session_id: self.id(),
+            owner: self.record.owner.clone(),
+            state: self.state(),
+            subscribers: self.subscribers.live(),
+            queue_len: self.queue.len(),
+            restarts: self.restarts,
+            run,
+            last_seq: self.log.durable_seq(),
+            last_event_at: self.log.last_event_at,
+        })
+    }
+}
+
+impl Handler<Drain> for Session {
+    type Result = bool;
+
+    fn handle(&mut self, _msg: Drain, ctx: &mut Context<Self>) -> bool {
+        self.draining = true;
+        if let Some(handle) = self.waiting_for_permit.take() {
+            ctx.cancel_future(handle);
+        }
+        self.run.is_some()
+    }
+}
+
+impl Handler<Interrupt> for Session {
+    type Result = ResponseActFuture<Self, ()>;
+
+    /// Ends the running turns `interrupted` and stops once that is durable; the turns run
+    /// again at the next start.
+    fn handle(&mut self, _msg: Interrupt, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(run) = self.run.as_ref() {
+            // They end `interrupted` now and their re-queued copies run at the next start;
+            // a deploy is not the turn's failure, so it does not use up the restart cap.
+            run.cancel.cancel();
+            let turns: Vec<_> = run.turns.iter().cloned().collect();
+            self.stop_attempt(ctx);
+            self.run = None;
+            self.orphans = turns;
+            self.recover_orphans(Cutoff::Shutdown);
+        }
+        let durable = self.journal.wait_for_all();
+        Box::pin(
+            async move {
+                if let Some(durable) = durable {
+                    let _ = durable.await;
+                }
+            }
+            .into_actor(self)
+            .map(|(), act, ctx| {
+                act.stop_requested = true;
+                ctx.stop();
+            }),
+        )
+    }
+}
+
+impl Handler<InjectPanic> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _msg: InjectPanic, _ctx: &mut Context<Self>) {
+        panic!("injected panic in session {}", self.id());
+    }
+}

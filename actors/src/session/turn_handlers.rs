@@ -1,0 +1,374 @@
+//! Handlers of the messages that act on turns: send (by busy mode), abort, cancel, promote.
+
+use super::{
+    Abort, AbortResult, AbortTurn, CancelTurn, PromoteTurn, SendTurn, Session, TurnReceipt,
+};
+use crate::error::RuntimeError;
+use crate::event::{ErrorInfo, EventBody};
+use crate::ids::TurnId;
+use crate::metrics::RuntimeMetrics;
+use crate::provider::Completion;
+use crate::record::{BusyMode, Outcome, TurnRecord, TurnStatus};
+use crate::store::Batch;
+use crate::time::Timestamp;
+use actix::prelude::*;
+use std::time::Instant;
+
+impl Session {
+    fn receipt_for(&self, turn_id: TurnId) -> Result<TurnReceipt, RuntimeError> {
+        if let Some(run) = &self.run {
+            if run.turns.iter().any(|t| t.id == turn_id) {
+                return Ok(TurnReceipt {
+                    turn_id,
+                    status: TurnStatus::Running,
+                    position: Some(0),
+                    duplicate: true,
+                });
+            }
+        }
+        if let Some(position) = self.queue.position(turn_id) {
+            return Ok(TurnReceipt {
+                turn_id,
+                status: TurnStatus::Queued,
+                position: Some(position),
+                duplicate: true,
+            });
+        }
+        Ok(TurnReceipt {
+            turn_id,
+            status: TurnStatus::Completed,
+            position: None,
+            duplicate: true,
+        })
+    }
+}
+
+impl Session {
+    /// Accepts a turn by its busy mode; the acceptance is on disk before the answer.
+    fn accept_turn(
+        &mut self,
+        msg: SendTurn,
+        ctx: &mut Context<Self>,
+    ) -> Result<TurnReceipt, RuntimeError> {
+        self.last_activity = Instant::now();
+        if self.record.archived {
+            return Err(RuntimeError::SessionArchived);
+        }
+        if let Some(client_id) = &msg.client_message_id {
+            if let Some(turn_id) = self.shared.store.turn_for_client_id(self.id(), client_id)? {
+                return self.receipt_for(turn_id);
+            }
+        }
+        if msg.content.is_empty() {
+            return Err(RuntimeError::InvalidRequest(
+                "content must not be empty".into(),
+            ));
+        }
+        if self.record.failed {
+            return Err(RuntimeError::SessionFailed);
+        }
+        let busy =
+            self.run.is_some() || !self.queue.is_empty() || self.waiting_for_permit.is_some();
+        if msg.mode == BusyMode::Reject && busy {
+            return Err(RuntimeError::SessionBusy);
+        }
+        let steer_into = match (&self.run, msg.mode) {
+            (Some(run), BusyMode::Steer) if run.retry_timer.is_none() => run.steer.clone(),
+            _ => None,
+        };
+        if steer_into.is_none() && self.queue.len() >= self.shared.settings.max_queue {
+            return Err(RuntimeError::QueueFull {
+                max: self.shared.settings.max_queue,
+            });
+        }
+        let running_order = self.run.as_ref().map(|r| r.turns[0].order);
+        let front = matches!(msg.mode, BusyMode::Steer | BusyMode::Interrupt);
+        let order = if front {
+            self.queue.front_order(running_order)
+        } else {
+            self.queue.back_order(running_order)
+        };
+        let mut turn = TurnRecord {
+            id: TurnId::new(),
+            session_id: self.id(),
+            content: msg.content,
+            mode: msg.mode,
+            client_message_id: msg.client_message_id.clone(),
+            options: msg.options,
+            status: TurnStatus::Queued,
+            outcome: None,
+            order,
+            attempts: 0,
+            accepted_at: Timestamp::now(),
+            started_at: None,
+            completed_at: None,
+        };
+        let turn_id = turn.id;
+        let mut batch = Batch {
+            active: Some(true),
+            client_ids: msg
+                .client_message_id
+                .map(|c| vec![(c, turn_id)])
+                .unwrap_or_default(),
+            ..Batch::default()
+        };
+        let mut events = Vec::new();
+        let (status, position);
+        if let Some(steer) = steer_into {
+            turn.status = TurnStatus::Running;
+            status = TurnStatus::Running;
+            position = 0;
+            batch.turns.push(turn.clone());
+            events.push((
+                Some(turn_id),
+                EventBody::TurnAccepted {
+                    turn_id,
+                    status,
+                    position,
+                    mode: msg.mode,
+                },
+            ));
+            events.push((
+                Some(turn_id),
+                EventBody::Message {
+                    role: "user".into(),
+                    text: turn.content.clone(),
+                },
+            ));
+            self.persist(batch, events, "turn accepted");
+            RuntimeMetrics::bump(&self.metrics().turns_accepted);
+            if steer.send(turn.content.clone()).is_ok() {
+                if let Some(run) = self.run.as_mut() {
+                    run.turns.push_back(turn);
+                }
+            } else {
+                // The attempt ended as the message arrived: it runs next instead.
+                turn.status = TurnStatus::Queued;
+                turn.order = self.queue.front_order(running_order);
+                self.queue.insert(turn.clone());
+                self.set_queue_gauge(self.queue.len() - 1);
+                let events = vec![self.queue_updated()];
+                self.persist(
+                    Batch {
+                        turns: vec![turn],
+                        ..Batch::default()
+                    },
+                    events,
+                    "steer fell back to the queue",
+                );
+            }
+            return Ok(TurnReceipt {
+                turn_id,
+                status,
+                position: Some(position),
+                duplicate: false,
+            });
+        }
+        let starts_now = !busy
+            && !self.record.paused
+            && !self.draining
+            && self.shared.limiter.available_permits() > 0;
+        let before = self.queue.len();
+        self.queue.insert(turn.clone());
+        self.set_queue_gauge(before);
+        let queue_position = self.queue.position(turn_id).unwrap_or(1);
+        (status, position) = if starts_now {
+            (TurnStatus::Running, 0)
+        } else {
+            (TurnStatus::Queued, queue_position)
+        };
+        batch.turns.push(turn);
+        events.push((
+            Some(turn_id),
+            EventBody::TurnAccepted {
+                turn_id,
+                status,
+                position,
+                mode: msg.mode,
+            },
+        ));
+        if !starts_now {
+            events.push(self.queue_updated());
+        }
+        self.persist(batch, events, "turn accepted");
+        RuntimeMetrics::bump(&self.metrics().turns_accepted);
+        if msg.mode == BusyMode::Interrupt && self.run.is_some() {
+            self.end_run(
+                Outcome::Aborted,
+                Some(ErrorInfo {
+                    code: "interrupted_by_user".into(),
+                    message: format!("interrupted by turn {turn_id}"),
+                }),
+                ctx,
+            );
+        }
+        self.dispatch(ctx);
+        Ok(TurnReceipt {
+            turn_id,
+            status,
+            position: Some(position),
+            duplicate: false,
+        })
+    }
+}
+
+impl Handler<SendTurn> for Session {
+    type Result = ResponseFuture<Result<TurnReceipt, RuntimeError>>;
+
+    /// Answered once what it wrote is durable.
+    fn handle(&mut self, msg: SendTurn, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.accept_turn(msg, ctx);
+        self.reply_when_durable(result)
+    }
+}
+
+impl Session {
+    /// Aborts the running attempt only while it answers this turn, so a caller that raced the
+    /// turn's end never aborts the next one.
+    fn abort_turn_now(
+        &mut self,
+        msg: AbortTurn,
+        ctx: &mut Context<Self>,
+    ) -> Result<AbortResult, RuntimeError> {
+        self.last_activity = Instant::now();
+        let answering = self
+            .run
+            .as_ref()
+            .is_some_and(|r| r.turns.iter().any(|t| t.id == msg.0));
+        if !answering {
+            return Ok(AbortResult {
+                aborted: false,
+                turn_id: None,
+            });
+        }
+        self.end_run(Outcome::Aborted, None, ctx);
+        self.dispatch(ctx);
+        Ok(AbortResult {
+            aborted: true,
+            turn_id: Some(msg.0),
+        })
+    }
+}
+
+impl Handler<AbortTurn> for Session {
+    type Result = ResponseFuture<Result<AbortResult, RuntimeError>>;
+
+    /// Answered once what it wrote is durable.
+    fn handle(&mut self, msg: AbortTurn, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.abort_turn_now(msg, ctx);
+        self.reply_when_durable(result)
+    }
+}
+
+impl Session {
+    /// Aborts the running attempt (also while it waits to retry); its turns end `aborted`.
+    fn abort_now(
+        &mut self,
+        _msg: Abort,
+        ctx: &mut Context<Self>,
+    ) -> Result<AbortResult, RuntimeError> {
+        self.last_activity = Instant::now();
+        let Some(turn_id) = self.run.as_ref().map(|r| r.front_id()) else {
+            return Ok(AbortResult {
+                aborted: false,
+                turn_id: None,
+            });
+        };
+        self.end_run(Outcome::Aborted, None, ctx);
+        self.dispatch(ctx);
+        Ok(AbortResult {
+            aborted: true,
+            turn_id: Some(turn_id),
+        })
+    }
+}
+
+impl Handler<Abort> for Session {
+    type Result = ResponseFuture<Result<AbortResult, RuntimeError>>;
+
+    /// Answered once what it wrote is durable.
+    fn handle(&mut self, msg: Abort, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.abort_now(msg, ctx);
+        self.reply_when_durable(result)
+    }
+}
+
+impl Session {
+    fn cancel_turn_now(
+        &mut self,
+        msg: CancelTurn,
+        _ctx: &mut Context<Self>,
+    ) -> Result<(), RuntimeError> {
+        self.last_activity = Instant::now();
+        if self
+            .run
+            .as_ref()
+            .is_some_and(|r| r.turns.iter().any(|t| t.id == msg.0))
+        {
+            return Err(RuntimeError::TurnRunning);
+        }
+        let before = self.queue.len();
+        let turn = self.queue.remove(msg.0).ok_or(RuntimeError::TurnNotFound)?;
+        self.set_queue_gauge(before);
+        let events = vec![self.queue_updated()];
+        self.finish_turns(
+            vec![turn],
+            Outcome::Cancelled,
+            None,
+            Completion::default(),
+            Batch::default(),
+            events,
+        );
+        Ok(())
+    }
+}
+
+impl Handler<CancelTurn> for Session {
+    type Result = ResponseFuture<Result<(), RuntimeError>>;
+
+    /// Answered once what it wrote is durable.
+    fn handle(&mut self, msg: CancelTurn, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.cancel_turn_now(msg, ctx);
+        self.reply_when_durable(result)
+    }
+}
+
+impl Session {
+    fn promote_turn_now(
+        &mut self,
+        msg: PromoteTurn,
+        _ctx: &mut Context<Self>,
+    ) -> Result<(), RuntimeError> {
+        self.last_activity = Instant::now();
+        if self
+            .run
+            .as_ref()
+            .is_some_and(|r| r.turns.iter().any(|t| t.id == msg.0))
+        {
+            return Err(RuntimeError::TurnRunning);
+        }
+        let mut turn = self.queue.remove(msg.0).ok_or(RuntimeError::TurnNotFound)?;
+        turn.order = self.queue.front_order(None);
+        self.queue.insert(turn.clone());
+        let events = vec![self.queue_updated()];
+        self.persist(
+            Batch {
+                turns: vec![turn],
+                ..Batch::default()
+            },
+            events,
+            "turn promoted",
+        );
+        Ok(())
+    }
+}
+
+impl Handler<PromoteTurn> for Session {
+    type Result = ResponseFuture<Result<(), RuntimeError>>;
+
+    /// Answered once what it wrote is durable.
+    fn handle(&mut self, msg: PromoteTurn, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.promote_turn_now(msg, ctx);
+        self.reply_when_durable(result)
+    }
+}
