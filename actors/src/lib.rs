@@ -7,7 +7,9 @@
 //! # Layout
 //! - [`runtime`]: the builder and the [`Runtime`] handle (get or create sessions, list, shut down).
 //! - [`registry`]: the registry actor; creation per scoped key, single activation, passivation.
+//! - [`shared`]: [`RuntimeShared`](shared::RuntimeShared), what every actor of a runtime shares.
 //! - [`session`]: the session actor; state machine, busy modes, attempts, retries, recovery.
+//! - [`lifecycle`]: the notices a session actor sends the registry when it stops or panics.
 //! - [`handle`]: [`SessionHandle`], typed async calls that survive passivation.
 //! - [`event_log`], [`turn_queue`], [`subscription`], [`owner_feed`]: the session's parts.
 //! - [`store`]: the [`Store`] trait with sled and in-memory implementations.
@@ -36,6 +38,7 @@ pub mod event;
 pub mod event_log;
 pub mod handle;
 pub mod ids;
+pub mod lifecycle;
 pub mod metrics;
 pub mod owner_feed;
 pub mod provider;
@@ -44,6 +47,7 @@ pub mod registry;
 pub mod runtime;
 pub mod session;
 pub mod settings;
+pub mod shared;
 pub mod store;
 pub mod subscription;
 pub mod time;

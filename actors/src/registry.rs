@@ -11,8 +11,8 @@ use crate::event::{Event, EventBody};
 use crate::ids::{validate_session_key, ScopedKey, SessionId};
 use crate::metrics::RuntimeMetrics;
 use crate::record::{SessionRecord, SessionView};
-use crate::runtime::RuntimeShared;
 use crate::session::{Session, SessionArgs};
+use crate::shared::RuntimeShared;
 use crate::store::CreateOutcome;
 use crate::time::Timestamp;
 use actix::prelude::*;
@@ -20,6 +20,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::oneshot;
+
+pub use crate::lifecycle::{SessionPanicked, SessionStopped};
 
 /// What a new session is made of.
 #[derive(Clone, Debug, Default)]
@@ -200,26 +202,6 @@ pub(crate) async fn create(
 #[derive(Message)]
 #[rtype(result = "Result<Addr<Session>, RuntimeError>")]
 pub struct Activate(pub SessionId);
-
-/// A session actor stopped (passivated, deleted, or shut down).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SessionStopped {
-    /// The session.
-    pub id: SessionId,
-    /// Which activation stopped; a newer one is left alone.
-    pub generation: u64,
-}
-
-/// A session actor died by a panic; the registry restarts it from the store.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SessionPanicked {
-    /// The session.
-    pub id: SessionId,
-    /// Which activation panicked.
-    pub generation: u64,
-}
 
 /// The addresses of the live session actors.
 #[derive(Message)]
