@@ -106,6 +106,7 @@ impl From<RuntimeError> for ApiError {
         match e {
             RuntimeError::QueueFull { max } => error.with("max", max),
             RuntimeError::UnknownProvider(name) => error.with("provider", name),
+            RuntimeError::InvalidField { field, .. } => error.with("field", field),
             RuntimeError::Internal(_) | RuntimeError::Store(_) => {
                 log::error!("request failed: {error}");
                 error

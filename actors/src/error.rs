@@ -20,6 +20,14 @@ pub enum RuntimeError {
     /// The request is malformed.
     #[error("{0}")]
     InvalidRequest(String),
+    /// One field of the request is malformed.
+    #[error("{message}")]
+    InvalidField {
+        /// The field's wire name (`content`, `client_message_id`, …).
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
     /// `reject` mode and the session has a running or queued turn.
     #[error("session is busy")]
     SessionBusy,
@@ -60,7 +68,9 @@ impl RuntimeError {
             RuntimeError::TurnNotFound => "turn_not_found",
             RuntimeError::UnknownProvider(_) => "unknown_provider",
             RuntimeError::InvalidSessionKey(_) => "invalid_session_key",
-            RuntimeError::InvalidRequest(_) => "invalid_request",
+            RuntimeError::InvalidRequest(_) | RuntimeError::InvalidField { .. } => {
+                "invalid_request"
+            }
             RuntimeError::SessionBusy => "session_busy",
             RuntimeError::QueueFull { .. } => "queue_full",
             RuntimeError::SessionFailed => "session_failed",

@@ -97,6 +97,24 @@ impl EventLog {
         }
     }
 
+    /// A subscriber's replay after `after_seq`, split so the actor does no store read: the seq
+    /// range the subscriber reads from the store itself (`(after, until]`, durable), and the
+    /// events of the in-memory tail that follow it.
+    pub fn replay_after(&self, after_seq: u64) -> (Option<(u64, u64)>, Vec<Arc<Event>>) {
+        if after_seq >= self.durable_seq {
+            return (None, Vec::new());
+        }
+        let tail_first = self.tail.front().map_or(self.durable_seq + 1, |e| e.seq);
+        if after_seq + 1 >= tail_first {
+            let skip = (after_seq + 1 - tail_first) as usize;
+            return (None, self.tail.iter().skip(skip).cloned().collect());
+        }
+        (
+            Some((after_seq, tail_first - 1)),
+            self.tail.iter().cloned().collect(),
+        )
+    }
+
     /// Durable events with seq > `after_seq`, from the tail when it covers them, else from the
     /// store.
     pub fn read(

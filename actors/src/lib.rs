@@ -11,6 +11,8 @@
 //! - [`session`]: the session actor; state machine, busy modes, attempts, retries, recovery.
 //! - [`lifecycle`]: the notices a session actor sends the registry when it stops or panics.
 //! - [`handle`]: [`SessionHandle`], typed async calls that survive passivation.
+//! - [`follow`]: [`Follow`], a session's events after a seq (replay, then live) across actor
+//!   restarts: the one stream every front end adapts.
 //! - [`event_log`], [`turn_queue`], [`subscription`], [`owner_feed`]: the session's parts.
 //! - [`store`]: the [`Store`] trait with sled and in-memory implementations.
 //! - [`provider`]: the [`Provider`] trait and the scripted [`EchoProvider`].
@@ -36,6 +38,7 @@
 pub mod error;
 pub mod event;
 pub mod event_log;
+pub mod follow;
 pub mod handle;
 pub mod ids;
 pub mod lifecycle;
@@ -55,6 +58,7 @@ pub mod turn_queue;
 
 pub use error::RuntimeError;
 pub use event::{ErrorInfo, Event, EventBody};
+pub use follow::{Follow, FollowEnd};
 pub use handle::SessionHandle;
 pub use ids::{ScopedKey, SessionId, TurnId};
 pub use provider::{
@@ -64,7 +68,7 @@ pub use provider::{
 pub use record::{BusyMode, Outcome, SessionState, SessionView, TurnStatus, TurnView};
 pub use registry::NewSession;
 pub use runtime::{Runtime, RuntimeBuilder, SessionFilter};
-pub use session::{SendTurn, TurnReceipt};
+pub use session::{SendTurn, TurnReceipt, MAX_CLIENT_MESSAGE_ID_BYTES};
 pub use settings::{FailurePolicy, Settings};
 pub use store::{MemoryStore, SledStore, Store};
 pub use subscription::{CloseReason, Subscription};

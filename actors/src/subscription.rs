@@ -6,6 +6,7 @@ use crate::event::Event;
 use crate::ids::SessionId;
 use crate::metrics::RuntimeMetrics;
 use crate::record::SessionState;
+use crate::store::Store;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -104,8 +105,22 @@ impl Subscribers {
     }
 }
 
-/// A subscriber's view of a session: first the replayed events, then the live ones, in seq order
-/// with no gap and no duplicate.
+/// Events to replay from the store, read by the subscriber page by page (outside the session
+/// actor): seq in `(after, until]`, all of them durable.
+pub(crate) struct Backlog {
+    /// Where to read.
+    pub store: Arc<dyn Store>,
+    /// The last seq read so far.
+    pub after: u64,
+    /// The last seq to read; the in-memory replay follows it.
+    pub until: u64,
+}
+
+/// Events read from the store in one page of a backlog.
+const BACKLOG_PAGE: usize = 512;
+
+/// A subscriber's view of a session: first the replayed events (from the store, then from the
+/// session's in-memory tail), then the live ones, in seq order with no gap and no duplicate.
 pub struct Subscription {
     /// The session subscribed to.
     pub session_id: SessionId,
@@ -113,6 +128,10 @@ pub struct Subscription {
     pub last_seq: u64,
     /// The session's state when the subscription was made.
     pub state: SessionState,
+    /// The part of the replay the store still has to give.
+    backlog: Option<Backlog>,
+    /// A page read from the backlog, not yet handed out.
+    paged: VecDeque<Arc<Event>>,
     replay: VecDeque<Arc<Event>>,
     live: mpsc::Receiver<Arc<Event>>,
     close: CloseCell,
@@ -135,6 +154,7 @@ impl Subscription {
         session_id: SessionId,
         last_seq: u64,
         state: SessionState,
+        backlog: Option<Backlog>,
         replay: VecDeque<Arc<Event>>,
         (live, close): (mpsc::Receiver<Arc<Event>>, CloseCell),
         skip_through: u64,
@@ -144,6 +164,8 @@ impl Subscription {
             session_id,
             last_seq,
             state,
+            backlog,
+            paged: VecDeque::new(),
             replay,
             live,
             close,
@@ -159,6 +181,19 @@ impl Subscription {
 
     /// Polls for the next event.
     pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<Event>>> {
+        if self.paged.is_empty() {
+            self.read_backlog();
+        }
+        if let Some(event) = self.paged.pop_front() {
+            return Poll::Ready(Some(event));
+        }
+        if self.backlog.is_some() {
+            // The store failed to give the backlog: the subscription ends, to be made again.
+            self.backlog = None;
+            self.replay.clear();
+            self.live.close();
+            return Poll::Ready(None);
+        }
         if let Some(event) = self.replay.pop_front() {
             return Poll::Ready(Some(event));
         }
@@ -178,7 +213,41 @@ impl Subscription {
 
     /// Events replayed but not yet taken.
     pub fn replay_len(&self) -> usize {
-        self.replay.len()
+        let backlog = self
+            .backlog
+            .as_ref()
+            .map_or(0, |b| b.until.saturating_sub(b.after) as usize);
+        backlog + self.paged.len() + self.replay.len()
+    }
+
+    /// Reads the next page of the backlog into `paged`; on a store error leaves the backlog
+    /// set with nothing paged, which ends the subscription.
+    fn read_backlog(&mut self) {
+        let Some(backlog) = self.backlog.as_mut() else {
+            return;
+        };
+        let wanted = (backlog.until - backlog.after).min(BACKLOG_PAGE as u64) as usize;
+        match backlog
+            .store
+            .read_events(self.session_id, backlog.after, wanted)
+        {
+            Ok(page) if !page.is_empty() => {
+                backlog.after = page.last().map_or(backlog.until, |e| e.seq);
+                if backlog.after >= backlog.until {
+                    self.backlog = None;
+                }
+                self.paged.extend(page.into_iter().map(Arc::new));
+            }
+            Ok(_) => {
+                log::error!(
+                    "session {}: the store has no events after seq {} though {} are durable",
+                    self.session_id,
+                    backlog.after,
+                    backlog.until
+                );
+            }
+            Err(e) => log::error!("session {}: replay read failed: {e}", self.session_id),
+        }
     }
 }
 

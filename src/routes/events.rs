@@ -3,8 +3,10 @@
 //! SSE frames: `id:` is the event's `seq`, `event:` its kind, `data:` the event's JSON. A client
 //! resumes with the `Last-Event-ID` header (browsers send it on reconnect) or `?after_seq=`;
 //! either way it gets every later event once, in order. Idle streams get a comment every
-//! `http.sse_keepalive_ms`. When the subscription ends (lagging, the session deleted or stopped)
-//! the server sends one `event: stream.closed` frame with the reason and ends the response.
+//! `http.sse_keepalive_ms`. The stream is a thin adapter of the core's `Follow` (a session
+//! actor that stops is followed again). When the follow ends (lagging, the session deleted, or
+//! it keeps stopping) the server sends one `event: stream.closed` frame with the reason and
+//! ends the response.
 
 use crate::error::ApiError;
 use crate::extract::OwnedSession;
@@ -13,15 +15,13 @@ use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
-use troupe_actors::{CloseReason, Event, Subscription};
+use tokio::time::{interval_at, Instant, MissedTickBehavior};
+use troupe_actors::{Event, Follow};
 use utoipa::{IntoParams, ToSchema};
 
 /// The largest page of `GET /events`.
@@ -124,7 +124,7 @@ pub async fn stream(
             })?,
         None => query.after_seq.unwrap_or(0),
     };
-    let subscription = session.handle.subscribe(after_seq).await?;
+    let follow = session.handle.follow(after_seq).await?;
     log::debug!(
         "session {}: SSE stream after seq {after_seq}",
         session.handle.id()
@@ -134,36 +134,50 @@ pub async fn stream(
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("x-accel-buffering", "no"))
-        .streaming(EventStream::new(subscription, after_seq, keepalive)))
+        .streaming(event_stream(follow, after_seq, keepalive)))
 }
 
-/// A subscription rendered as SSE frames, with keep-alive comments while idle.
-struct EventStream {
-    /// Replay, then live events.
-    subscription: Subscription,
-    /// Fires while no event comes.
-    keepalive: Interval,
-    /// The opening comment, sent first so the client sees the stream is up.
-    greeting: Option<Bytes>,
-    /// The closing frame was sent; the next poll ends the body.
-    closed: bool,
-}
-
-impl EventStream {
-    fn new(subscription: Subscription, after_seq: u64, every: Duration) -> Self {
-        let mut keepalive = interval_at(Instant::now() + every, every);
-        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let greeting = Bytes::from(format!(
-            ": session {} after seq {after_seq}; last seq {}\nretry: 1000\n\n",
-            subscription.session_id, subscription.last_seq
-        ));
-        EventStream {
-            subscription,
-            keepalive,
-            greeting: Some(greeting),
-            closed: false,
-        }
-    }
+/// A follow rendered as SSE frames, with keep-alive comments while idle: a greeting comment,
+/// the events, then one `stream.closed` frame.
+fn event_stream(
+    follow: Follow,
+    after_seq: u64,
+    every: Duration,
+) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    let mut keepalive = interval_at(Instant::now() + every, every);
+    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let greeting = Bytes::from(format!(
+        ": session {} after seq {after_seq}; last seq {}\nretry: 1000\n\n",
+        follow.session_id(),
+        follow.last_seq_at_start()
+    ));
+    let frames = futures::stream::unfold(
+        (Some(follow), keepalive),
+        |(follow, mut keepalive)| async move {
+            let mut follow = follow?;
+            tokio::select! {
+                event = follow.next() => match event {
+                    Some(event) => {
+                        keepalive.reset();
+                        Some((Ok(frame(&event)), (Some(follow), keepalive)))
+                    }
+                    None => {
+                        let reason = follow.end().map_or("stopped", |e| e.as_str());
+                        log::debug!(
+                            "session {}: SSE stream closed ({reason})",
+                            follow.session_id()
+                        );
+                        Some((Ok(closing_frame(reason)), (None, keepalive)))
+                    }
+                },
+                _ = keepalive.tick() => Some((
+                    Ok(Bytes::from_static(b": keep-alive\n\n")),
+                    (Some(follow), keepalive),
+                )),
+            }
+        },
+    );
+    futures::stream::once(async move { Ok(greeting) }).chain(frames)
 }
 
 /// One SSE frame of an event. Event JSON has no raw newlines, so one `data:` line holds it.
@@ -176,48 +190,10 @@ fn frame(event: &Event) -> Bytes {
     ))
 }
 
-fn closing_frame(reason: CloseReason) -> Bytes {
+fn closing_frame(reason: &str) -> Bytes {
     Bytes::from(format!(
-        "event: stream.closed\ndata: {{\"reason\":\"{}\"}}\n\n",
-        reason.as_str()
+        "event: stream.closed\ndata: {{\"reason\":\"{reason}\"}}\n\n"
     ))
-}
-
-impl Stream for EventStream {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if let Some(greeting) = this.greeting.take() {
-            return Poll::Ready(Some(Ok(greeting)));
-        }
-        if this.closed {
-            return Poll::Ready(None);
-        }
-        match this.subscription.poll_next_event(cx) {
-            Poll::Ready(Some(event)) => {
-                this.keepalive.reset();
-                Poll::Ready(Some(Ok(frame(&event))))
-            }
-            Poll::Ready(None) => {
-                this.closed = true;
-                let reason = this
-                    .subscription
-                    .close_reason()
-                    .unwrap_or(CloseReason::Stopped);
-                log::debug!(
-                    "session {}: SSE stream closed ({})",
-                    this.subscription.session_id,
-                    reason.as_str()
-                );
-                Poll::Ready(Some(Ok(closing_frame(reason))))
-            }
-            Poll::Pending => match this.keepalive.poll_tick(cx) {
-                Poll::Ready(_) => Poll::Ready(Some(Ok(Bytes::from_static(b": keep-alive\n\n")))),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
 }
 
 /// Registers the event routes (inside `/api/v1`).

@@ -11,9 +11,6 @@ use troupe_actors::record::TurnView;
 use troupe_actors::{BusyMode, SendTurn, TurnId, TurnReceipt, TurnStatus};
 use utoipa::ToSchema;
 
-/// The most bytes a `client_message_id` may have.
-pub const MAX_CLIENT_MESSAGE_ID_BYTES: usize = 256;
-
 /// `POST /sessions/{id}/turns`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -96,35 +93,15 @@ pub async fn send(
     session: OwnedSession,
     ApiJson(body): ApiJson<SendTurnBody>,
 ) -> Result<HttpResponse, ApiError> {
-    if body.content.is_empty() {
-        return Err(
-            ApiError::invalid_request("`content` must not be empty").with("field", "content")
-        );
-    }
-    if let Some(id) = &body.client_message_id {
-        if id.is_empty() || id.len() > MAX_CLIENT_MESSAGE_ID_BYTES {
-            return Err(ApiError::invalid_request(format!(
-                "`client_message_id` must be 1–{MAX_CLIENT_MESSAGE_ID_BYTES} bytes"
-            ))
-            .with("field", "client_message_id"));
-        }
-    }
-    let options = match body.options {
-        None | Some(Value::Null) => Value::Null,
-        Some(Value::Object(map)) => Value::Object(map),
-        Some(_) => {
-            return Err(ApiError::invalid_request("`options` must be a JSON object")
-                .with("field", "options"))
-        }
-    };
+    let turn = SendTurn::parse(
+        body.content,
+        body.mode.unwrap_or_default(),
+        body.client_message_id,
+        body.options,
+    )?;
     let receipt = session
         .handle
-        .send(SendTurn {
-            content: body.content,
-            mode: body.mode.unwrap_or_default(),
-            client_message_id: body.client_message_id,
-            options,
-        })
+        .send(turn)
         .await?;
     log::debug!(
         "session {} turn {}: {:?} over REST",

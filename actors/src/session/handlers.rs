@@ -19,18 +19,24 @@ use std::time::Instant;
 impl Handler<Subscribe> for Session {
     type Result = Result<Subscription, RuntimeError>;
 
-    /// Reads the replay and registers the subscriber in one step: no gap, no duplicate.
+    /// Takes the replay and registers the subscriber in one step: no gap, no duplicate. The
+    /// part of the replay older than the in-memory tail is read by the subscriber from the
+    /// store, outside the actor.
     fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) -> Self::Result {
         self.last_activity = Instant::now();
-        let replay = self
-            .log
-            .read(self.shared.store.as_ref(), msg.after_seq, usize::MAX)?;
+        let (from_store, replay) = self.log.replay_after(msg.after_seq);
+        let backlog = from_store.map(|(after, until)| crate::subscription::Backlog {
+            store: self.shared.store.clone(),
+            after,
+            until,
+        });
         let channel = self.subscribers.add(self.shared.settings.subscriber_buffer);
         RuntimeMetrics::add(&self.metrics().subscribers, 1);
         Ok(Subscription::new(
             self.id(),
             self.log.durable_seq(),
             self.state(),
+            backlog,
             replay.into(),
             channel,
             msg.after_seq,

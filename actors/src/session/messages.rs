@@ -27,6 +27,58 @@ pub struct SendTurn {
     pub options: Value,
 }
 
+/// The most bytes a `client_message_id` may have.
+pub const MAX_CLIENT_MESSAGE_ID_BYTES: usize = 256;
+
+impl SendTurn {
+    /// The one door for a user message: every front end (REST, WebSocket, OpenAI) builds its
+    /// sends here, and the session checks every send it gets the same way, embedders' too.
+    /// `content` must not be empty, a `client_message_id` has 1–256 bytes, `options` is absent,
+    /// `null` or a JSON object.
+    pub fn parse(
+        content: String,
+        mode: BusyMode,
+        client_message_id: Option<String>,
+        options: Option<Value>,
+    ) -> Result<SendTurn, RuntimeError> {
+        let turn = SendTurn {
+            content,
+            mode,
+            client_message_id,
+            options: options.unwrap_or(Value::Null),
+        };
+        turn.check()?;
+        Ok(turn)
+    }
+
+    /// Checks the rules of [`SendTurn::parse`].
+    pub fn check(&self) -> Result<(), RuntimeError> {
+        if self.content.is_empty() {
+            return Err(RuntimeError::InvalidField {
+                field: "content",
+                message: "`content` must not be empty".into(),
+            });
+        }
+        if let Some(id) = &self.client_message_id {
+            if id.is_empty() || id.len() > MAX_CLIENT_MESSAGE_ID_BYTES {
+                return Err(RuntimeError::InvalidField {
+                    field: "client_message_id",
+                    message: format!(
+                        "`client_message_id` must be 1–{MAX_CLIENT_MESSAGE_ID_BYTES} bytes"
+                    ),
+                });
+            }
+        }
+        if !(self.options.is_null() || self.options.is_object()) {
+            return Err(RuntimeError::InvalidField {
+                field: "options",
+                message: "`options` must be a JSON object".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The answer to [`SendTurn`].
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TurnReceipt {

@@ -51,6 +51,8 @@ impl Session {
         ctx: &mut Context<Self>,
     ) -> Result<TurnReceipt, RuntimeError> {
         self.last_activity = Instant::now();
+        // The same rules as every front end (`SendTurn::parse`), for embedders' sends too.
+        msg.check()?;
         if self.record.archived {
             return Err(RuntimeError::SessionArchived);
         }
@@ -58,11 +60,6 @@ impl Session {
             if let Some(turn_id) = self.shared.store.turn_for_client_id(self.id(), client_id)? {
                 return self.receipt_for(turn_id);
             }
-        }
-        if msg.content.is_empty() {
-            return Err(RuntimeError::InvalidRequest(
-                "content must not be empty".into(),
-            ));
         }
         if self.record.failed {
             return Err(RuntimeError::SessionFailed);

@@ -145,7 +145,7 @@ async fn create(
     };
     let target = sessions::keyed_or_one_off(&state, &owner, &choice, key).await?;
     let client_message_id = sessions::idempotency_key(&req)?;
-    let turn = conversation.into_turn(&target, Map::new(), client_message_id);
+    let turn = conversation.into_turn(&target, Map::new(), client_message_id)?;
     let session_id = target.handle.id();
     let (mut follower, receipt) =
         TurnFollower::send(&state.runtime, target.handle.clone(), turn).await?;

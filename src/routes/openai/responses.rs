@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
-use troupe_actors::{Event, RuntimeError, SessionHandle, SessionId, TurnId};
+use troupe_actors::{Event, RuntimeError, SessionHandle, TurnId};
 
 /// How long a cancel waits for the stopped turn's terminal event before answering.
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
@@ -168,7 +168,7 @@ async fn create(
     };
     let mut options = Map::new();
     options.insert("openai".into(), meta.to_options());
-    let turn = conversation.into_turn(&target, options, sessions::idempotency_key(&req)?);
+    let turn = conversation.into_turn(&target, options, sessions::idempotency_key(&req)?)?;
     let session_id = target.handle.id();
     let (mut follower, receipt) =
         TurnFollower::send(&state.runtime, target.handle.clone(), turn).await?;
@@ -196,7 +196,7 @@ async fn create(
     }
     if background {
         drop(follower);
-        let log = read_turn(&state.runtime, session_id, receipt.turn_id)?;
+        let log = read_turn(&target.handle, receipt.turn_id).await?;
         for event in &log.events {
             projection.apply(event);
         }
@@ -261,13 +261,12 @@ fn find(
 }
 
 /// The response as the durable log has it now.
-fn snapshot(
-    state: &AppState,
-    session: SessionId,
+async fn snapshot(
+    handle: &SessionHandle,
     turn: TurnId,
     projection: &mut ResponseProjection,
 ) -> Result<Value, OpenAiError> {
-    for event in read_turn(&state.runtime, session, turn)?.events {
+    for event in read_turn(handle, turn).await?.events {
         projection.apply(&event);
     }
     Ok(projection.response())
@@ -292,7 +291,7 @@ async fn retrieve(
         parse_response_id(&id).ok_or_else(|| OpenAiError::response_not_found(&id))?;
     let session_header = (SESSION_ID_HEADER, session.to_string());
     if !query.stream.unwrap_or(false) {
-        let response = snapshot(&state, session, turn, &mut projection)?;
+        let response = snapshot(&handle, turn, &mut projection).await?;
         return Ok(HttpResponse::Ok()
             .insert_header(session_header)
             .json(response));

@@ -12,7 +12,7 @@ use crate::state::AppState;
 use actix_web::HttpRequest;
 use serde_json::{json, Map, Value};
 use troupe_actors::provider::HistoryMessage;
-use troupe_actors::{BusyMode, NewSession, SendTurn, SessionHandle, SessionId};
+use troupe_actors::{BusyMode, NewSession, RuntimeError, SendTurn, SessionHandle, SessionId};
 
 /// The headers that name a session key, in order of preference.
 pub const SESSION_KEY_HEADERS: [&str; 2] = ["x-session-key", "x-openclaw-session-key"];
@@ -220,7 +220,7 @@ impl Conversation {
         target: &Target,
         mut options: Map<String, Value>,
         client_message_id: Option<String>,
-    ) -> SendTurn {
+    ) -> Result<SendTurn, RuntimeError> {
         if let Some(system) = self.system {
             options.insert("system".into(), json!(system));
         }
@@ -232,12 +232,12 @@ impl Conversation {
                 content = transcript(&self.earlier, &content);
             }
         }
-        SendTurn {
+        SendTurn::parse(
             content,
-            mode: BusyMode::Enqueue,
+            BusyMode::Enqueue,
             client_message_id,
-            options: Value::Object(options),
-        }
+            Some(Value::Object(options)),
+        )
     }
 }
 

@@ -2,10 +2,10 @@
 //!
 //! Many requests may share a session (one session key, sent together): each subscribes at the
 //! end of the log *before* it sends, so its turn's events cannot slip past, then keeps only the
-//! events of its own turn until that turn's one `turn.completed`. A subscription dropped for
-//! lagging (or because the actor stopped) is renewed from the last seq seen: no gap, no
-//! duplicate. A turn can also be followed from its first event in the durable log, which is
-//! how a response is replayed hours later or after a restart.
+//! events of its own turn until that turn's one `turn.completed`. It follows through the core's
+//! [`Follow`] (which resubscribes when the actor stops); a follow that lagged is started again
+//! from the last seq seen: no gap, no duplicate. A turn can also be followed from its first
+//! event in the durable log, which is how a response is replayed hours later or after a restart.
 
 use bytes::Bytes;
 use futures::Stream;
@@ -14,12 +14,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use troupe_actors::{
-    CloseReason, Event, EventBody, Runtime, RuntimeError, SendTurn, SessionHandle, SessionId,
-    Subscription, TurnId, TurnReceipt,
+    Event, EventBody, Follow, FollowEnd, Runtime, RuntimeError, SendTurn, SessionHandle, TurnId,
+    TurnReceipt,
 };
 
-/// Renewals of a subscription in a row without an event in between before giving up.
-const MAX_RESUBSCRIBES: u32 = 8;
+/// Follows started again in a row after lagging, without an event in between, before giving up.
+const MAX_RESTARTS: u32 = 8;
 
 /// Events read from the store per page when looking for a turn.
 const LOG_PAGE: usize = 1024;
@@ -29,18 +29,16 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// The events of one turn, in seq order, ending with its `turn.completed`.
 pub struct TurnFollower {
-    /// Where to resubscribe.
+    /// Where to follow again after lagging.
     handle: SessionHandle,
     /// The turn followed.
     turn: TurnId,
     /// Events of the turn read from the log and not yet handed out.
     buffered: VecDeque<Arc<Event>>,
-    /// The live subscription; `None` once the turn is known to be complete.
-    sub: Option<Subscription>,
-    /// The last seq seen of any turn: where a renewed subscription starts.
-    last_seq: u64,
-    /// Renewals since the last event.
-    resubscribes: u32,
+    /// The live follow; `None` once the turn is known to be complete.
+    sub: Option<Follow>,
+    /// Follows started again since the last event.
+    restarts: u32,
     /// The turn's `turn.completed` was handed out.
     done: bool,
 }
@@ -54,7 +52,7 @@ impl TurnFollower {
         turn: SendTurn,
     ) -> Result<(TurnFollower, TurnReceipt), RuntimeError> {
         let last_seq = runtime.store().last_seq(handle.id())?;
-        let sub = handle.subscribe(last_seq).await?;
+        let sub = handle.follow(last_seq).await?;
         let receipt = handle.send(turn).await?;
         if receipt.duplicate {
             drop(sub);
@@ -66,8 +64,7 @@ impl TurnFollower {
             turn: receipt.turn_id,
             buffered: VecDeque::new(),
             sub: Some(sub),
-            last_seq,
-            resubscribes: 0,
+            restarts: 0,
             done: false,
         };
         Ok((follower, receipt))
@@ -76,26 +73,25 @@ impl TurnFollower {
     /// Follows `turn` from its first event in the durable log, then live until it completes.
     /// `turn_not_found` when the log has no event of it.
     pub async fn replay(
-        runtime: &Runtime,
+        _runtime: &Runtime,
         handle: SessionHandle,
         turn: TurnId,
     ) -> Result<TurnFollower, RuntimeError> {
-        let log = read_turn(runtime, handle.id(), turn)?;
+        let log = read_turn(&handle, turn).await?;
         if log.events.is_empty() {
             return Err(RuntimeError::TurnNotFound);
         }
         let sub = if log.completed {
             None
         } else {
-            Some(handle.subscribe(log.last_seq).await?)
+            Some(handle.follow(log.last_seq).await?)
         };
         Ok(TurnFollower {
             handle,
             turn,
-            buffered: log.events.into_iter().map(Arc::new).collect(),
+            buffered: log.events.into_iter().collect(),
             sub,
-            last_seq: log.last_seq,
-            resubscribes: 0,
+            restarts: 0,
             done: false,
         })
     }
@@ -115,35 +111,32 @@ impl TurnFollower {
             };
             match sub.next().await {
                 Some(event) => {
-                    self.last_seq = event.seq;
-                    self.resubscribes = 0;
+                    self.restarts = 0;
                     if event.turn_id == Some(self.turn) {
                         self.done = is_completion(&event);
                         return Ok(Some(event));
                     }
                 }
                 None => {
-                    let reason = sub.close_reason().unwrap_or(CloseReason::Stopped);
-                    if reason == CloseReason::Deleted {
-                        return Err(RuntimeError::SessionNotFound);
+                    let last_seq = sub.last_seq();
+                    match sub.end() {
+                        Some(FollowEnd::Deleted) => return Err(RuntimeError::SessionNotFound),
+                        Some(FollowEnd::Failed(e)) => return Err(e.clone()),
+                        Some(FollowEnd::Lagged) | None => {}
                     }
-                    self.resubscribes += 1;
-                    if self.resubscribes > MAX_RESUBSCRIBES {
+                    self.restarts += 1;
+                    if self.restarts > MAX_RESTARTS {
                         return Err(RuntimeError::Internal(format!(
-                            "the subscription to session {} kept closing ({})",
-                            self.handle.id(),
-                            reason.as_str()
+                            "following session {} kept lagging",
+                            self.handle.id()
                         )));
                     }
                     log::debug!(
-                        "session {} turn {}: subscription closed ({}); resuming after seq {}",
+                        "session {} turn {}: follow lagged; again after seq {last_seq}",
                         self.handle.id(),
-                        self.turn,
-                        reason.as_str(),
-                        self.last_seq
+                        self.turn
                     );
-                    let renewed = self.handle.subscribe(self.last_seq).await?;
-                    self.sub = Some(renewed);
+                    self.sub = Some(self.handle.follow(last_seq).await?);
                 }
             }
         }
@@ -169,28 +162,23 @@ pub fn is_completion(event: &Event) -> bool {
 /// What the durable log holds of one turn.
 pub struct TurnLog {
     /// The turn's events, in seq order.
-    pub events: Vec<Event>,
+    pub events: Vec<Arc<Event>>,
     /// The last seq read (of any turn).
     pub last_seq: u64,
     /// Whether the turn's `turn.completed` is among the events.
     pub completed: bool,
 }
 
-/// Reads the turn's events from the store, page by page from the start of the session's log,
-/// up to its `turn.completed` or the end of the log. Needs no live session actor.
-pub fn read_turn(
-    runtime: &Runtime,
-    session: SessionId,
-    turn: TurnId,
-) -> Result<TurnLog, RuntimeError> {
-    let store = runtime.store();
+/// Reads the turn's durable events, page by page from the start of the session's log, up to
+/// its `turn.completed` or the end of the durable log.
+pub async fn read_turn(handle: &SessionHandle, turn: TurnId) -> Result<TurnLog, RuntimeError> {
     let mut log = TurnLog {
         events: Vec::new(),
         last_seq: 0,
         completed: false,
     };
     loop {
-        let page = store.read_events(session, log.last_seq, LOG_PAGE)?;
+        let page = handle.events(log.last_seq, LOG_PAGE).await?.events;
         let Some(last) = page.last() else {
             return Ok(log);
         };

@@ -24,17 +24,11 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use troupe_actors::owner_feed::FeedItem;
-use troupe_actors::{
-    CloseReason as SubscriptionClosed, Runtime, SendTurn, SessionHandle, SessionId, Subscription,
-};
-
-/// How many times in a row a subscription whose session actor stopped is made again.
-const MAX_RESUBSCRIBES: u32 = 3;
+use troupe_actors::{Follow, FollowEnd, Runtime, SendTurn, SessionHandle, SessionId};
 
 /// Why the server ends a connection, and the close frame that says so.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -362,15 +356,8 @@ impl Connection {
                 client_message_id,
                 options,
             } => {
-                let receipt = self
-                    .session(&session_id)?
-                    .send(SendTurn {
-                        content,
-                        mode,
-                        client_message_id,
-                        options,
-                    })
-                    .await?;
+                let turn = SendTurn::parse(content, mode, client_message_id, Some(options))?;
+                let receipt = self.session(&session_id)?.send(turn).await?;
                 frames::ack(id, json!(receipt))
             }
             ClientFrame::Abort { session_id } => {
@@ -421,12 +408,12 @@ impl Connection {
         if let Some(old) = self.subscriptions.remove(&Target::Session(session_id)) {
             old.abort();
         }
-        let subscription = handle.subscribe(after_seq).await?;
+        let follow = handle.follow(after_seq).await?;
         let queued = self.outbound.push(frames::subscribed(
             id,
             session_id,
-            subscription.last_seq,
-            subscription.state,
+            follow.last_seq_at_start(),
+            follow.state_at_start(),
         ));
         if !queued {
             return Ok(());
@@ -435,12 +422,7 @@ impl Connection {
             "websocket of owner {}: subscribed to session {session_id} after seq {after_seq}",
             self.owner
         );
-        let task = actix_web::rt::spawn(forward_session(
-            subscription,
-            after_seq,
-            handle,
-            self.outbound.clone(),
-        ));
+        let task = actix_web::rt::spawn(forward_session(follow, self.outbound.clone()));
         self.subscriptions.insert(Target::Session(session_id), task);
         Ok(())
     }
@@ -537,70 +519,44 @@ impl Fragments {
     }
 }
 
-/// Moves one session's events into the outbound queue, in seq order.
+/// Moves one session's events into the outbound queue, in seq order: a thin adapter of the
+/// core's [`Follow`] (which resubscribes when the actor stops).
 ///
-/// A subscription the session dropped as lagging closes the connection 1013 `lagged`. One whose
-/// session actor stopped (a restart after a panic) is made again after the last delivered seq,
-/// so the client sees no gap and no duplicate. A deleted session ends the subscription with an
-/// `error` frame. A jump in seq (only possible with a store that prunes old events) is announced
-/// with `truncated` before the first event after it.
-async fn forward_session(
-    mut subscription: Subscription,
-    after_seq: u64,
-    handle: SessionHandle,
-    outbound: Outbound,
-) {
-    let session_id = subscription.session_id;
-    let mut last_delivered = after_seq;
-    let mut resubscribes = 0;
-    loop {
-        loop {
-            let Some(event) = subscription.next().await else {
-                break;
-            };
-            if event.seq > last_delivered + 1
-                && !outbound.push(frames::truncated(session_id, event.seq))
-            {
-                return;
-            }
-            last_delivered = event.seq;
-            resubscribes = 0;
-            if !outbound.push_waiting(frames::event(&event)).await {
-                return;
-            }
+/// A follow that lagged closes the connection 1013 `lagged`. A deleted session, or one that
+/// keeps stopping, ends the subscription with an `error` frame. A jump in seq (only possible
+/// with a store that prunes old events) is announced with `truncated` before the first event
+/// after it.
+async fn forward_session(mut follow: Follow, outbound: Outbound) {
+    let session_id = follow.session_id();
+    let mut last_delivered = follow.last_seq();
+    while let Some(event) = follow.next().await {
+        if event.seq > last_delivered + 1
+            && !outbound.push(frames::truncated(session_id, event.seq))
+        {
+            return;
         }
-        let ended = |code, message: &str| {
-            outbound.push(frames::error(
-                &Value::Null,
-                &ApiError::new(code, message).with("session_id", session_id.to_string()),
-            ));
-        };
-        match subscription.close_reason() {
-            Some(SubscriptionClosed::Lagged) => {
-                log::info!("session {session_id}: websocket subscriber dropped as lagging");
-                return outbound.close(Closing::Lagged);
-            }
-            Some(SubscriptionClosed::Deleted) => {
-                return ended("session_not_found", "the session was deleted");
-            }
-            Some(SubscriptionClosed::Stopped) | None => {}
+        last_delivered = event.seq;
+        if !outbound.push_waiting(frames::event(&event)).await {
+            return;
         }
-        resubscribes += 1;
-        if resubscribes > MAX_RESUBSCRIBES {
-            return ended("internal", "the session keeps stopping; subscribe again");
+    }
+    let ended = |code, message: &str| {
+        outbound.push(frames::error(
+            &Value::Null,
+            &ApiError::new(code, message).with("session_id", session_id.to_string()),
+        ));
+    };
+    match follow.end() {
+        Some(FollowEnd::Lagged) => {
+            log::info!("session {session_id}: websocket subscriber dropped as lagging");
+            outbound.close(Closing::Lagged);
         }
-        tokio::time::sleep(Duration::from_millis(50 * u64::from(resubscribes))).await;
-        log::debug!(
-            "session {session_id}: actor stopped; resubscribing after seq {last_delivered}"
-        );
-        subscription = match handle.subscribe(last_delivered).await {
-            Ok(subscription) => subscription,
-            Err(e) => {
-                let error = ApiError::from(e).with("session_id", session_id.to_string());
-                outbound.push(frames::error(&Value::Null, &error));
-                return;
-            }
-        };
+        Some(FollowEnd::Deleted) => ended("session_not_found", "the session was deleted"),
+        Some(FollowEnd::Failed(e)) => {
+            let error = ApiError::from(e.clone()).with("session_id", session_id.to_string());
+            outbound.push(frames::error(&Value::Null, &error));
+        }
+        None => {}
     }
 }
 
