@@ -1186,8 +1186,8 @@ async fn idle_sessions(base: &str, pid: u32, n: usize, load: f64) -> Result<(), 
 /// Writes `sessions` sessions with `events` events between them, through the Store API.
 fn fill_store(dir: &Path, sessions: usize, events: u64) -> Result<(), Error> {
     use troupe_actors::record::SessionRecord;
-    use troupe_actors::store::Batch;
     use troupe_actors::record::SessionView;
+    use troupe_actors::store::Batch;
     use troupe_actors::{Event, EventBody, SessionId, SledStore, Store, Timestamp};
     let started = Instant::now();
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir)?);

@@ -203,8 +203,10 @@ async fn kill_9_never_rewrites_an_event_a_client_saw() {
         server = ServerProcess::start(data.path(), &[], ENV);
         for (i, session) in sessions.iter().enumerate() {
             let log = stored_log(&client, &server.base(), session).await;
-            let by_seq: HashMap<u64, &Value> =
-                log.iter().map(|e| (e["seq"].as_u64().unwrap(), e)).collect();
+            let by_seq: HashMap<u64, &Value> = log
+                .iter()
+                .map(|e| (e["seq"].as_u64().unwrap(), e))
+                .collect();
             for (seq, event) in &seen[i].events {
                 let stored = by_seq.get(seq).unwrap_or_else(|| {
                     panic!("seed {seed}, kill {kill}: seq {seq} was shown but is not in the log")
@@ -265,10 +267,15 @@ async fn kill_9_never_rewrites_an_event_a_client_saw() {
             .filter(|e| e["kind"] == "turn.accepted")
             .map(|e| e["data"]["turn_id"].as_str().unwrap())
             .collect();
-        for events in [log.iter().collect::<Vec<_>>(), seen[i].events.values().collect()] {
+        for events in [
+            log.iter().collect::<Vec<_>>(),
+            seen[i].events.values().collect(),
+        ] {
             let mut completions: HashMap<&str, usize> = HashMap::new();
             for e in events.iter().filter(|e| e["kind"] == "turn.completed") {
-                *completions.entry(e["turn_id"].as_str().unwrap()).or_default() += 1;
+                *completions
+                    .entry(e["turn_id"].as_str().unwrap())
+                    .or_default() += 1;
             }
             for turn in &accepted_here {
                 assert_eq!(
@@ -391,7 +398,11 @@ async fn every_acknowledged_create_survives_kill_9_one_session_per_key() {
                     .expect("create again");
                 assert_eq!(resp.status().as_u16(), 200, "key {key} survived the kill");
                 let body: Value = resp.json().await.expect("JSON");
-                assert_eq!(body["session"]["id"], id.as_str(), "key {key} names its session");
+                assert_eq!(
+                    body["session"]["id"],
+                    id.as_str(),
+                    "key {key} names its session"
+                );
                 let got = client
                     .get(format!("{base}/api/v1/sessions/{id}"))
                     .send()

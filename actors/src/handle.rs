@@ -174,7 +174,8 @@ impl SessionHandle {
 
     /// A page of events after `after_seq`.
     pub async fn events(&self, after_seq: u64, limit: usize) -> Result<EventPage, RuntimeError> {
-        self.call(Resend::Safe, || ReadEvents { after_seq, limit }).await
+        self.call(Resend::Safe, || ReadEvents { after_seq, limit })
+            .await
     }
 
     /// Renames, archives or backfills the project.

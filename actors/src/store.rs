@@ -13,10 +13,9 @@ pub mod group_commit;
 mod memory;
 mod sled_store;
 
+pub use group_commit::GroupCommitter;
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
-pub use group_commit::GroupCommitter;
-
 
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
@@ -250,7 +249,9 @@ impl dyn Store {
 
     /// Applies a batch atomically and waits until it is durable.
     pub async fn commit(&self, session: SessionId, batch: Batch) -> Result<(), StoreError> {
-        self.write(Write::Commit { session, batch }).await.map(|_| ())
+        self.write(Write::Commit { session, batch })
+            .await
+            .map(|_| ())
     }
 
     /// Creates a session (record, first event, key claim) and waits until it is durable.
@@ -267,7 +268,11 @@ impl dyn Store {
     }
 
     /// Claims `key` for `session` unless taken; the session it names, once durable.
-    pub async fn claim_key(&self, key: ScopedKey, session: SessionId) -> Result<SessionId, StoreError> {
+    pub async fn claim_key(
+        &self,
+        key: ScopedKey,
+        session: SessionId,
+    ) -> Result<SessionId, StoreError> {
         match self.write(Write::ClaimKey { key, session }).await? {
             Written::Claimed(id) => Ok(id),
             other => Err(StoreError::Engine(format!("claim answered {other:?}"))),

@@ -49,16 +49,27 @@ impl Store for FailingStore {
     fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {
         self.inner.active_sessions()
     }
-    fn read_events(&self, s: SessionId, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    fn read_events(
+        &self,
+        s: SessionId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         self.inner.read_events(s, after, limit)
     }
     fn last_seq(&self, s: SessionId) -> Result<u64, StoreError> {
         self.inner.last_seq(s)
     }
-    fn open_turns(&self, s: SessionId) -> Result<Vec<troupe_actors::record::TurnRecord>, StoreError> {
+    fn open_turns(
+        &self,
+        s: SessionId,
+    ) -> Result<Vec<troupe_actors::record::TurnRecord>, StoreError> {
         self.inner.open_turns(s)
     }
-    fn all_turns(&self, s: SessionId) -> Result<Vec<troupe_actors::record::TurnRecord>, StoreError> {
+    fn all_turns(
+        &self,
+        s: SessionId,
+    ) -> Result<Vec<troupe_actors::record::TurnRecord>, StoreError> {
         self.inner.all_turns(s)
     }
     fn get_turn(
@@ -122,15 +133,20 @@ async fn a_failed_acceptance_is_refused_unseen_and_the_session_comes_back() {
 
     store.failing.store(false, Ordering::SeqCst);
     let view = handle.info().await.expect("reactivated from the store");
-    assert_eq!(view.last_seq, before, "nothing of the failed write is in the log");
+    assert_eq!(
+        view.last_seq, before,
+        "nothing of the failed write is in the log"
+    );
     let mut sub = handle.subscribe(before).await.unwrap();
     handle.send_text("after", BusyMode::Enqueue).await.unwrap();
     let events = until_completed(&mut sub, 1).await;
     assert_gapless(&events, before + 1);
     assert_eq!(delta_text(&events), "after");
-    assert!(!stored_events(&(store.clone() as Arc<dyn Store>), handle.id())
-        .iter()
-        .any(|e| matches!(&e.body, EventBody::Message { text, .. } if text == "lost")));
+    assert!(
+        !stored_events(&(store.clone() as Arc<dyn Store>), handle.id())
+            .iter()
+            .any(|e| matches!(&e.body, EventBody::Message { text, .. } if text == "lost"))
+    );
 }
 
 #[actix_rt::test]
@@ -182,6 +198,9 @@ async fn a_failure_mid_stream_stops_the_session_and_the_turn_runs_again() {
     assert_eq!(outcomes[1].1, Outcome::Success, "the re-queued copy ran");
     assert_eq!(
         delta_text(&events),
-        (0..40).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ")
+        (0..40)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
 }

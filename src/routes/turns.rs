@@ -99,10 +99,7 @@ pub async fn send(
         body.client_message_id,
         body.options,
     )?;
-    let receipt = session
-        .handle
-        .send(turn)
-        .await?;
+    let receipt = session.handle.send(turn).await?;
     log::debug!(
         "session {} turn {}: {:?} over REST",
         session.handle.id(),

@@ -106,15 +106,13 @@ fn run_writer<E: Engine>(
         for (write, done) in group {
             // A panicking engine must still answer every waiter: a write nobody confirms
             // would leave its session waiting forever.
-            let result = catch_unwind(AssertUnwindSafe(|| engine.apply(write))).unwrap_or_else(
-                |_| Err(StoreError::Engine("the storage engine panicked".into())),
-            );
+            let result = catch_unwind(AssertUnwindSafe(|| engine.apply(write)))
+                .unwrap_or_else(|_| Err(StoreError::Engine("the storage engine panicked".into())));
             results.push((done, result));
         }
         if durability == Durability::Flushed && results.iter().any(|(_, r)| r.is_ok()) {
-            let flushed = catch_unwind(AssertUnwindSafe(|| engine.flush())).unwrap_or_else(|_| {
-                Err(StoreError::Engine("the storage engine panicked".into()))
-            });
+            let flushed = catch_unwind(AssertUnwindSafe(|| engine.flush()))
+                .unwrap_or_else(|_| Err(StoreError::Engine("the storage engine panicked".into())));
             if let Err(e) = flushed {
                 for (_, result) in results.iter_mut() {
                     if result.is_ok() {

@@ -673,15 +673,11 @@ impl SledEngine {
 impl Engine for SledEngine {
     fn apply(&self, write: Write) -> Result<Written, StoreError> {
         match write {
-            Write::Commit { session, batch } => {
-                self.commit(session, batch).map(|()| Written::Done)
-            }
+            Write::Commit { session, batch } => self.commit(session, batch).map(|()| Written::Done),
             Write::Create { record, first, key } => self
                 .create(&record, &first, key.as_ref())
                 .map(Written::Created),
-            Write::ClaimKey { key, session } => {
-                self.claim_key(&key, session).map(Written::Claimed)
-            }
+            Write::ClaimKey { key, session } => self.claim_key(&key, session).map(Written::Claimed),
             Write::Delete(id) => self.delete_session(id).map(|()| Written::Done),
         }
     }
