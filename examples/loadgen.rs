@@ -1215,6 +1215,7 @@ fn fill_store(dir: &Path, sessions: usize, events: u64) -> Result<(), Error> {
             running_since: None,
         };
         let first = Arc::new(Event {
+            encoded: Default::default(),
             seq: 1,
             session_id: id,
             turn_id: None,
@@ -1230,6 +1231,7 @@ fn fill_store(dir: &Path, sessions: usize, events: u64) -> Result<(), Error> {
             let batch: Vec<Arc<Event>> = (seq + 1..=seq + n)
                 .map(|s| {
                     Arc::new(Event {
+                        encoded: Default::default(),
                         seq: s,
                         session_id: id,
                         turn_id: None,

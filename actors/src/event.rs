@@ -20,18 +20,48 @@ pub struct Event {
     /// `kind` and `data`.
     #[serde(flatten)]
     pub body: EventBody,
+    /// The event's JSON, made once on first use and then shared by the store and every wire
+    /// (`Default::default()` when building an event).
+    #[serde(skip)]
+    pub encoded: EncodedJson,
+}
+
+/// An event's JSON, encoded at most once. Never part of the event's equality or wire shape.
+#[derive(Clone, Default)]
+pub struct EncodedJson(std::sync::OnceLock<Box<str>>);
+
+impl PartialEq for EncodedJson {
+    /// A cache: two events are equal whatever each has encoded so far.
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for EncodedJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EncodedJson")
+    }
 }
 
 impl Event {
+    /// The wire JSON, encoded on first use; the store, WebSocket and SSE all take these bytes.
+    pub fn json(&self) -> &str {
+        self.encoded.0.get_or_init(|| {
+            // Serializing plain data with string keys cannot fail.
+            serde_json::to_string(self)
+                .expect("events serialize")
+                .into_boxed_str()
+        })
+    }
+
     /// The wire name of the event's kind.
     pub fn kind(&self) -> &'static str {
         self.body.kind()
     }
 
-    /// The wire JSON.
+    /// The wire JSON, as an owned string.
     pub fn to_json(&self) -> String {
-        // Serializing plain data with string keys cannot fail.
-        serde_json::to_string(self).expect("events serialize")
+        self.json().to_string()
     }
 }
 

@@ -70,6 +70,7 @@ impl EventLog {
             .enumerate()
             .map(|(i, (turn_id, body))| {
                 Arc::new(Event {
+                    encoded: Default::default(),
                     seq: self.last_seq + 1 + i as u64,
                     session_id: self.session_id,
                     turn_id,

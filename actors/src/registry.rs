@@ -161,6 +161,7 @@ pub(crate) async fn create(
         running_since: None,
     };
     let created = Arc::new(Event {
+        encoded: Default::default(),
         seq: 1,
         session_id: record.id,
         turn_id: None,

@@ -11,6 +11,7 @@ fn events(session: SessionId, first: u64, n: u64, text_len: usize) -> Vec<Arc<Ev
     (first..first + n)
         .map(|seq| {
             Arc::new(Event {
+                encoded: Default::default(),
                 seq,
                 session_id: session,
                 turn_id: None,

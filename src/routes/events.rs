@@ -186,7 +186,7 @@ fn frame(event: &Event) -> Bytes {
         "id: {}\nevent: {}\ndata: {}\n\n",
         event.seq,
         event.kind(),
-        event.to_json()
+        event.json()
     ))
 }
 

@@ -7,7 +7,7 @@ use crate::ids::TurnId;
 use crate::metrics::RuntimeMetrics;
 use crate::provider::{AttemptRequest, HistoryMessage, ProviderError, ProviderEvent};
 use crate::record::TurnStatus;
-use crate::store::Batch;
+use crate::store::{Batch, StoreError};
 use crate::time::Timestamp;
 use actix::prelude::*;
 use futures::StreamExt;
@@ -104,15 +104,9 @@ impl Session {
     }
 
     /// The conversation so far, without the current turn, for stateless providers.
-    fn history(&mut self, current: TurnId) -> Vec<HistoryMessage> {
+    fn history(&mut self, current: TurnId) -> Result<Vec<HistoryMessage>, StoreError> {
         if self.conversation.is_none() {
-            let events = match self.shared.store.read_events(self.id(), 0, usize::MAX) {
-                Ok(events) => events,
-                Err(e) => {
-                    log::warn!("session {}: history unreadable: {e}", self.id());
-                    return Vec::new();
-                }
-            };
+            let events = self.shared.store.read_events(self.id(), 0, usize::MAX)?;
             let messages = events.into_iter().filter_map(|e| match e.body {
                 EventBody::Message { role, text } => {
                     Some((e.turn_id, HistoryMessage { role, text }))
@@ -121,12 +115,13 @@ impl Session {
             });
             self.conversation = Some(messages.collect());
         }
-        self.conversation
+        Ok(self
+            .conversation
             .iter()
             .flatten()
             .filter(|(turn, _)| *turn != Some(current))
             .map(|(_, message)| message.clone())
-            .collect()
+            .collect())
     }
 
     /// Starts the next attempt of the front turn.
@@ -159,7 +154,11 @@ impl Session {
         let cancel = run.cancel.clone();
         let history = if caps.stateless {
             let mut history = seeded_history(&turn.options);
-            history.extend(self.history(turn.id));
+            match self.history(turn.id) {
+                Ok(earlier) => history.extend(earlier),
+                // An attempt without its conversation would answer wrongly: stop instead.
+                Err(e) => return self.fail_stop(e, ctx),
+            }
             history
         } else {
             Vec::new()

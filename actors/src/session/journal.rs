@@ -219,7 +219,7 @@ impl Session {
     /// A store write failed: the session stops here. Nothing written after the failure is
     /// shown, waiting replies get the error, and the next activation rebuilds the session from
     /// what the store holds (its running turn ends `interrupted` and runs again).
-    fn fail_stop(&mut self, error: StoreError, ctx: &mut Context<Self>) {
+    pub(super) fn fail_stop(&mut self, error: StoreError, ctx: &mut Context<Self>) {
         log::error!(
             "session {}: store write failed, stopping the session: {error}",
             self.id()

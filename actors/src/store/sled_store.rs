@@ -141,8 +141,7 @@ fn encode_blocks(session: SessionId, events: &[Arc<Event>]) -> Vec<(Vec<u8>, Vec
         if buf.len() > BLOCK_HEADER + 1 {
             buf.push(b',');
         }
-        // Events are plain data with string keys; serializing them cannot fail.
-        serde_json::to_writer(&mut *buf, &**event).expect("events serialize");
+        buf.extend_from_slice(event.json().as_bytes());
         if buf.len() >= BLOCK_BYTES || i + 1 == events.len() {
             if let Some((first, mut buf)) = current.take() {
                 buf.push(b']');

@@ -397,6 +397,7 @@ mod tests {
 
     fn event(seq: u64, session: SessionId, turn: TurnId, body: EventBody) -> Event {
         Event {
+            encoded: Default::default(),
             seq,
             session_id: session,
             turn_id: Some(turn),

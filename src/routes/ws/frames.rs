@@ -2,7 +2,7 @@
 //! panicking, and the frames the server answers with.
 
 use crate::error::ApiError;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use troupe_actors::{BusyMode, Event, SessionId, SessionState, TurnId};
 
@@ -194,24 +194,15 @@ pub fn subscribed_feed(id: &Value) -> String {
     json!({ "type": "subscribed", "id": id, "session_id": OWNER_FEED }).to_string()
 }
 
-/// An event: the event object of §7 with `"type": "event"` added.
-#[derive(Serialize)]
-struct EventFrame<'a> {
-    /// Always `event`.
-    r#type: &'static str,
-    /// The event's own fields.
-    #[serde(flatten)]
-    event: &'a Event,
-}
-
-/// The event frame of `event`.
+/// The event frame of `event`: the event object of §7 with `"type": "event"` added.
 pub fn event(event: &Event) -> String {
-    // An event is plain data with string keys; serializing it cannot fail.
-    serde_json::to_string(&EventFrame {
-        r#type: "event",
-        event,
-    })
-    .expect("events serialize")
+    // The event's own JSON (encoded once, shared with the store and every subscriber) is an
+    // object: the frame is that object with `type` first.
+    let json = event.json();
+    let mut frame = String::with_capacity(json.len() + 16);
+    frame.push_str("{\"type\":\"event\",");
+    frame.push_str(json.strip_prefix('{').unwrap_or(json));
+    frame
 }
 
 /// `ack`: the request succeeded; `result` is what the matching REST call answers.
@@ -294,6 +285,7 @@ mod tests {
     #[test]
     fn event_frames_are_the_event_with_a_type() {
         let event = Event {
+            encoded: Default::default(),
             seq: 4,
             session_id: SessionId::new(),
             turn_id: None,
