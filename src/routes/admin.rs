@@ -39,5 +39,5 @@ pub async fn actors(state: web::Data<AppState>, _admin: Admin) -> Result<HttpRes
 
 /// Registers `/admin/actors` (inside `/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/actors", web::get().to(actors));
+    cfg.service(web::resource("/admin/actors").route(web::get().to(actors)));
 }

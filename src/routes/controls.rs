@@ -98,8 +98,8 @@ pub async fn reset(session: OwnedSession) -> Result<HttpResponse, ApiError> {
 
 /// Registers the control routes (inside `/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/sessions/{id}/abort", web::post().to(abort))
-        .route("/sessions/{id}/pause", web::post().to(pause))
-        .route("/sessions/{id}/resume", web::post().to(resume))
-        .route("/sessions/{id}/reset", web::post().to(reset));
+    cfg.service(web::resource("/sessions/{id}/abort").route(web::post().to(abort)))
+        .service(web::resource("/sessions/{id}/pause").route(web::post().to(pause)))
+        .service(web::resource("/sessions/{id}/resume").route(web::post().to(resume)))
+        .service(web::resource("/sessions/{id}/reset").route(web::post().to(reset)));
 }

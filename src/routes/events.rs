@@ -7,7 +7,7 @@
 //! the server sends one `event: stream.closed` frame with the reason and ends the response.
 
 use crate::error::ApiError;
-use crate::extract::OwnedSession;
+use crate::extract::{OwnedSession, StreamedSession};
 use crate::schema::{ErrorBodySchema, EventSchema};
 use crate::state::AppState;
 use actix_web::http::header;
@@ -109,7 +109,7 @@ pub async fn page(
 )]
 pub async fn stream(
     state: web::Data<AppState>,
-    session: OwnedSession,
+    StreamedSession(session): StreamedSession,
     req: HttpRequest,
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -222,6 +222,6 @@ impl Stream for EventStream {
 
 /// Registers the event routes (inside `/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/sessions/{id}/events", web::get().to(page))
-        .route("/sessions/{id}/events/stream", web::get().to(stream));
+    cfg.service(web::resource("/sessions/{id}/events").route(web::get().to(page)))
+        .service(web::resource("/sessions/{id}/events/stream").route(web::get().to(stream)));
 }

@@ -17,5 +17,5 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 
 /// Registers `/metrics`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(metrics));
+    cfg.service(web::resource("/metrics").route(web::get().to(metrics)));
 }

@@ -66,5 +66,5 @@ pub async fn openapi_json() -> HttpResponse {
 
 /// Registers `/openapi.json` (inside `/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/openapi.json", web::get().to(openapi_json));
+    cfg.service(web::resource("/openapi.json").route(web::get().to(openapi_json)));
 }

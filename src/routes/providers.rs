@@ -58,5 +58,5 @@ pub async fn list(state: web::Data<AppState>, _caller: Caller) -> HttpResponse {
 
 /// Registers `/providers` (inside `/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/providers", web::get().to(list));
+    cfg.service(web::resource("/providers").route(web::get().to(list)));
 }

@@ -1,7 +1,7 @@
 //! Turns: send a message with a busy mode (idempotent by `client_message_id`), list the turns,
 //! cancel or promote a queued one.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::{parse_id, ApiJson, OwnedSession};
 use crate::schema::{BusyModeSchema, ErrorBodySchema, TurnSchema, TurnStatusSchema};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -209,7 +209,7 @@ pub async fn promote(session: OwnedSession, req: HttpRequest) -> Result<HttpResp
         .turns
         .into_iter()
         .find(|t| t.turn_id == turn)
-        .ok_or_else(|| ApiError::new("turn_not_found", "turn not found"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::TurnNotFound, "turn not found"))?;
     Ok(HttpResponse::Ok().json(TurnAccepted {
         turn_id: turn,
         status: view.status,

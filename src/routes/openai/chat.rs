@@ -5,7 +5,7 @@ use super::errors::OpenAiError;
 use super::models::resolve_model;
 use super::sessions::{self, Conversation, RoleText, SESSION_ID_HEADER};
 use super::turn::{sse_body, sse_frame, token_counts, SseFrames, StopOnDrop, TurnFollower};
-use super::OpenAiCaller;
+use super::{OpenAiCaller, OpenAiJson};
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
@@ -122,10 +122,9 @@ async fn create(
     caller: OpenAiCaller,
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<ChatRequest>,
+    OpenAiJson(body): OpenAiJson<ChatRequest>,
 ) -> Result<HttpResponse, OpenAiError> {
     let owner = caller.0.owner;
-    let body = body.into_inner();
     if body.n.is_some_and(|n| n != 1) {
         return Err(OpenAiError::invalid_request("only n = 1 is supported").param("n"));
     }
@@ -438,5 +437,5 @@ impl SseFrames for ChunkFrames {
 
 /// Registers the route in the `/v1` scope.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/chat/completions", web::post().to(create));
+    cfg.service(web::resource("/chat/completions").route(web::post().to(create)));
 }

@@ -78,6 +78,6 @@ async fn retrieve(
 
 /// Registers the model routes in the `/v1` scope.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/models", web::get().to(list))
-        .route("/models/{id:.+}", web::get().to(retrieve));
+    cfg.service(web::resource("/models").route(web::get().to(list)))
+        .service(web::resource("/models/{id:.+}").route(web::get().to(retrieve)));
 }

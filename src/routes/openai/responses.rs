@@ -7,7 +7,7 @@ use super::models::resolve_model;
 use super::response_events::{parse_response_id, ResponseMeta, ResponseProjection};
 use super::sessions::{self, Conversation, RoleText, Target, SESSION_ID_HEADER};
 use super::turn::{read_turn, sse_body, sse_frame, stop_turn, SseFrames, StopOnDrop, TurnFollower};
-use super::OpenAiCaller;
+use super::{OpenAiCaller, OpenAiJson};
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
@@ -140,10 +140,9 @@ async fn create(
     caller: OpenAiCaller,
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<CreateResponse>,
+    OpenAiJson(mut body): OpenAiJson<CreateResponse>,
 ) -> Result<HttpResponse, OpenAiError> {
     let owner = caller.0.owner;
-    let mut body = body.into_inner();
     let choice = resolve_model(state.runtime.providers(), &body.model)?;
     let input = std::mem::replace(&mut body.input, ResponseInput::Items(Vec::new()));
     let messages = match input {
@@ -387,7 +386,7 @@ impl SseFrames for ResponseFrames {
 
 /// Registers the routes in the `/v1` scope.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/responses", web::post().to(create))
-        .route("/responses/{id}", web::get().to(retrieve))
-        .route("/responses/{id}/cancel", web::post().to(cancel));
+    cfg.service(web::resource("/responses").route(web::post().to(create)))
+        .service(web::resource("/responses/{id}").route(web::get().to(retrieve)))
+        .service(web::resource("/responses/{id}/cancel").route(web::post().to(cancel)));
 }

@@ -15,7 +15,7 @@
 
 use super::frames::{self, ClientFrame, FrameError, Request, OWNER_FEED};
 use super::{WsLimits, WsMetrics};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use actix_ws::{CloseCode, CloseReason, Item, Message, MessageStream, ProtocolError, Session};
 use futures::Sink;
 use serde_json::{json, Value};
@@ -588,13 +588,16 @@ async fn forward_session(
                 return outbound.close(Closing::Lagged);
             }
             Some(SubscriptionClosed::Deleted) => {
-                return ended("session_not_found", "the session was deleted");
+                return ended(ErrorCode::SessionNotFound, "the session was deleted");
             }
             Some(SubscriptionClosed::Stopped) | None => {}
         }
         resubscribes += 1;
         if resubscribes > MAX_RESUBSCRIBES {
-            return ended("internal", "the session keeps stopping; subscribe again");
+            return ended(
+                ErrorCode::Internal,
+                "the session keeps stopping; subscribe again",
+            );
         }
         tokio::time::sleep(Duration::from_millis(50 * u64::from(resubscribes))).await;
         log::debug!(
