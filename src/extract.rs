@@ -140,11 +140,16 @@ fn json_error(e: &serde_json::Error, path: &str) -> ApiError {
 }
 
 /// Parses an id from a path segment; 400 `invalid_request` naming `field` when malformed.
+/// Only the hyphenated form (`format: uuid` in the document) is an id.
 pub fn parse_id<T: FromStr>(raw: &str, field: &str) -> Result<T, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::invalid_request(format!("`{field}` must be a UUID, got `{raw}`"))
-            .with("field", field)
-    })
+    let hyphenated = raw.len() == 36;
+    hyphenated
+        .then(|| raw.parse().ok())
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::invalid_request(format!("`{field}` must be a UUID, got `{raw}`"))
+                .with("field", field)
+        })
 }
 
 /// The caller's session named by the `{id}` segment of the path.

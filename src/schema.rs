@@ -283,3 +283,16 @@ pub struct ErrorObjectSchema {
     /// The offending field's JSON path, for `invalid_request`.
     pub field: Option<String>,
 }
+
+/// One Server-Sent Events frame of an event stream, as a client's SSE parser sees it.
+#[derive(ToSchema)]
+#[schema(as = SseFrame)]
+pub struct SseFrameSchema {
+    /// The event's seq (absent on the closing `stream.closed` frame).
+    pub id: Option<String>,
+    /// The event's kind, or `stream.closed` on the last frame.
+    pub event: String,
+    /// The event as JSON (`Event`), or `{"reason"}` on the closing frame.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}

@@ -23,7 +23,7 @@ pub struct ActorTable {
 
 /// Every live session actor, and the registry's figures.
 #[utoipa::path(
-    get, path = "/api/v1/admin/actors", tag = "operators",
+    get, path = "/api/v1/admin/actors", operation_id = "list_actors", tag = "operators",
     responses(
         (status = 200, description = "The actor table", body = ActorTable),
         (status = 401, description = "`unauthorized`", body = ErrorBodySchema),

@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 
 /// Every metric, as text; the list is in docs/OPERATIONS.md.
 #[utoipa::path(
-    get, path = "/metrics", tag = "operators",
+    get, path = "/metrics", operation_id = "metrics", tag = "operators",
     responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String))
 )]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {

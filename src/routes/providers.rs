@@ -33,7 +33,7 @@ pub struct ProviderList {
 
 /// The configured providers, by name.
 #[utoipa::path(
-    get, path = "/api/v1/providers", tag = "providers",
+    get, path = "/api/v1/providers", operation_id = "list_providers", tag = "providers",
     responses(
         (status = 200, description = "The providers", body = ProviderList),
         (status = 401, description = "`unauthorized`", body = ErrorBodySchema),
