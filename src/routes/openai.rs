@@ -16,8 +16,10 @@
 mod chat;
 mod errors;
 mod models;
+mod openapi;
 mod response_events;
 mod responses;
+mod schema;
 mod sessions;
 mod turn;
 
@@ -83,6 +85,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(chat::configure)
             .configure(responses::configure)
             .configure(models::configure)
+            .configure(openapi::configure)
             .default_service(web::to(errors::not_found)),
     );
 }

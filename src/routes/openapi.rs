@@ -57,25 +57,44 @@ impl Modify for BearerAuth {
     }
 }
 
-/// `doc` as this server serves it: the configured provider names set as the enum at each
-/// JSON pointer of `provider_fields`, and, when no tokens are configured (every request acts as
-/// the implicit owner), no security requirement anywhere.
-pub fn served(doc: utoipa::openapi::OpenApi, state: &AppState, provider_fields: &[&str]) -> Value {
+/// `doc` as this server serves it: the configured provider names set as the enum of each
+/// field at the JSON pointers `provider_fields`; `model_fields` (a provider name or
+/// `provider/model`) get the matching pattern; and, when no tokens are configured (every
+/// request acts as the implicit owner), no security requirement anywhere.
+pub fn served(
+    doc: utoipa::openapi::OpenApi,
+    state: &AppState,
+    provider_fields: &[&str],
+    model_fields: &[&str],
+) -> Value {
     let mut doc = serde_json::to_value(doc).unwrap_or_else(|e| {
         // utoipa's types serialize infallibly; an error here is a bug, answered as a document
         // that says so rather than a panic.
         log::error!("the OpenAPI document does not serialize: {e}");
         json!({})
     });
-    let names: Vec<Value> = state
+    let names: Vec<&String> = state
         .runtime
         .providers()
         .iter()
-        .map(|(name, _)| json!(name))
+        .map(|(name, _)| name)
         .collect();
     for pointer in provider_fields {
         if let Some(Value::Object(field)) = doc.pointer_mut(pointer) {
-            field.insert("enum".into(), Value::Array(names.clone()));
+            field.insert("enum".into(), json!(names));
+        }
+    }
+    let model_pattern = format!(
+        "^({})(/.+)?$",
+        names
+            .iter()
+            .map(|name| regex_escaped(name))
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    for pointer in model_fields {
+        if let Some(Value::Object(field)) = doc.pointer_mut(pointer) {
+            field.insert("pattern".into(), json!(model_pattern));
         }
     }
     camel_case_links(&mut doc);
@@ -93,6 +112,18 @@ pub fn served(doc: utoipa::openapi::OpenApi, state: &AppState, provider_fields: 
         }
     }
     doc
+}
+
+/// `text` as a literal in an ECMA-262 (and Python) regular expression.
+fn regex_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\^$.|?*+()[]{}/-".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// utoipa 5.5 serializes Link objects' fields in snake case (`operation_id`); OpenAPI names
@@ -158,6 +189,7 @@ pub async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
         ApiDoc::openapi(),
         &state,
         &["/components/schemas/CreateSession/properties/provider"],
+        &[],
     ))
 }
 

@@ -3,6 +3,10 @@
 
 use super::errors::OpenAiError;
 use super::models::resolve_model;
+use super::schema::{
+    ChatChunkFrameSchema, ChatCompletionSchema, ChatRoleSchema, OpenAiErrorBodySchema,
+    TextPartTypeSchema,
+};
 use super::sessions::{self, Conversation, RoleText, SESSION_ID_HEADER};
 use super::turn::{sse_body, sse_frame, token_counts, SseFrames, StopOnDrop, TurnFollower};
 use super::{OpenAiCaller, OpenAiJson};
@@ -15,6 +19,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use troupe_actors::{ErrorInfo, Event, EventBody, Outcome, RuntimeError};
+use utoipa::ToSchema;
 
 /// How long a streamed answer holds its headers waiting for the first text or the turn's end,
 /// so a turn that fails at once (bad provider key, prompt too long) answers with a real error
@@ -23,11 +28,14 @@ const HEADER_HOLD: Duration = Duration::from_secs(5);
 
 /// The request body. Fields OpenAI defines and Troupe does not use (`temperature`,
 /// `max_tokens`, `tools`, …) are accepted and ignored.
-#[derive(Debug, Deserialize)]
-struct ChatRequest {
-    /// A provider name or `provider/model`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = ChatCompletionRequest)]
+pub(super) struct ChatRequest {
+    /// A provider name or `provider/model` (see `GET /v1/models`).
+    #[schema(min_length = 1)]
     model: String,
-    /// The conversation; it must end with a user message.
+    /// The conversation; it must end with a user message whose text is not empty.
+    #[schema(min_items = 1)]
     messages: Vec<ChatMessage>,
     /// Answer as server-sent chunks.
     #[serde(default)]
@@ -35,40 +43,55 @@ struct ChatRequest {
     /// `include_usage` adds a usage chunk before `[DONE]`.
     #[serde(default)]
     stream_options: Option<StreamOptions>,
-    /// Keys the session `user:<user>` when no session key header is given.
+    /// Keys the session `user:<user>` when no session key header is given (so at most 251
+    /// bytes, no control characters); empty means none.
     #[serde(default)]
+    #[schema(max_length = 251, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     user: Option<String>,
     /// Only 1 is supported: a turn has one answer.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1)]
     n: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Streaming options.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = ChatStreamOptions)]
 struct StreamOptions {
+    /// Adds a usage chunk before `[DONE]`.
     #[serde(default)]
     include_usage: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One message of the conversation.
+#[derive(Debug, Deserialize, ToSchema)]
 struct ChatMessage {
+    /// Who speaks.
+    #[schema(value_type = ChatRoleSchema)]
     role: String,
+    /// Its text, or text parts; none is empty text.
     #[serde(default)]
     content: Option<MessageContent>,
 }
 
 /// A message's content: a string, or parts of which only text ones are supported.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 enum MessageContent {
     Text(String),
     Parts(Vec<ContentPart>),
 }
 
-#[derive(Debug, Deserialize)]
+/// A text part.
+#[derive(Debug, Deserialize, ToSchema)]
 struct ContentPart {
+    /// Only text parts are supported.
     #[serde(rename = "type")]
+    #[schema(value_type = TextPartTypeSchema)]
     kind: String,
+    /// The text.
     #[serde(default)]
+    #[schema(value_type = String, required = true)]
     text: Option<String>,
 }
 
@@ -118,7 +141,35 @@ struct Reply {
     model: String,
 }
 
-async fn create(
+/// One turn in the request's session: a whole `chat.completion`, or `chat.completion.chunk`s
+/// as server-sent events ending `data: [DONE]`.
+#[utoipa::path(
+    post, path = "/v1/chat/completions", operation_id = "create_chat_completion", tag = "openai",
+    params(
+        ("X-Session-Key" = Option<String>, Header, max_length = 256, pattern = r"^[!-~]([ -~]*[!-~])?$", description = "Names the session in the caller's scope (1–256 visible ASCII characters); wins over `user`"),
+        ("x-openclaw-session-key" = Option<String>, Header, max_length = 256, pattern = r"^[!-~]([ -~]*[!-~])?$", description = "Alias of `X-Session-Key`"),
+        ("Idempotency-Key" = Option<String>, Header, max_length = 256, pattern = r"^[!-~]([ -~]*[!-~])?$", description = "Makes the send idempotent in its session: the same key answers the original turn"),
+        ("X-Troupe-Abort-On-Disconnect" = Option<String>, Header, description = "`true` or `1`: a client disconnect stops the turn"),
+    ),
+    request_body = ChatRequest,
+    responses(
+        (status = 200, description = "The answer, whole or streamed", headers(("X-Session-Id" = String, description = "The session that answered")), content(
+            (ChatCompletionSchema = "application/json"),
+            (ChatChunkFrameSchema = "text/event-stream"),
+        )),
+        (status = 400, description = "`invalid_request`, `invalid_json`, `invalid_session_key`", body = OpenAiErrorBodySchema),
+        (status = 401, description = "`invalid_api_key`", body = OpenAiErrorBodySchema),
+        (status = 404, description = "`model_not_found`, `response_not_found`", body = OpenAiErrorBodySchema),
+        (status = 409, description = "The turn was aborted or cancelled by someone else; the session is failed or archived", body = OpenAiErrorBodySchema),
+        (status = 413, description = "`payload_too_large`", body = OpenAiErrorBodySchema),
+        (status = 429, description = "`queue_full`", body = OpenAiErrorBodySchema),
+        (status = 502, description = "The provider failed (the turn's error code)", body = OpenAiErrorBodySchema),
+        (status = 503, description = "The provider is unavailable, or the server stopped while the turn ran", body = OpenAiErrorBodySchema),
+        (status = 504, description = "`turn_timeout`", body = OpenAiErrorBodySchema),
+    ),
+    security(("bearer" = []))
+)]
+pub(super) async fn create(
     caller: OpenAiCaller,
     state: web::Data<AppState>,
     req: HttpRequest,
