@@ -277,7 +277,7 @@ pub struct ErrorBodySchema {
 #[schema(as = ErrorObject)]
 pub struct ErrorObjectSchema {
     /// One of the codes of docs/PROTOCOL.md (`session_not_found`, `invalid_json`, …).
-    pub code: String,
+    pub code: crate::error::ErrorCode,
     /// Human text.
     pub message: String,
     /// The offending field's JSON path, for `invalid_request`.

@@ -2,15 +2,18 @@
 //! One test binary with modules, so it links once.
 
 mod auth;
+mod contract;
 mod events;
 mod fuzz;
 mod helpers;
 mod openai;
+mod openapi;
 mod openai_python;
 mod operators;
 mod readme;
 #[path = "../support/server_process.rs"]
 mod server_process;
+mod schemathesis;
 mod sessions;
 mod shutdown;
 mod smoke;
