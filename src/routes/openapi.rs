@@ -84,6 +84,17 @@ pub fn served(
             field.insert("enum".into(), json!(names));
         }
     }
+    // The request examples name `echo`; a server without it gets its first provider there.
+    if let Some(first) = names.first() {
+        for pointer in provider_fields.iter().chain(model_fields) {
+            if let Some((schema, field)) = pointer.split_once("/properties/") {
+                if let Some(Value::Object(example)) = doc.pointer_mut(&format!("{schema}/example"))
+                {
+                    example.insert(field.to_string(), json!(first));
+                }
+            }
+        }
+    }
     let model_pattern = format!(
         "^({})(/.+)?$",
         names

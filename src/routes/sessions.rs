@@ -19,6 +19,7 @@ pub const DEFAULT_SESSIONS_PAGE: usize = 100;
 /// `POST /sessions`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"provider": "echo", "key": "demo", "title": "Demo"}))]
 pub struct CreateSession {
     /// A configured provider (`GET /api/v1/providers`); the served document lists them.
     #[schema(min_length = 1)]

@@ -71,7 +71,11 @@ async fn openai_bodies_must_be_objects_and_type_errors_name_the_field() {
     let array = app.post("/v1/chat/completions", json!([null, null])).await;
     assert_eq!(array.0, 400, "{}", array.1);
     assert_eq!(array.1["error"]["code"], "invalid_request", "{}", array.1);
-    assert_eq!(array.1["error"]["type"], "invalid_request_error", "{}", array.1);
+    assert_eq!(
+        array.1["error"]["type"], "invalid_request_error",
+        "{}",
+        array.1
+    );
 
     let background = app
         .post(
@@ -80,7 +84,11 @@ async fn openai_bodies_must_be_objects_and_type_errors_name_the_field() {
         )
         .await;
     assert_eq!(background.0, 400, "{}", background.1);
-    assert_eq!(background.1["error"]["param"], "background", "{}", background.1);
+    assert_eq!(
+        background.1["error"]["param"], "background",
+        "{}",
+        background.1
+    );
 
     let messages = app
         .post(
@@ -148,7 +156,10 @@ async fn every_documented_path_answers_other_methods_with_405_and_allow() {
                     .collect();
                 assert_eq!(allow, allowed, "{method} {path}");
                 let (_, body) = status_json(response).await;
-                assert_eq!(body["error"]["code"], "method_not_allowed", "{path}: {body}");
+                assert_eq!(
+                    body["error"]["code"], "method_not_allowed",
+                    "{path}: {body}"
+                );
                 if path.starts_with("/v1/") {
                     assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
                 }
@@ -167,9 +178,7 @@ async fn seq_cursors_take_exactly_int64_from_zero() {
     let app = spawn_app().await;
     let id = app.create_session().await;
     let events = format!("/api/v1/sessions/{id}/events");
-    let (status, body) = app
-        .get(&format!("{events}?after_seq={}", i64::MAX))
-        .await;
+    let (status, body) = app.get(&format!("{events}?after_seq={}", i64::MAX)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["events"], json!([]));
     for bad in ["-1", "9223372036854775808", "18446744073709551615", "x"] {
@@ -216,4 +225,21 @@ async fn path_ids_are_hyphenated_uuids_only() {
     assert_eq!(answer.1["error"]["field"], "session_id");
     let (status, _) = app.get(&format!("/api/v1/sessions/{id}")).await;
     assert_eq!(status, 200);
+}
+
+#[actix_rt::test]
+async fn an_idempotency_key_is_bounded_like_a_client_message_id() {
+    let app = spawn_app().await;
+    let send = |key: String| {
+        app.client
+            .post(app.url("/v1/chat/completions"))
+            .header("idempotency-key", key)
+            .json(&json!({"model": "echo", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let (status, body) = status_json(send("k".repeat(257)).await.unwrap()).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "Idempotency-Key", "{body}");
+    let (status, body) = status_json(send("k".repeat(256)).await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
 }

@@ -7,13 +7,13 @@ mod events;
 mod fuzz;
 mod helpers;
 mod openai;
-mod openapi;
 mod openai_python;
+mod openapi;
 mod operators;
 mod readme;
+mod schemathesis;
 #[path = "../support/server_process.rs"]
 mod server_process;
-mod schemathesis;
 mod sessions;
 mod shutdown;
 mod smoke;

@@ -88,7 +88,11 @@ async fn bounds_and_lengths_are_the_ones_the_server_enforces() {
         (&send["client_message_id"], 1, Some(256)),
     ] {
         assert_eq!(field["minLength"], min, "{field}");
-        assert_eq!(field.get("maxLength").and_then(Value::as_u64), max, "{field}");
+        assert_eq!(
+            field.get("maxLength").and_then(Value::as_u64),
+            max,
+            "{field}"
+        );
     }
     assert_eq!(create["provider"]["enum"], json!(["echo"]));
     let project = parameter(&operation(&doc, "list_sessions"), "project");
@@ -108,10 +112,8 @@ async fn the_provider_enum_is_the_configured_providers() {
     let app = spawn_app_with(|c| {
         c.providers.clear();
         for name in ["alpha", "beta"] {
-            c.providers.insert(
-                name.into(),
-                ProviderConfig::of_kind(ProviderKind::Echo),
-            );
+            c.providers
+                .insert(name.into(), ProviderConfig::of_kind(ProviderKind::Echo));
         }
     })
     .await;
@@ -194,11 +196,14 @@ async fn security_is_declared_only_when_tokens_are_required() {
             doc["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"
         );
-        assert!(operation(&doc, if document.starts_with("/v1") {
-            "create_response"
-        } else {
-            "create_session"
-        })["security"]
+        assert!(operation(
+            &doc,
+            if document.starts_with("/v1") {
+                "create_response"
+            } else {
+                "create_session"
+            }
+        )["security"]
             .is_array());
     }
 }

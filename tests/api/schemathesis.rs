@@ -57,7 +57,13 @@ fn write_config(dir: &Path, tokens: bool) -> PathBuf {
 }
 
 /// Runs schemathesis on `document` of `server`; the exit status and the output's tail.
-fn run(program: &Path, server: &ServerProcess, document: &str, tokens: bool, cwd: &Path) -> (bool, String) {
+fn run(
+    program: &Path,
+    server: &ServerProcess,
+    document: &str,
+    tokens: bool,
+    cwd: &Path,
+) -> (bool, String) {
     let mut command = Command::new(program);
     command
         .current_dir(cwd)

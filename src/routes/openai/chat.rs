@@ -29,7 +29,13 @@ const HEADER_HOLD: Duration = Duration::from_secs(5);
 /// The request body. Fields OpenAI defines and Troupe does not use (`temperature`,
 /// `max_tokens`, `tools`, …) are accepted and ignored.
 #[derive(Debug, Deserialize, ToSchema)]
-#[schema(as = ChatCompletionRequest)]
+#[schema(
+    as = ChatCompletionRequest,
+    example = json!({"model": "echo", "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hello"}
+    ]})
+)]
 pub(super) struct ChatRequest {
     /// A provider name or `provider/model` (see `GET /v1/models`).
     #[schema(min_length = 1)]
@@ -146,9 +152,9 @@ struct Reply {
 #[utoipa::path(
     post, path = "/v1/chat/completions", operation_id = "create_chat_completion", tag = "openai",
     params(
-        ("X-Session-Key" = Option<String>, Header, max_length = 256, pattern = r"^[!-~]([ -~]*[!-~])?$", description = "Names the session in the caller's scope (1–256 visible ASCII characters); wins over `user`"),
-        ("x-openclaw-session-key" = Option<String>, Header, max_length = 256, pattern = r"^[!-~]([ -~]*[!-~])?$", description = "Alias of `X-Session-Key`"),
-        ("Idempotency-Key" = Option<String>, Header, max_length = 256, pattern = r"^[!-~]([ -~]*[!-~])?$", description = "Makes the send idempotent in its session: the same key answers the original turn"),
+        ("X-Session-Key" = Option<String>, Header, max_length = 256, pattern = r"^[ -~]*[!-~][ -~]*$", description = "Names the session in the caller's scope: 1–256 printable ASCII characters, not only spaces; wins over `user`"),
+        ("x-openclaw-session-key" = Option<String>, Header, max_length = 256, pattern = r"^[ -~]*[!-~][ -~]*$", description = "Alias of `X-Session-Key`"),
+        ("Idempotency-Key" = Option<String>, Header, max_length = 256, pattern = r"^[\t -~]*$", description = "Makes the send idempotent in its session: the same key answers the original turn; empty means none"),
         ("X-Troupe-Abort-On-Disconnect" = Option<String>, Header, description = "`true` or `1`: a client disconnect stops the turn"),
     ),
     request_body = ChatRequest,
@@ -187,11 +193,11 @@ pub(super) async fn create(
         .collect::<Result<Vec<_>, _>>()?;
     let conversation = Conversation::new(messages, None, "messages")?;
     let key = match sessions::header_key(&req)? {
-        Some(key) => Some(key),
-        None => body
-            .user
-            .filter(|u| !u.is_empty())
-            .map(|u| format!("user:{u}")),
+        Some(key) => {
+            sessions::user_key(body.user)?;
+            Some(key)
+        }
+        None => sessions::user_key(body.user)?,
     };
     let target = sessions::keyed_or_one_off(&state, &owner, &choice, key).await?;
     let client_message_id = sessions::idempotency_key(&req)?;

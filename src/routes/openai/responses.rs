@@ -27,7 +27,12 @@ const CANCEL_WAIT: Duration = Duration::from_secs(10);
 /// The request body. Fields OpenAI defines and Troupe does not use (`tools`, `temperature`,
 /// `max_output_tokens`, `store`, …) are accepted and ignored.
 #[derive(Debug, Deserialize, ToSchema)]
-#[schema(as = CreateResponseRequest)]
+#[schema(
+    as = CreateResponseRequest,
+    example = json!({"model": "echo", "instructions": "be brief", "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "hello"}]}
+    ]})
+)]
 pub(super) struct CreateResponse {
     /// A provider name or `provider/model` (see `GET /v1/models`).
     #[schema(min_length = 1)]
@@ -160,9 +165,9 @@ async fn target_of(
 #[utoipa::path(
     post, path = "/v1/responses", operation_id = "create_response", tag = "openai",
     params(
-        ("X-Session-Key" = Option<String>, Header, max_length = 256, pattern = r"^[!-~]([ -~]*[!-~])?$", description = "Names the session in the caller's scope (1–256 visible ASCII characters); wins over `user`"),
-        ("x-openclaw-session-key" = Option<String>, Header, max_length = 256, pattern = r"^[!-~]([ -~]*[!-~])?$", description = "Alias of `X-Session-Key`"),
-        ("Idempotency-Key" = Option<String>, Header, max_length = 256, pattern = r"^[!-~]([ -~]*[!-~])?$", description = "Makes the send idempotent in its session: the same key answers the original turn"),
+        ("X-Session-Key" = Option<String>, Header, max_length = 256, pattern = r"^[ -~]*[!-~][ -~]*$", description = "Names the session in the caller's scope: 1–256 printable ASCII characters, not only spaces; wins over `user`"),
+        ("x-openclaw-session-key" = Option<String>, Header, max_length = 256, pattern = r"^[ -~]*[!-~][ -~]*$", description = "Alias of `X-Session-Key`"),
+        ("Idempotency-Key" = Option<String>, Header, max_length = 256, pattern = r"^[\t -~]*$", description = "Makes the send idempotent in its session: the same key answers the original turn; empty means none"),
         ("X-Troupe-Abort-On-Disconnect" = Option<String>, Header, description = "`true` or `1`: a client disconnect stops the turn"),
     ),
     request_body = CreateResponse,
