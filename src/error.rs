@@ -287,3 +287,79 @@ pub fn backticked(text: &str) -> Option<&str> {
     parts.next()?;
     parts.next()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code; the `match` makes adding a code without listing it here a compile error.
+    fn all() -> Vec<ErrorCode> {
+        use ErrorCode::*;
+        let all = vec![
+            InvalidJson,
+            InvalidRequest,
+            PayloadTooLarge,
+            Unauthorized,
+            Forbidden,
+            SessionNotFound,
+            TurnNotFound,
+            NotFound,
+            MethodNotAllowed,
+            UnknownProvider,
+            InvalidSessionKey,
+            ProjectNotAllowed,
+            SessionBusy,
+            QueueFull,
+            SessionFailed,
+            SessionArchived,
+            NotRunning,
+            TurnRunning,
+            ProviderUnavailable,
+            StoreUnavailable,
+            Internal,
+        ];
+        for code in &all {
+            match code {
+                InvalidJson | InvalidRequest | PayloadTooLarge | Unauthorized | Forbidden
+                | SessionNotFound | TurnNotFound | NotFound | MethodNotAllowed
+                | UnknownProvider | InvalidSessionKey | ProjectNotAllowed | SessionBusy
+                | QueueFull | SessionFailed | SessionArchived | NotRunning | TurnRunning
+                | ProviderUnavailable | StoreUnavailable | Internal => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn only_internal_is_a_500_and_the_wire_name_is_the_serialized_one() {
+        for code in all() {
+            assert_eq!(
+                code.status() == StatusCode::INTERNAL_SERVER_ERROR,
+                code == ErrorCode::Internal,
+                "{code}"
+            );
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
+            let body = ApiError::new(code, "m").body();
+            assert_eq!(body["error"]["code"], code.as_str());
+        }
+    }
+
+    #[test]
+    fn runtime_errors_map_by_variant() {
+        let cases = [
+            (RuntimeError::SessionNotFound, 404),
+            (RuntimeError::QueueFull { max: 3 }, 429),
+            (RuntimeError::UnknownProvider("x".into()), 400),
+            (RuntimeError::SessionBusy, 409),
+            (
+                RuntimeError::Store(troupe_actors::store::StoreError::Engine("disk".into())),
+                503,
+            ),
+            (RuntimeError::Internal("bug".into()), 500),
+        ];
+        for (error, status) in cases {
+            let api = ApiError::from(error);
+            assert_eq!(api.status_code().as_u16(), status, "{api}");
+        }
+    }
+}
