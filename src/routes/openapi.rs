@@ -6,7 +6,7 @@
 use crate::routes::{admin, controls, events, health, metrics, providers, sessions, turns};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -111,18 +111,25 @@ pub fn served(
     camel_case_links(&mut doc);
     non_null_parameters(&mut doc);
     if !state.auth.enabled() {
-        if let Some(Value::Object(paths)) = doc.get_mut("paths") {
-            for operation in paths.values_mut().filter_map(Value::as_object_mut) {
-                for op in operation.values_mut().filter_map(Value::as_object_mut) {
-                    op.remove("security");
-                }
-            }
+        for operation in operations_mut(&mut doc) {
+            operation.remove("security");
         }
         if let Some(Value::Object(components)) = doc.get_mut("components") {
             components.remove("securitySchemes");
         }
     }
     doc
+}
+
+/// Every operation object of `doc` (`paths.<path>.<method>`).
+fn operations_mut(doc: &mut Value) -> impl Iterator<Item = &mut Map<String, Value>> {
+    doc.get_mut("paths")
+        .and_then(Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(Value::as_object_mut)
 }
 
 /// `text` as a literal in an ECMA-262 (and Python) regular expression.
@@ -140,13 +147,7 @@ fn regex_escaped(text: &str) -> String {
 /// utoipa 5.5 serializes Link objects' fields in snake case (`operation_id`); OpenAPI names
 /// them `operationId`, `operationRef`, `requestBody`, and clients ignore the others.
 fn camel_case_links(doc: &mut Value) {
-    let Some(Value::Object(paths)) = doc.get_mut("paths") else {
-        return;
-    };
-    let responses = paths
-        .values_mut()
-        .filter_map(Value::as_object_mut)
-        .flat_map(|item| item.values_mut())
+    let responses = operations_mut(doc)
         .filter_map(|op| op.get_mut("responses").and_then(Value::as_object_mut))
         .flat_map(|responses| responses.values_mut());
     for response in responses {
@@ -170,13 +171,7 @@ fn camel_case_links(doc: &mut Value) {
 /// A query, path or header parameter is text on the wire, never JSON `null`; utoipa writes
 /// `Option<T>` parameters as `[T, "null"]`, which would invite clients to send `null`.
 fn non_null_parameters(doc: &mut Value) {
-    let Some(Value::Object(paths)) = doc.get_mut("paths") else {
-        return;
-    };
-    let parameters = paths
-        .values_mut()
-        .filter_map(Value::as_object_mut)
-        .flat_map(|item| item.values_mut())
+    let parameters = operations_mut(doc)
         .filter_map(|op| op.get_mut("parameters").and_then(Value::as_array_mut))
         .flat_map(|parameters| parameters.iter_mut());
     for parameter in parameters {

@@ -87,10 +87,7 @@ fn turn_id(req: &HttpRequest) -> Result<TurnId, ApiError> {
             ("ListEvents" = (operation_id = "list_events", parameters(("id" = "$request.path.id")))),
             ("ListTurns" = (operation_id = "list_turns", parameters(("id" = "$request.path.id")))),
         )),
-        (status = 200, description = "A repeated `client_message_id`: the original turn", body = TurnAccepted, links(
-            ("ListEvents" = (operation_id = "list_events", parameters(("id" = "$request.path.id")))),
-            ("ListTurns" = (operation_id = "list_turns", parameters(("id" = "$request.path.id")))),
-        )),
+        (status = 200, description = "A repeated `client_message_id`: the original turn", body = TurnAccepted),
         (status = 400, description = "`invalid_json`, `invalid_request`", body = ErrorBodySchema),
         (status = 401, description = "`unauthorized`", body = ErrorBodySchema),
         (status = 404, description = "`session_not_found`", body = ErrorBodySchema),

@@ -7,7 +7,7 @@ use super::models::resolve_model;
 use super::response_events::{parse_response_id, ResponseMeta, ResponseProjection};
 use super::schema::{
     ChatRoleSchema, InputItemTypeSchema, OpenAiErrorBodySchema, ResponseEventFrameSchema,
-    ResponseSchema, TextPartTypeSchema,
+    ResponseSchema, TextPartTypeSchema, TurnErrors, TurnHeaders,
 };
 use super::sessions::{self, Conversation, RoleText, Target, SESSION_ID_HEADER};
 use super::turn::{read_turn, sse_body, sse_frame, stop_turn, SseFrames, StopOnDrop, TurnFollower};
@@ -165,10 +165,7 @@ async fn target_of(
 #[utoipa::path(
     post, path = "/v1/responses", operation_id = "create_response", tag = "openai",
     params(
-        ("X-Session-Key" = Option<String>, Header, max_length = 256, pattern = r"^[ -~]*[!-~][ -~]*$", description = "Names the session in the caller's scope: 1–256 printable ASCII characters, not only spaces; wins over `user`"),
-        ("x-openclaw-session-key" = Option<String>, Header, max_length = 256, pattern = r"^[ -~]*[!-~][ -~]*$", description = "Alias of `X-Session-Key`"),
-        ("Idempotency-Key" = Option<String>, Header, max_length = 256, pattern = r"^[\t -~]*$", description = "Makes the send idempotent in its session: the same key answers the original turn; empty means none"),
-        ("X-Troupe-Abort-On-Disconnect" = Option<String>, Header, description = "`true` or `1`: a client disconnect stops the turn"),
+        TurnHeaders,
     ),
     request_body = CreateResponse,
     responses(
@@ -179,15 +176,7 @@ async fn target_of(
             ("GetResponse" = (operation_id = "get_response", parameters(("id" = "$response.body#/id")))),
             ("CancelResponse" = (operation_id = "cancel_response", parameters(("id" = "$response.body#/id")))),
         )),
-        (status = 400, description = "`invalid_request`, `invalid_json`, `invalid_session_key`", body = OpenAiErrorBodySchema),
-        (status = 401, description = "`invalid_api_key`", body = OpenAiErrorBodySchema),
-        (status = 404, description = "`model_not_found`, `response_not_found`", body = OpenAiErrorBodySchema),
-        (status = 409, description = "The turn was aborted or cancelled by someone else; the session is failed or archived", body = OpenAiErrorBodySchema),
-        (status = 413, description = "`payload_too_large`", body = OpenAiErrorBodySchema),
-        (status = 429, description = "`queue_full`", body = OpenAiErrorBodySchema),
-        (status = 502, description = "The provider failed (the turn's error code)", body = OpenAiErrorBodySchema),
-        (status = 503, description = "The provider is unavailable, or the server stopped while the turn ran", body = OpenAiErrorBodySchema),
-        (status = 504, description = "`turn_timeout`", body = OpenAiErrorBodySchema),
+        TurnErrors,
     ),
     security(("bearer" = []))
 )]

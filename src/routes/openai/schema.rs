@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 
 /// A message's role.
 #[derive(ToSchema)]
@@ -234,4 +234,64 @@ pub struct OpenAiErrorObjectSchema {
     pub code: String,
     /// The request field or header at fault, when one is.
     pub param: Option<String>,
+}
+
+/// The request headers of the two routes that send a turn (chat completions, responses).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct TurnHeaders {
+    /// Names the session in the caller's scope: 1–256 printable ASCII characters, not only
+    /// spaces; wins over `user`. Every session key header present must be valid.
+    #[param(
+        rename = "X-Session-Key",
+        max_length = 256,
+        pattern = r"^[ -~]*[!-~][ -~]*$"
+    )]
+    pub session_key: Option<String>,
+    /// Alias of `X-Session-Key`.
+    #[param(
+        rename = "x-openclaw-session-key",
+        max_length = 256,
+        pattern = r"^[ -~]*[!-~][ -~]*$"
+    )]
+    pub openclaw_session_key: Option<String>,
+    /// Makes the send idempotent in its session: the same key answers the original turn;
+    /// empty means none.
+    #[param(rename = "Idempotency-Key", max_length = 256, pattern = r"^[\t -~]*$")]
+    pub idempotency_key: Option<String>,
+    /// `true` or `1`: a client disconnect stops the turn.
+    #[param(rename = "X-Troupe-Abort-On-Disconnect")]
+    pub abort_on_disconnect: Option<String>,
+}
+
+/// The error answers of the two routes that send a turn.
+#[derive(IntoResponses)]
+pub enum TurnErrors {
+    /// `invalid_request`, `invalid_json`, `invalid_session_key`.
+    #[response(status = 400)]
+    BadRequest(OpenAiErrorBodySchema),
+    /// `invalid_api_key`.
+    #[response(status = 401)]
+    Unauthorized(OpenAiErrorBodySchema),
+    /// `model_not_found`, `response_not_found`.
+    #[response(status = 404)]
+    NotFound(OpenAiErrorBodySchema),
+    /// The turn was aborted or cancelled by someone else; the session is failed or archived.
+    #[response(status = 409)]
+    Conflict(OpenAiErrorBodySchema),
+    /// `payload_too_large`.
+    #[response(status = 413)]
+    TooLarge(OpenAiErrorBodySchema),
+    /// `queue_full`.
+    #[response(status = 429)]
+    QueueFull(OpenAiErrorBodySchema),
+    /// The provider failed (the turn's error code).
+    #[response(status = 502)]
+    ProviderFailed(OpenAiErrorBodySchema),
+    /// The provider is unavailable, or the server stopped while the turn ran.
+    #[response(status = 503)]
+    Unavailable(OpenAiErrorBodySchema),
+    /// `turn_timeout`.
+    #[response(status = 504)]
+    Timeout(OpenAiErrorBodySchema),
 }
