@@ -77,40 +77,33 @@ async fn openai_bodies_must_be_objects_and_type_errors_name_the_field() {
         array.1
     );
 
-    let background = app
-        .post(
+    let user = |content: Value| json!([{"role": "user", "content": content}]);
+    for (path, body, param) in [
+        (
             "/v1/responses",
             json!({"model": "echo", "input": "hi", "background": 1}),
-        )
-        .await;
-    assert_eq!(background.0, 400, "{}", background.1);
-    assert_eq!(
-        background.1["error"]["param"], "background",
-        "{}",
-        background.1
-    );
-
-    let messages = app
-        .post(
+            "background",
+        ),
+        (
             "/v1/chat/completions",
-            json!({"model": "echo", "messages": [{"role": "user", "content": 5}]}),
-        )
-        .await;
-    assert_eq!(messages.0, 400, "{}", messages.1);
-    assert_eq!(
-        messages.1["error"]["param"], "messages[0].content",
-        "{}",
-        messages.1
-    );
-
-    let metadata = app
-        .post(
+            json!({"model": "echo", "messages": user(json!(5))}),
+            "messages[0].content",
+        ),
+        (
             "/v1/responses",
             json!({"model": "echo", "input": "hi", "metadata": 5}),
-        )
-        .await;
-    assert_eq!(metadata.0, 400, "{}", metadata.1);
-    assert_eq!(metadata.1["error"]["param"], "metadata", "{}", metadata.1);
+            "metadata",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "echo", "messages": user(json!("x")), "user": "a\u{1}"}),
+            "user",
+        ),
+    ] {
+        let (status, answer) = app.post(path, body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["param"], param, "{answer}");
+    }
 }
 
 /// A concrete path for a documented one.
@@ -238,4 +231,23 @@ async fn an_idempotency_key_is_bounded_like_a_client_message_id() {
     assert_eq!(body["error"]["param"], "Idempotency-Key", "{body}");
     let (status, body) = status_json(send("k".repeat(256)).await.unwrap()).await;
     assert_eq!(status, 200, "{body}");
+}
+
+#[actix_rt::test]
+async fn every_session_key_header_present_is_checked() {
+    let app = spawn_app().await;
+    let (status, body) = status_json(
+        app.client
+            .post(app.url("/v1/chat/completions"))
+            .header("x-session-key", "good")
+            .header("x-openclaw-session-key", "")
+            .json(&json!({"model": "echo", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_session_key", "{body}");
+    assert_eq!(body["error"]["param"], "x-openclaw-session-key", "{body}");
 }
