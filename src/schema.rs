@@ -1,6 +1,7 @@
 //! OpenAPI schemas of the core's wire types. The runtime crate knows no HTTP (nor utoipa), so its
-//! serialized shapes are described here, field for field; `tests/api/openapi.rs` checks that
-//! every property named here is what the server really sends.
+//! serialized shapes are described here, field for field; `tests/api/operators.rs` checks that
+//! every property named here is what the server really sends, and schemathesis
+//! (`tests/api/schemathesis.rs`) checks every answer against them.
 
 use serde_json::Value;
 use utoipa::ToSchema;

@@ -5,6 +5,9 @@
 //! - Under `/api/v1`: [`sessions`] (CRUD), [`turns`] (send, list, cancel, promote),
 //!   [`controls`] (abort, pause, resume, reset), [`events`] (page, SSE stream),
 //!   [`providers`], [`admin`] (actor table), [`openapi`] (the generated document).
+//!
+//! Every route is a `web::resource`, so a path answers a method it does not serve with 405 and
+//! `Allow` (given its body by [`crate::error::method_not_allowed`]), never 404.
 
 pub mod admin;
 pub mod controls;

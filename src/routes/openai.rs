@@ -12,6 +12,8 @@
 //! - [`turn`]: following one turn through its session's event log, and stopping it when the
 //!   client goes away and asked for that.
 //! - [`errors`]: errors in OpenAI's shape.
+//! - [`openapi`]: `GET /v1/openapi.json`, the document of these routes; [`schema`]: the
+//!   schemas of their answers.
 
 mod chat;
 mod errors;

@@ -107,14 +107,23 @@ fn schemathesis_finds_no_failure_in_either_document_with_or_without_tokens() {
         for document in DOCUMENTS {
             let begun = Instant::now();
             let (passed, output) = run(&program, &server, document, tokens, dir.path());
+            // "Test cases:" is followed by e.g. "860 generated, 860 passed".
+            let cases = output
+                .lines()
+                .skip_while(|l| !l.starts_with("Test cases:"))
+                .nth(1)
+                .unwrap_or("(no count)")
+                .trim()
+                .to_string();
             let summary = output
                 .lines()
                 .rev()
                 .find(|l| l.contains(" in ") && l.starts_with('='))
                 .unwrap_or("(no summary)")
+                .trim_matches(|c| c == '=' || c == ' ')
                 .to_string();
             eprintln!(
-                "schemathesis {document} (tokens: {tokens}): {summary} [{:.0?}]",
+                "schemathesis {document} (tokens: {tokens}): {cases}; {summary} [{:.0?}]",
                 begun.elapsed()
             );
             if !passed {
