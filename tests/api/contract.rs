@@ -185,6 +185,16 @@ async fn seq_cursors_take_exactly_int64_from_zero() {
         assert_error(&answer, 400, "invalid_request");
         assert_eq!(answer.1["error"]["field"], "limit");
     }
+    // The Responses API's cursor follows the same rule.
+    for bad in ["-1", "9223372036854775808"] {
+        let (status, body) = app
+            .get(&format!(
+                "/v1/responses/resp_0?stream=true&starting_after={bad}"
+            ))
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    }
     // A malformed query cursor is refused even when the header would win.
     for (query, header, field) in [
         ("?after_seq=-1", "0", "after_seq"),

@@ -327,10 +327,10 @@ pub(super) struct RetrieveQuery {
     /// Answer as the event stream, replayed from the durable log, then live.
     #[serde(default)]
     stream: Option<bool>,
-    /// With `stream=true`: only events whose `sequence_number` is greater.
+    /// With `stream=true`: only events whose `sequence_number` is greater (an `int64` from 0).
     #[serde(default)]
     #[param(minimum = 0)]
-    starting_after: Option<u64>,
+    starting_after: Option<i64>,
 }
 
 /// The response as its durable log has it now, or its events replayed then followed live.
@@ -357,6 +357,14 @@ pub(super) async fn retrieve(
     id: web::Path<String>,
     query: web::Query<RetrieveQuery>,
 ) -> Result<HttpResponse, OpenAiError> {
+    let starting_after = query
+        .starting_after
+        .map(u64::try_from)
+        .transpose()
+        .map_err(|_| {
+            OpenAiError::invalid_request("`starting_after` must be a sequence number from 0")
+                .param("starting_after")
+        })?;
     let (handle, mut projection) = find(&state, &caller.0.owner, &id)?;
     let (session, turn) =
         parse_response_id(&id).ok_or_else(|| OpenAiError::response_not_found(&id))?;
@@ -375,7 +383,7 @@ pub(super) async fn retrieve(
         })?;
     let frames = ResponseFrames {
         projection,
-        starting_after: query.starting_after,
+        starting_after,
     };
     Ok(HttpResponse::Ok()
         .insert_header(session_header)
