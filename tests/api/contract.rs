@@ -35,7 +35,17 @@ async fn json_arrays_are_refused_as_bodies_and_change_nothing() {
 #[actix_rt::test]
 async fn valid_json_of_the_wrong_shape_is_not_called_invalid_json() {
     let app = spawn_app().await;
-    for body in ["[null,null,null]", "\"echo\"", "3", "null", "true"] {
+    let cases = [
+        ("[null,null,null]", "invalid_request"),
+        ("\"echo\"", "invalid_request"),
+        ("3", "invalid_request"),
+        ("null", "invalid_request"),
+        ("true", "invalid_request"),
+        ("[null,", "invalid_json"),
+        ("{\"provider\": ", "invalid_json"),
+        ("[1] trailing", "invalid_json"),
+    ];
+    for (body, code) in cases {
         let answer = app
             .post_bytes(
                 "/api/v1/sessions",
@@ -43,25 +53,11 @@ async fn valid_json_of_the_wrong_shape_is_not_called_invalid_json() {
                 body.as_bytes().to_vec(),
             )
             .await;
-        assert_error(&answer, 400, "invalid_request");
-        assert!(
-            answer.1["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("JSON object"),
-            "{body}: {}",
-            answer.1
-        );
-    }
-    for body in ["[null,", "{\"provider\": ", "[1] trailing"] {
-        let answer = app
-            .post_bytes(
-                "/api/v1/sessions",
-                Some("application/json"),
-                body.as_bytes().to_vec(),
-            )
-            .await;
-        assert_error(&answer, 400, "invalid_json");
+        assert_error(&answer, 400, code);
+        if code == "invalid_request" {
+            let message = answer.1["error"]["message"].as_str().unwrap();
+            assert!(message.contains("JSON object"), "{body}: {}", answer.1);
+        }
     }
 }
 
