@@ -1,5 +1,8 @@
 //! Authentication: bearer tokens map to owners; without tokens one implicit owner `local`.
-//! Tokens come from `Authorization: Bearer …` or, for WebSockets, `?access_token=`.
+//! Tokens come from `Authorization: Bearer …`; only the streaming doors a browser opens without
+//! headers (the WebSocket and the SSE event stream) also take `?access_token=`
+//! ([`Auth::authenticate_stream`]). Everywhere else the query token is ignored: URLs end up in
+//! access logs, proxies and browser history, so a token there is a token leaked.
 
 use crate::config::AuthConfig;
 use crate::error::ApiError;
@@ -53,17 +56,25 @@ impl Auth {
         !self.tokens.is_empty()
     }
 
-    /// The caller a request authenticates as.
+    /// The caller a request authenticates as, by its `Authorization` header.
     pub fn authenticate(&self, req: &HttpRequest) -> Result<Caller, ApiError> {
+        self.authenticate_with(bearer(req))
+    }
+
+    /// The caller of a streaming door (WebSocket, SSE): the `Authorization` header, or else
+    /// `?access_token=`, because browsers' `WebSocket` and `EventSource` cannot send headers.
+    pub fn authenticate_stream(&self, req: &HttpRequest) -> Result<Caller, ApiError> {
+        self.authenticate_with(bearer(req).or_else(|| query_token(req)))
+    }
+
+    fn authenticate_with(&self, token: Option<String>) -> Result<Caller, ApiError> {
         if !self.enabled() {
             return Ok(Caller {
                 owner: LOCAL_OWNER.into(),
                 admin: true,
             });
         }
-        let token = bearer(req)
-            .or_else(|| query_token(req))
-            .ok_or_else(ApiError::unauthorized)?;
+        let token = token.ok_or_else(ApiError::unauthorized)?;
         self.tokens
             .get(&token)
             .cloned()
@@ -93,7 +104,7 @@ impl FromRequest for Caller {
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let result = match req.app_data::<web::Data<AppState>>() {
             Some(state) => state.auth.authenticate(req),
-            None => Err(ApiError::new("internal", "application state missing")),
+            None => Err(ApiError::state_missing()),
         };
         ready(result)
     }

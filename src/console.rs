@@ -17,10 +17,10 @@ const CACHE_CONTROL: (header::HeaderName, &str) = (header::CACHE_CONTROL, "no-ca
 
 /// Mounts the console: `GET /` (and `/index.html`), `/app.js` and `/app.css`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(index))
-        .route("/index.html", web::get().to(index))
-        .route("/app.js", web::get().to(app_js))
-        .route("/app.css", web::get().to(app_css));
+    cfg.service(web::resource("/").route(web::get().to(index)))
+        .service(web::resource("/index.html").route(web::get().to(index)))
+        .service(web::resource("/app.js").route(web::get().to(app_js)))
+        .service(web::resource("/app.css").route(web::get().to(app_css)));
 }
 
 async fn index() -> HttpResponse {

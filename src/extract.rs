@@ -3,7 +3,7 @@
 //! field) and [`OwnedSession`] (the caller's session named by the `{id}` path segment).
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{backticked, ApiError, ErrorCode};
 use crate::state::AppState;
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -68,7 +68,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
 /// 413 `payload_too_large` with the limit.
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(
-        "payload_too_large",
+        ErrorCode::PayloadTooLarge,
         format!("request body is larger than {limit} bytes"),
     )
     .with("limit", limit)
@@ -90,19 +90,24 @@ fn content_type_error(req: &HttpRequest) -> Option<ApiError> {
     })
 }
 
-/// Parses `body` as `T` (every request body of the API is a JSON object): syntax errors are
-/// `invalid_json`, shape errors `invalid_request` with the field's JSON path.
+/// Parses `body` as `T`. Every request body of the API is a JSON object: valid JSON of another
+/// shape (`[null, null]`, `"x"`, `3`) is `invalid_request`, never read into a struct field by
+/// field; syntax errors are `invalid_json`; shape errors `invalid_request` with the field's
+/// JSON path.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => ApiError::invalid_request("the body must be a JSON object")
+                    .with("field", Value::Null),
+                Err(e) => json_error(&e, "."),
+            },
+        );
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-        if !object && inner.is_data() {
-            return ApiError::invalid_request("the body must be a JSON object")
-                .with("field", Value::Null);
-        }
-        json_error(&inner, &path)
+        json_error(&e.into_inner(), &path)
     })?;
     de.end().map_err(|e| json_error(&e, "."))?;
     Ok(value)
@@ -112,7 +117,7 @@ fn json_error(e: &serde_json::Error, path: &str) -> ApiError {
     use serde_json::error::Category;
     match e.classify() {
         Category::Syntax | Category::Eof => {
-            ApiError::new("invalid_json", format!("malformed JSON: {e}"))
+            ApiError::new(ErrorCode::InvalidJson, format!("malformed JSON: {e}"))
         }
         Category::Data | Category::Io => {
             let text = e.to_string();
@@ -134,19 +139,17 @@ fn json_error(e: &serde_json::Error, path: &str) -> ApiError {
     }
 }
 
-/// The first text between backticks.
-fn backticked(text: &str) -> Option<&str> {
-    let mut parts = text.split('`');
-    parts.next()?;
-    parts.next()
-}
-
 /// Parses an id from a path segment; 400 `invalid_request` naming `field` when malformed.
+/// Only the hyphenated form (`format: uuid` in the document) is an id.
 pub fn parse_id<T: FromStr>(raw: &str, field: &str) -> Result<T, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::invalid_request(format!("`{field}` must be a UUID, got `{raw}`"))
-            .with("field", field)
-    })
+    let hyphenated = raw.len() == 36;
+    hyphenated
+        .then(|| raw.parse().ok())
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::invalid_request(format!("`{field}` must be a UUID, got `{raw}`"))
+                .with("field", field)
+        })
 }
 
 /// The caller's session named by the `{id}` segment of the path.
@@ -166,15 +169,32 @@ impl FromRequest for OwnedSession {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        std::future::ready(owned_session(req))
+        std::future::ready(owned_session(req, false))
     }
 }
 
-fn owned_session(req: &HttpRequest) -> Result<OwnedSession, ApiError> {
+/// The caller's session for a streaming door (the SSE event stream): like [`OwnedSession`], but
+/// the token may also come as `?access_token=` ([`crate::auth::Auth::authenticate_stream`]).
+pub struct StreamedSession(pub OwnedSession);
+
+impl FromRequest for StreamedSession {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        std::future::ready(owned_session(req, true).map(StreamedSession))
+    }
+}
+
+fn owned_session(req: &HttpRequest, streaming: bool) -> Result<OwnedSession, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::new("internal", "application state missing"))?;
-    let caller = state.auth.authenticate(req)?;
+        .ok_or_else(ApiError::state_missing)?;
+    let caller = if streaming {
+        state.auth.authenticate_stream(req)?
+    } else {
+        state.auth.authenticate(req)?
+    };
     let raw = req.match_info().get("id").unwrap_or_default();
     let id: SessionId = parse_id(raw, "session_id")?;
     let handle = state.runtime.session_of(&caller.owner, id)?;
@@ -221,11 +241,20 @@ mod tests {
             ("invalid_request".into(), "colour".into())
         );
         assert_eq!(error_of("[1]"), ("invalid_request".into(), Value::Null));
+        assert_eq!(
+            error_of("[null, null, null]"),
+            ("invalid_request".into(), Value::Null)
+        );
+        assert_eq!(
+            error_of(r#""text""#),
+            ("invalid_request".into(), Value::Null)
+        );
     }
 
     #[test]
     fn syntax_errors_are_invalid_json() {
         assert_eq!(error_of("{").0, "invalid_json");
+        assert_eq!(error_of("[1,").0, "invalid_json");
         assert_eq!(error_of("").0, "invalid_json");
         assert_eq!(error_of(r#"{"content": "x"} trailing"#).0, "invalid_json");
     }

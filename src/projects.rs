@@ -1,7 +1,7 @@
 //! Project paths: with roots configured, a project must resolve (symlinks and `..` resolved)
 //! to a directory under one of them; otherwise 400 `project_not_allowed`.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use std::path::PathBuf;
 
 /// The allowed project roots.
@@ -37,7 +37,7 @@ impl ProjectPolicy {
     pub fn check(&self, project: &str) -> Result<String, ApiError> {
         if project.is_empty() || project.chars().any(char::is_control) {
             return Err(ApiError::new(
-                "project_not_allowed",
+                ErrorCode::ProjectNotAllowed,
                 "project must be a non-empty string without control characters",
             ));
         }
@@ -46,7 +46,7 @@ impl ProjectPolicy {
         }
         let not_allowed = || {
             ApiError::new(
-                "project_not_allowed",
+                ErrorCode::ProjectNotAllowed,
                 "project is not under an allowed root",
             )
         };

@@ -1,6 +1,7 @@
 //! OpenAPI schemas of the core's wire types. The runtime crate knows no HTTP (nor utoipa), so its
-//! serialized shapes are described here, field for field; `tests/api/openapi.rs` checks that
-//! every property named here is what the server really sends.
+//! serialized shapes are described here, field for field; `tests/api/operators.rs` checks that
+//! every property named here is what the server really sends, and schemathesis
+//! (`tests/api/schemathesis.rs`) checks every answer against them.
 
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -277,9 +278,22 @@ pub struct ErrorBodySchema {
 #[schema(as = ErrorObject)]
 pub struct ErrorObjectSchema {
     /// One of the codes of docs/PROTOCOL.md (`session_not_found`, `invalid_json`, …).
-    pub code: String,
+    pub code: crate::error::ErrorCode,
     /// Human text.
     pub message: String,
     /// The offending field's JSON path, for `invalid_request`.
     pub field: Option<String>,
+}
+
+/// One Server-Sent Events frame of an event stream, as a client's SSE parser sees it.
+#[derive(ToSchema)]
+#[schema(as = SseFrame)]
+pub struct SseFrameSchema {
+    /// The event's seq (absent on the closing `stream.closed` frame).
+    pub id: Option<String>,
+    /// The event's kind, or `stream.closed` on the last frame.
+    pub event: String,
+    /// The event as JSON (`Event`), or `{"reason"}` on the closing frame.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
 }

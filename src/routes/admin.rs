@@ -23,7 +23,7 @@ pub struct ActorTable {
 
 /// Every live session actor, and the registry's figures.
 #[utoipa::path(
-    get, path = "/api/v1/admin/actors", tag = "operators",
+    get, path = "/api/v1/admin/actors", operation_id = "list_actors", tag = "operators",
     responses(
         (status = 200, description = "The actor table", body = ActorTable),
         (status = 401, description = "`unauthorized`", body = ErrorBodySchema),
@@ -39,5 +39,5 @@ pub async fn actors(state: web::Data<AppState>, _admin: Admin) -> Result<HttpRes
 
 /// Registers `/admin/actors` (inside `/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/actors", web::get().to(actors));
+    cfg.service(web::resource("/admin/actors").route(web::get().to(actors)));
 }

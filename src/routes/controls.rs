@@ -21,8 +21,8 @@ pub struct Aborted {
 
 /// Aborts the running turn (it ends `aborted`); the queue goes on.
 #[utoipa::path(
-    post, path = "/api/v1/sessions/{id}/abort", tag = "controls",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    post, path = "/api/v1/sessions/{id}/abort", operation_id = "abort_session", tag = "controls",
+    params(("id" = uuid::Uuid, Path, description = "Session id")),
     responses(
         (status = 200, description = "Aborted, or nothing ran", body = Aborted),
         (status = 400, description = "`invalid_request`", body = ErrorBodySchema),
@@ -44,8 +44,8 @@ pub async fn abort(session: OwnedSession) -> Result<HttpResponse, ApiError> {
 
 /// Holds the queue; a running turn may finish.
 #[utoipa::path(
-    post, path = "/api/v1/sessions/{id}/pause", tag = "controls",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    post, path = "/api/v1/sessions/{id}/pause", operation_id = "pause_session", tag = "controls",
+    params(("id" = uuid::Uuid, Path, description = "Session id")),
     responses(
         (status = 200, description = "The session, `paused`", body = SessionBody),
         (status = 400, description = "`invalid_request`", body = ErrorBodySchema),
@@ -62,8 +62,8 @@ pub async fn pause(session: OwnedSession) -> Result<HttpResponse, ApiError> {
 
 /// Releases the queue and clears a failure.
 #[utoipa::path(
-    post, path = "/api/v1/sessions/{id}/resume", tag = "controls",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    post, path = "/api/v1/sessions/{id}/resume", operation_id = "resume_session", tag = "controls",
+    params(("id" = uuid::Uuid, Path, description = "Session id")),
     responses(
         (status = 200, description = "The session", body = SessionBody),
         (status = 400, description = "`invalid_request`", body = ErrorBodySchema),
@@ -80,8 +80,8 @@ pub async fn resume(session: OwnedSession) -> Result<HttpResponse, ApiError> {
 
 /// Clears a failure, the restart count and the provider session id; the queue runs again.
 #[utoipa::path(
-    post, path = "/api/v1/sessions/{id}/reset", tag = "controls",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    post, path = "/api/v1/sessions/{id}/reset", operation_id = "reset_session", tag = "controls",
+    params(("id" = uuid::Uuid, Path, description = "Session id")),
     responses(
         (status = 200, description = "The session", body = SessionBody),
         (status = 400, description = "`invalid_request`", body = ErrorBodySchema),
@@ -98,8 +98,8 @@ pub async fn reset(session: OwnedSession) -> Result<HttpResponse, ApiError> {
 
 /// Registers the control routes (inside `/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/sessions/{id}/abort", web::post().to(abort))
-        .route("/sessions/{id}/pause", web::post().to(pause))
-        .route("/sessions/{id}/resume", web::post().to(resume))
-        .route("/sessions/{id}/reset", web::post().to(reset));
+    cfg.service(web::resource("/sessions/{id}/abort").route(web::post().to(abort)))
+        .service(web::resource("/sessions/{id}/pause").route(web::post().to(pause)))
+        .service(web::resource("/sessions/{id}/resume").route(web::post().to(resume)))
+        .service(web::resource("/sessions/{id}/reset").route(web::post().to(reset)));
 }

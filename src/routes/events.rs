@@ -9,8 +9,8 @@
 //! ends the response.
 
 use crate::error::ApiError;
-use crate::extract::OwnedSession;
-use crate::schema::{ErrorBodySchema, EventSchema};
+use crate::extract::{OwnedSession, StreamedSession};
+use crate::schema::{ErrorBodySchema, EventSchema, SseFrameSchema};
 use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::web::Bytes;
@@ -34,8 +34,10 @@ pub const DEFAULT_EVENTS_PAGE: usize = 100;
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Events with a greater seq (default 0: from the start).
-    pub after_seq: Option<u64>,
+    #[param(minimum = 0)]
+    pub after_seq: Option<i64>,
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -55,13 +57,23 @@ pub struct EventPageBody {
 pub struct StreamQuery {
     /// Replay events with a greater seq, then stream live ones (default 0). The
     /// `Last-Event-ID` header wins over it.
-    pub after_seq: Option<u64>,
+    #[param(minimum = 0)]
+    pub after_seq: Option<i64>,
+}
+
+/// A seq cursor as the document states it: an `int64` of at least 0 (default 0). Larger
+/// numbers never reach here (they are not `int64`) and are refused like negative ones.
+fn cursor(value: Option<i64>, field: &str) -> Result<u64, ApiError> {
+    u64::try_from(value.unwrap_or(0)).map_err(|_| {
+        ApiError::invalid_request(format!("`{field}` must be an event seq: an integer from 0"))
+            .with("field", field)
+    })
 }
 
 /// A page of the session's events.
 #[utoipa::path(
-    get, path = "/api/v1/sessions/{id}/events", tag = "events",
-    params(("id" = String, Path, description = "Session id (UUID)"), EventsQuery),
+    get, path = "/api/v1/sessions/{id}/events", operation_id = "list_events", tag = "events",
+    params(("id" = uuid::Uuid, Path, description = "Session id"), EventsQuery),
     responses(
         (status = 200, description = "A page", body = EventPageBody),
         (status = 400, description = "`invalid_request`", body = ErrorBodySchema),
@@ -83,7 +95,7 @@ pub async fn page(
     }
     let page = session
         .handle
-        .events(query.after_seq.unwrap_or(0), limit)
+        .events(cursor(query.after_seq, "after_seq")?, limit)
         .await?;
     Ok(HttpResponse::Ok().json(EventPageBody {
         events: page.events,
@@ -93,14 +105,14 @@ pub async fn page(
 
 /// The session's events as Server-Sent Events: the replay after the cursor, then live.
 #[utoipa::path(
-    get, path = "/api/v1/sessions/{id}/events/stream", tag = "events",
+    get, path = "/api/v1/sessions/{id}/events/stream", operation_id = "stream_events", tag = "events",
     params(
-        ("id" = String, Path, description = "Session id (UUID)"),
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this seq (wins over `after_seq`)"),
+        ("id" = uuid::Uuid, Path, description = "Session id"),
+        ("Last-Event-ID" = Option<i64>, Header, minimum = 0, description = "Resume after this seq (wins over `after_seq`)"),
         StreamQuery,
     ),
     responses(
-        (status = 200, description = "`text/event-stream`: `id: <seq>`, `event: <kind>`, `data: <event JSON>`", content_type = "text/event-stream", body = String),
+        (status = 200, description = "`text/event-stream`: `id: <seq>`, `event: <kind>`, `data: <event JSON>`", content_type = "text/event-stream", body = SseFrameSchema),
         (status = 400, description = "`invalid_request`: a malformed cursor", body = ErrorBodySchema),
         (status = 401, description = "`unauthorized`", body = ErrorBodySchema),
         (status = 404, description = "`session_not_found`", body = ErrorBodySchema),
@@ -109,20 +121,21 @@ pub async fn page(
 )]
 pub async fn stream(
     state: web::Data<AppState>,
-    session: OwnedSession,
+    StreamedSession(session): StreamedSession,
     req: HttpRequest,
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    // Both cursors are checked, though the header wins: a malformed one is never ignored.
+    let from_query = cursor(query.after_seq, "after_seq")?;
     let after_seq = match req.headers().get("last-event-id") {
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or_else(|| {
-                ApiError::invalid_request("`Last-Event-ID` must be an event seq")
-                    .with("field", "Last-Event-ID")
-            })?,
-        None => query.after_seq.unwrap_or(0),
+        Some(value) => {
+            let seq = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok());
+            cursor(Some(seq.unwrap_or(-1)), "Last-Event-ID")?
+        }
+        None => from_query,
     };
     let follow = session.handle.follow(after_seq).await?;
     log::debug!(
@@ -198,6 +211,6 @@ fn closing_frame(reason: &str) -> Bytes {
 
 /// Registers the event routes (inside `/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/sessions/{id}/events", web::get().to(page))
-        .route("/sessions/{id}/events/stream", web::get().to(stream));
+    cfg.service(web::resource("/sessions/{id}/events").route(web::get().to(page)))
+        .service(web::resource("/sessions/{id}/events/stream").route(web::get().to(stream)));
 }

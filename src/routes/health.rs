@@ -22,7 +22,7 @@ pub struct Probe {
 
 /// Liveness.
 #[utoipa::path(
-    get, path = "/healthz", tag = "operators",
+    get, path = "/healthz", operation_id = "healthz", tag = "operators",
     responses((status = 200, description = "The process serves", body = Probe))
 )]
 pub async fn healthz() -> HttpResponse {
@@ -35,7 +35,7 @@ pub async fn healthz() -> HttpResponse {
 
 /// Readiness: a store write and a registry round trip, each within `http.ready_timeout_ms`.
 #[utoipa::path(
-    get, path = "/readyz", tag = "operators",
+    get, path = "/readyz", operation_id = "readyz", tag = "operators",
     responses(
         (status = 200, description = "Ready", body = Probe),
         (status = 503, description = "Not ready; `check` names what failed", body = Probe),
@@ -62,6 +62,6 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// Registers `/healthz` and `/readyz`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+    cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
+        .service(web::resource("/readyz").route(web::get().to(readyz)));
 }

@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 
 /// Every metric, as text; the list is in docs/OPERATIONS.md.
 #[utoipa::path(
-    get, path = "/metrics", tag = "operators",
+    get, path = "/metrics", operation_id = "metrics", tag = "operators",
     responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String))
 )]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
@@ -17,5 +17,5 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 
 /// Registers `/metrics`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(metrics));
+    cfg.service(web::resource("/metrics").route(web::get().to(metrics)));
 }

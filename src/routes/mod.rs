@@ -5,6 +5,9 @@
 //! - Under `/api/v1`: [`sessions`] (CRUD), [`turns`] (send, list, cancel, promote),
 //!   [`controls`] (abort, pause, resume, reset), [`events`] (page, SSE stream),
 //!   [`providers`], [`admin`] (actor table), [`openapi`] (the generated document).
+//!
+//! Every route is a `web::resource`, so a path answers a method it does not serve with 405 and
+//! `Allow` (given its body by [`crate::error::method_not_allowed`]), never 404.
 
 pub mod admin;
 pub mod controls;
@@ -19,7 +22,7 @@ pub mod turns;
 pub mod ws;
 
 use crate::config::Config;
-use crate::error::{self, ApiError};
+use crate::error::{self, ApiError, ErrorCode};
 use actix_web::web;
 
 /// The prefix of the REST API.
@@ -27,36 +30,31 @@ pub const API_PREFIX: &str = "/api/v1";
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(config.limits.body_bytes)
-            .error_handler(error::json_error),
-    )
-    .app_data(web::PayloadConfig::default().limit(config.limits.body_bytes))
-    .app_data(web::QueryConfig::default().error_handler(error::query_error))
-    .app_data(web::PathConfig::default().error_handler(error::path_error))
-    .configure(health::configure)
-    .configure(metrics::configure)
-    .configure(crate::console::configure)
-    .configure(|cfg| openai::configure(cfg, config))
-    // Before the /api/v1 scope, which would otherwise answer /api/v1/ws with 404.
-    .configure(ws::configure)
-    .service(
-        web::scope(API_PREFIX)
-            .configure(sessions::configure)
-            .configure(turns::configure)
-            .configure(controls::configure)
-            .configure(events::configure)
-            .configure(providers::configure)
-            .configure(admin::configure)
-            .configure(openapi::configure),
-    );
+    cfg.app_data(web::PayloadConfig::default().limit(config.limits.body_bytes))
+        .app_data(web::QueryConfig::default().error_handler(error::query_error))
+        .app_data(web::PathConfig::default().error_handler(error::path_error))
+        .configure(health::configure)
+        .configure(metrics::configure)
+        .configure(crate::console::configure)
+        .configure(openai::configure)
+        // Before the /api/v1 scope, which would otherwise answer /api/v1/ws with 404.
+        .configure(ws::configure)
+        .service(
+            web::scope(API_PREFIX)
+                .configure(sessions::configure)
+                .configure(turns::configure)
+                .configure(controls::configure)
+                .configure(events::configure)
+                .configure(providers::configure)
+                .configure(admin::configure)
+                .configure(openapi::configure),
+        );
 }
 
 /// The answer for a path no route serves: 404 `not_found` in the usual error shape.
 pub async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::new(
-        "not_found",
+        ErrorCode::NotFound,
         format!("no route for {} {}", req.method(), req.path()),
     ))
 }

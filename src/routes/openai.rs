@@ -12,22 +12,29 @@
 //! - [`turn`]: following one turn through its session's event log, and stopping it when the
 //!   client goes away and asked for that.
 //! - [`errors`]: errors in OpenAI's shape.
+//! - [`openapi`]: `GET /v1/openapi.json`, the document of these routes; [`schema`]: the
+//!   schemas of their answers.
 
 mod chat;
 mod errors;
 mod models;
+mod openapi;
 mod response_events;
 mod responses;
+mod schema;
 mod sessions;
 mod turn;
 
 pub use errors::OpenAiError;
 
 use crate::auth::Caller;
-use crate::config::Config;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
 use crate::state::AppState;
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
+use futures::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
 use std::future::{ready, Ready};
 
 /// The authenticated caller of a `/v1` route; a missing or wrong token answers 401
@@ -46,29 +53,41 @@ impl FromRequest for OpenAiCaller {
                 .authenticate(req)
                 .map(OpenAiCaller)
                 .map_err(OpenAiError::from),
-            None => Err(OpenAiError::from(crate::error::ApiError::new(
-                "internal",
-                "application state missing",
-            ))),
+            None => Err(OpenAiError::from(ApiError::state_missing())),
         };
         ready(result)
     }
 }
 
+/// A `/v1` JSON body: parsed by [`ApiJson`] (one door for every JSON body: objects only, the
+/// size limit, the field's JSON path on a shape error), answered in OpenAI's shape with that
+/// path as `param` (`"background": 1` → `"param": "background"`).
+pub struct OpenAiJson<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for OpenAiJson<T> {
+    type Error = OpenAiError;
+    type Future = LocalBoxFuture<'static, Result<Self, OpenAiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = ApiJson::<T>::from_request(req, payload);
+        Box::pin(async move {
+            body.await
+                .map(|ApiJson(value)| OpenAiJson(value))
+                .map_err(OpenAiError::from)
+        })
+    }
+}
+
 /// Registers `/v1/...`, with extractor errors and unknown paths answered in OpenAI's shape.
-pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
+pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
-            .app_data(
-                web::JsonConfig::default()
-                    .limit(config.limits.body_bytes)
-                    .error_handler(errors::json_error),
-            )
             .app_data(web::QueryConfig::default().error_handler(errors::query_error))
             .app_data(web::PathConfig::default().error_handler(errors::path_error))
             .configure(chat::configure)
             .configure(responses::configure)
             .configure(models::configure)
+            .configure(openapi::configure)
             .default_service(web::to(errors::not_found)),
     );
 }

@@ -33,7 +33,7 @@ pub struct ProviderList {
 
 /// The configured providers, by name.
 #[utoipa::path(
-    get, path = "/api/v1/providers", tag = "providers",
+    get, path = "/api/v1/providers", operation_id = "list_providers", tag = "providers",
     responses(
         (status = 200, description = "The providers", body = ProviderList),
         (status = 401, description = "`unauthorized`", body = ErrorBodySchema),
@@ -58,5 +58,5 @@ pub async fn list(state: web::Data<AppState>, _caller: Caller) -> HttpResponse {
 
 /// Registers `/providers` (inside `/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/providers", web::get().to(list));
+    cfg.service(web::resource("/providers").route(web::get().to(list)));
 }

@@ -19,13 +19,22 @@ pub const DEFAULT_SESSIONS_PAGE: usize = 100;
 /// `POST /sessions`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"provider": "echo", "key": "demo", "title": "Demo"}))]
 pub struct CreateSession {
-    /// A configured provider (`GET /api/v1/providers`).
+    /// A configured provider (`GET /api/v1/providers`); the served document lists them.
+    #[schema(min_length = 1)]
     pub provider: String,
-    /// Working directory (checked against the configured roots) or free label.
+    /// Working directory (checked against the configured roots) or free label; no control
+    /// characters.
+    #[schema(min_length = 1, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub project: Option<String>,
     /// Names the session within (owner, project): the same key finds the same session.
-    /// 1–256 bytes, no control characters.
+    /// 1–256 bytes of UTF-8, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub key: Option<String>,
     /// Human title (ignored when the key names an existing session).
     pub title: Option<String>,
@@ -67,6 +76,7 @@ pub struct SessionPage {
 #[into_params(parameter_in = Query)]
 pub struct ListSessions {
     /// Only this project (resolved like `POST /sessions` does).
+    #[param(min_length = 1, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub project: Option<String>,
     /// Only this provider.
     pub provider: Option<String>,
@@ -74,6 +84,7 @@ pub struct ListSessions {
     #[param(value_type = Option<SessionStateSchema>)]
     pub state: Option<SessionState>,
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// The `next_after` of the previous page.
     #[param(value_type = Option<String>, format = Uuid)]
@@ -92,10 +103,21 @@ pub struct PatchSession {
 
 /// Creates a session, or finds the one `key` names in the caller's scope.
 #[utoipa::path(
-    post, path = "/api/v1/sessions", tag = "sessions",
+    post, path = "/api/v1/sessions", operation_id = "create_session", tag = "sessions",
     request_body = CreateSession,
     responses(
-        (status = 201, description = "Created", body = SessionCreated),
+        (status = 201, description = "Created", body = SessionCreated, links(
+            ("GetSession" = (operation_id = "get_session", parameters(("id" = "$response.body#/session/id")))),
+            ("UpdateSession" = (operation_id = "update_session", parameters(("id" = "$response.body#/session/id")))),
+            ("SendTurn" = (operation_id = "send_turn", parameters(("id" = "$response.body#/session/id")))),
+            ("ListTurns" = (operation_id = "list_turns", parameters(("id" = "$response.body#/session/id")))),
+            ("ListEvents" = (operation_id = "list_events", parameters(("id" = "$response.body#/session/id")))),
+            ("AbortSession" = (operation_id = "abort_session", parameters(("id" = "$response.body#/session/id")))),
+            ("PauseSession" = (operation_id = "pause_session", parameters(("id" = "$response.body#/session/id")))),
+            ("ResumeSession" = (operation_id = "resume_session", parameters(("id" = "$response.body#/session/id")))),
+            ("ResetSession" = (operation_id = "reset_session", parameters(("id" = "$response.body#/session/id")))),
+            ("DeleteSession" = (operation_id = "delete_session", parameters(("id" = "$response.body#/session/id")))),
+        )),
         (status = 200, description = "The key names an existing session", body = SessionCreated),
         (status = 400, description = "`invalid_json`, `invalid_request`, `unknown_provider`, `invalid_session_key`, `project_not_allowed`", body = ErrorBodySchema),
         (status = 401, description = "`unauthorized`", body = ErrorBodySchema),
@@ -139,7 +161,7 @@ pub async fn create(
 
 /// The caller's sessions, oldest first, filtered and paged.
 #[utoipa::path(
-    get, path = "/api/v1/sessions", tag = "sessions",
+    get, path = "/api/v1/sessions", operation_id = "list_sessions", tag = "sessions",
     params(ListSessions),
     responses(
         (status = 200, description = "A page", body = SessionPage),
@@ -185,8 +207,8 @@ pub async fn list(
 
 /// One session.
 #[utoipa::path(
-    get, path = "/api/v1/sessions/{id}", tag = "sessions",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    get, path = "/api/v1/sessions/{id}", operation_id = "get_session", tag = "sessions",
+    params(("id" = uuid::Uuid, Path, description = "Session id")),
     responses(
         (status = 200, description = "The session", body = SessionBody),
         (status = 400, description = "`invalid_request`: the id is not a UUID", body = ErrorBodySchema),
@@ -202,8 +224,8 @@ pub async fn get(session: OwnedSession) -> Result<HttpResponse, ApiError> {
 
 /// Renames, archives or unarchives a session.
 #[utoipa::path(
-    patch, path = "/api/v1/sessions/{id}", tag = "sessions",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    patch, path = "/api/v1/sessions/{id}", operation_id = "update_session", tag = "sessions",
+    params(("id" = uuid::Uuid, Path, description = "Session id")),
     request_body = PatchSession,
     responses(
         (status = 200, description = "The session after the change", body = SessionBody),
@@ -231,8 +253,8 @@ pub async fn patch(
 
 /// Deletes a session: aborts its running turn, cancels its queue, deletes its log.
 #[utoipa::path(
-    delete, path = "/api/v1/sessions/{id}", tag = "sessions",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    delete, path = "/api/v1/sessions/{id}", operation_id = "delete_session", tag = "sessions",
+    params(("id" = uuid::Uuid, Path, description = "Session id")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "`invalid_request`", body = ErrorBodySchema),

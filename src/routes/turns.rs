@@ -1,7 +1,7 @@
 //! Turns: send a message with a busy mode (idempotent by `client_message_id`), list the turns,
 //! cancel or promote a queued one.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::{parse_id, ApiJson, OwnedSession};
 use crate::schema::{BusyModeSchema, ErrorBodySchema, TurnSchema, TurnStatusSchema};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -16,12 +16,14 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 pub struct SendTurnBody {
     /// The message text (not empty).
+    #[schema(min_length = 1)]
     pub content: String,
     /// What to do when the session is busy (default `enqueue`).
     #[schema(value_type = Option<BusyModeSchema>)]
     pub mode: Option<BusyMode>,
     /// Makes sending idempotent per session: the same id answers the original turn.
-    /// 1–256 bytes.
+    /// 1–256 bytes of UTF-8.
+    #[schema(min_length = 1, max_length = 256)]
     pub client_message_id: Option<String>,
     /// Provider options for this turn, a JSON object (the echo provider reads `script`).
     #[schema(value_type = Option<Object>)]
@@ -74,11 +76,14 @@ fn turn_id(req: &HttpRequest) -> Result<TurnId, ApiError> {
 
 /// Sends a user message.
 #[utoipa::path(
-    post, path = "/api/v1/sessions/{id}/turns", tag = "turns",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    post, path = "/api/v1/sessions/{id}/turns", operation_id = "send_turn", tag = "turns",
+    params(("id" = uuid::Uuid, Path, description = "Session id")),
     request_body = SendTurnBody,
     responses(
-        (status = 202, description = "Accepted: running or queued", body = TurnAccepted),
+        (status = 202, description = "Accepted: running or queued", body = TurnAccepted, links(
+            ("ListEvents" = (operation_id = "list_events", parameters(("id" = "$request.path.id")))),
+            ("ListTurns" = (operation_id = "list_turns", parameters(("id" = "$request.path.id")))),
+        )),
         (status = 200, description = "A repeated `client_message_id`: the original turn", body = TurnAccepted),
         (status = 400, description = "`invalid_json`, `invalid_request`", body = ErrorBodySchema),
         (status = 401, description = "`unauthorized`", body = ErrorBodySchema),
@@ -117,8 +122,8 @@ pub async fn send(
 
 /// Every turn of the session, and whether the queue is held.
 #[utoipa::path(
-    get, path = "/api/v1/sessions/{id}/turns", tag = "turns",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    get, path = "/api/v1/sessions/{id}/turns", operation_id = "list_turns", tag = "turns",
+    params(("id" = uuid::Uuid, Path, description = "Session id")),
     responses(
         (status = 200, description = "The turns", body = TurnListBody),
         (status = 400, description = "`invalid_request`", body = ErrorBodySchema),
@@ -137,10 +142,10 @@ pub async fn list(session: OwnedSession) -> Result<HttpResponse, ApiError> {
 
 /// Cancels a queued turn; it ends `cancelled`.
 #[utoipa::path(
-    delete, path = "/api/v1/sessions/{id}/turns/{turn_id}", tag = "turns",
+    delete, path = "/api/v1/sessions/{id}/turns/{turn_id}", operation_id = "cancel_turn", tag = "turns",
     params(
-        ("id" = String, Path, description = "Session id (UUID)"),
-        ("turn_id" = String, Path, description = "Turn id (UUID)"),
+        ("id" = uuid::Uuid, Path, description = "Session id"),
+        ("turn_id" = uuid::Uuid, Path, description = "Turn id"),
     ),
     responses(
         (status = 204, description = "Cancelled"),
@@ -160,10 +165,10 @@ pub async fn cancel(session: OwnedSession, req: HttpRequest) -> Result<HttpRespo
 
 /// Moves a queued turn to the front of the queue.
 #[utoipa::path(
-    post, path = "/api/v1/sessions/{id}/turns/{turn_id}/promote", tag = "turns",
+    post, path = "/api/v1/sessions/{id}/turns/{turn_id}/promote", operation_id = "promote_turn", tag = "turns",
     params(
-        ("id" = String, Path, description = "Session id (UUID)"),
-        ("turn_id" = String, Path, description = "Turn id (UUID)"),
+        ("id" = uuid::Uuid, Path, description = "Session id"),
+        ("turn_id" = uuid::Uuid, Path, description = "Turn id"),
     ),
     responses(
         (status = 200, description = "Now first in the queue", body = TurnAccepted),
@@ -183,7 +188,7 @@ pub async fn promote(session: OwnedSession, req: HttpRequest) -> Result<HttpResp
         .turns
         .into_iter()
         .find(|t| t.turn_id == turn)
-        .ok_or_else(|| ApiError::new("turn_not_found", "turn not found"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::TurnNotFound, "turn not found"))?;
     Ok(HttpResponse::Ok().json(TurnAccepted {
         turn_id: turn,
         status: view.status,

@@ -102,7 +102,7 @@ async fn upgrade(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = state.auth.authenticate(&req)?;
+    let caller = state.auth.authenticate_stream(&req)?;
     let (response, session, stream) = actix_ws::handle(&req, body)
         .map_err(|e| ApiError::invalid_request(format!("not a WebSocket upgrade: {e}")))?;
     let limits = WsLimits::of(&state.config);
@@ -119,7 +119,7 @@ async fn upgrade(
 
 /// Registers `GET /api/v1/ws`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/v1/ws", web::get().to(upgrade));
+    cfg.service(web::resource("/api/v1/ws").route(web::get().to(upgrade)));
 }
 
 #[cfg(test)]

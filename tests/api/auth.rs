@@ -203,3 +203,55 @@ async fn another_owners_session_is_404_on_every_session_route() {
     )
     .await;
 }
+
+#[actix_rt::test]
+async fn access_token_in_the_url_authenticates_only_the_streaming_doors() {
+    let app = spawn_with_tokens().await;
+    let (_, created) = app
+        .call(
+            Method::POST,
+            "/api/v1/sessions",
+            Some(ALICE),
+            Some(json!({"provider": "echo"})),
+        )
+        .await;
+    let id = created["session"]["id"].as_str().unwrap().to_string();
+    let query = format!("access_token={ALICE}");
+    for path in [
+        format!("/api/v1/sessions?{query}"),
+        format!("/api/v1/sessions/{id}?{query}"),
+        format!("/api/v1/sessions/{id}/events?{query}"),
+        format!("/api/v1/providers?{query}"),
+    ] {
+        let answer = app.call(Method::GET, &path, None, None).await;
+        assert_error(&answer, 401, "unauthorized");
+    }
+    let models = app
+        .call(Method::GET, &format!("/v1/models?{query}"), None, None)
+        .await;
+    assert_eq!(models.0, 401, "{}", models.1);
+    assert_eq!(models.1["error"]["code"], "invalid_api_key");
+
+    // The SSE stream (EventSource cannot send headers) takes it.
+    let stream = app
+        .client
+        .get(app.url(&format!("/api/v1/sessions/{id}/events/stream?{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    assert_eq!(
+        stream.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    drop(stream);
+    let wrong = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/sessions/{id}/events/stream?access_token={BOB}"),
+            None,
+            None,
+        )
+        .await;
+    assert_error(&wrong, 404, "session_not_found");
+}

@@ -2,13 +2,16 @@
 //! One test binary with modules, so it links once.
 
 mod auth;
+mod contract;
 mod events;
 mod fuzz;
 mod helpers;
 mod openai;
 mod openai_python;
+mod openapi;
 mod operators;
 mod readme;
+mod schemathesis;
 #[path = "../support/server_process.rs"]
 mod server_process;
 mod sessions;

@@ -3,9 +3,13 @@
 
 use super::errors::OpenAiError;
 use super::models::resolve_model;
+use super::schema::{
+    ChatChunkFrameSchema, ChatCompletionSchema, ChatRoleSchema, TextPartTypeSchema, TurnErrors,
+    TurnHeaders,
+};
 use super::sessions::{self, Conversation, RoleText, SESSION_ID_HEADER};
 use super::turn::{sse_body, sse_frame, token_counts, SseFrames, StopOnDrop, TurnFollower};
-use super::OpenAiCaller;
+use super::{OpenAiCaller, OpenAiJson};
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
@@ -15,6 +19,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use troupe_actors::{ErrorInfo, Event, EventBody, Outcome, RuntimeError};
+use utoipa::ToSchema;
 
 /// How long a streamed answer holds its headers waiting for the first text or the turn's end,
 /// so a turn that fails at once (bad provider key, prompt too long) answers with a real error
@@ -23,11 +28,20 @@ const HEADER_HOLD: Duration = Duration::from_secs(5);
 
 /// The request body. Fields OpenAI defines and Troupe does not use (`temperature`,
 /// `max_tokens`, `tools`, …) are accepted and ignored.
-#[derive(Debug, Deserialize)]
-struct ChatRequest {
-    /// A provider name or `provider/model`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(
+    as = ChatCompletionRequest,
+    example = json!({"model": "echo", "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hello"}
+    ]})
+)]
+pub(super) struct ChatRequest {
+    /// A provider name or `provider/model` (see `GET /v1/models`).
+    #[schema(min_length = 1)]
     model: String,
-    /// The conversation; it must end with a user message.
+    /// The conversation; it must end with a user message whose text is not empty.
+    #[schema(min_items = 1)]
     messages: Vec<ChatMessage>,
     /// Answer as server-sent chunks.
     #[serde(default)]
@@ -35,40 +49,55 @@ struct ChatRequest {
     /// `include_usage` adds a usage chunk before `[DONE]`.
     #[serde(default)]
     stream_options: Option<StreamOptions>,
-    /// Keys the session `user:<user>` when no session key header is given.
+    /// Keys the session `user:<user>` when no session key header is given (so at most 251
+    /// bytes, no control characters); empty means none.
     #[serde(default)]
+    #[schema(max_length = 251, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     user: Option<String>,
     /// Only 1 is supported: a turn has one answer.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1)]
     n: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Streaming options.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = ChatStreamOptions)]
 struct StreamOptions {
+    /// Adds a usage chunk before `[DONE]`.
     #[serde(default)]
     include_usage: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One message of the conversation.
+#[derive(Debug, Deserialize, ToSchema)]
 struct ChatMessage {
+    /// Who speaks.
+    #[schema(value_type = ChatRoleSchema)]
     role: String,
+    /// Its text, or text parts; none is empty text.
     #[serde(default)]
     content: Option<MessageContent>,
 }
 
 /// A message's content: a string, or parts of which only text ones are supported.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 enum MessageContent {
     Text(String),
     Parts(Vec<ContentPart>),
 }
 
-#[derive(Debug, Deserialize)]
+/// A text part.
+#[derive(Debug, Deserialize, ToSchema)]
 struct ContentPart {
+    /// Only text parts are supported.
     #[serde(rename = "type")]
+    #[schema(value_type = TextPartTypeSchema)]
     kind: String,
+    /// The text.
     #[serde(default)]
+    #[schema(value_type = String, required = true)]
     text: Option<String>,
 }
 
@@ -118,14 +147,30 @@ struct Reply {
     model: String,
 }
 
-async fn create(
+/// One turn in the request's session: a whole `chat.completion`, or `chat.completion.chunk`s
+/// as server-sent events ending `data: [DONE]`.
+#[utoipa::path(
+    post, path = "/v1/chat/completions", operation_id = "create_chat_completion", tag = "openai",
+    params(
+        TurnHeaders,
+    ),
+    request_body = ChatRequest,
+    responses(
+        (status = 200, description = "The answer, whole or streamed", headers(("X-Session-Id" = String, description = "The session that answered")), content(
+            (ChatCompletionSchema = "application/json"),
+            (ChatChunkFrameSchema = "text/event-stream"),
+        )),
+        TurnErrors,
+    ),
+    security(("bearer" = []))
+)]
+pub(super) async fn create(
     caller: OpenAiCaller,
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<ChatRequest>,
+    OpenAiJson(body): OpenAiJson<ChatRequest>,
 ) -> Result<HttpResponse, OpenAiError> {
     let owner = caller.0.owner;
-    let body = body.into_inner();
     if body.n.is_some_and(|n| n != 1) {
         return Err(OpenAiError::invalid_request("only n = 1 is supported").param("n"));
     }
@@ -137,11 +182,11 @@ async fn create(
         .collect::<Result<Vec<_>, _>>()?;
     let conversation = Conversation::new(messages, None, "messages")?;
     let key = match sessions::header_key(&req)? {
-        Some(key) => Some(key),
-        None => body
-            .user
-            .filter(|u| !u.is_empty())
-            .map(|u| format!("user:{u}")),
+        Some(key) => {
+            sessions::user_key(body.user)?;
+            Some(key)
+        }
+        None => sessions::user_key(body.user)?,
     };
     let target = sessions::keyed_or_one_off(&state, &owner, &choice, key).await?;
     let client_message_id = sessions::idempotency_key(&req)?;
@@ -438,5 +483,5 @@ impl SseFrames for ChunkFrames {
 
 /// Registers the route in the `/v1` scope.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/chat/completions", web::post().to(create));
+    cfg.service(web::resource("/chat/completions").route(web::post().to(create)));
 }

@@ -2,7 +2,7 @@
 //! raise their usual exception classes (they map on the HTTP status). Every `/v1` failure,
 //! malformed JSON included, answers in this shape; `code` keeps Troupe's wire code.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde_json::{json, Value};
@@ -164,10 +164,10 @@ impl ResponseError for OpenAiError {
 
 impl From<ApiError> for OpenAiError {
     fn from(e: ApiError) -> Self {
-        if e.code == "unauthorized" {
+        if e.code == ErrorCode::Unauthorized {
             return Self::invalid_api_key();
         }
-        let mut error = Self::new(ApiError::status_of(e.code), e.code, e.message);
+        let mut error = Self::new(e.code.status(), e.code.as_str(), e.message);
         error.param = e
             .extra
             .get("field")
@@ -196,11 +196,6 @@ fn reshape(error: actix_web::Error) -> actix_web::Error {
         Some(api) => OpenAiError::from(api.clone()).into(),
         None => OpenAiError::invalid_request(error.to_string()).into(),
     }
-}
-
-/// JSON body errors (malformed JSON, wrong shape, too large) for the `/v1` scope.
-pub fn json_error(err: actix_web::error::JsonPayloadError, req: &HttpRequest) -> actix_web::Error {
-    reshape(crate::error::json_error(err, req))
 }
 
 /// Query-string errors for the `/v1` scope.

@@ -3,6 +3,7 @@
 //! provider.
 
 use super::errors::OpenAiError;
+use super::schema::{ModelListSchema, ModelSchema, OpenAiErrorBodySchema};
 use super::OpenAiCaller;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
@@ -58,7 +59,16 @@ fn model_ids(providers: &ProviderSet) -> Vec<String> {
     ids
 }
 
-async fn list(_caller: OpenAiCaller, state: web::Data<AppState>) -> HttpResponse {
+/// Every configured provider by name, plus `provider/model` for a provider's default model.
+#[utoipa::path(
+    get, path = "/v1/models", operation_id = "list_models", tag = "openai",
+    responses(
+        (status = 200, description = "The models", body = ModelListSchema),
+        (status = 401, description = "`invalid_api_key`", body = OpenAiErrorBodySchema),
+    ),
+    security(("bearer" = []))
+)]
+pub(super) async fn list(_caller: OpenAiCaller, state: web::Data<AppState>) -> HttpResponse {
     let data: Vec<Value> = model_ids(state.runtime.providers())
         .iter()
         .map(|id| model_object(id))
@@ -67,7 +77,17 @@ async fn list(_caller: OpenAiCaller, state: web::Data<AppState>) -> HttpResponse
 }
 
 /// Any id a request may use as `model` is found: a provider name, or `provider/anything`.
-async fn retrieve(
+#[utoipa::path(
+    get, path = "/v1/models/{id}", operation_id = "get_model", tag = "openai",
+    params(("id" = String, Path, description = "A provider name, or `provider/model`")),
+    responses(
+        (status = 200, description = "The model", body = ModelSchema),
+        (status = 401, description = "`invalid_api_key`", body = OpenAiErrorBodySchema),
+        (status = 404, description = "`model_not_found`", body = OpenAiErrorBodySchema),
+    ),
+    security(("bearer" = []))
+)]
+pub(super) async fn retrieve(
     _caller: OpenAiCaller,
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -78,6 +98,6 @@ async fn retrieve(
 
 /// Registers the model routes in the `/v1` scope.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/models", web::get().to(list))
-        .route("/models/{id:.+}", web::get().to(retrieve));
+    cfg.service(web::resource("/models").route(web::get().to(list)))
+        .service(web::resource("/models/{id:.+}").route(web::get().to(retrieve)));
 }

@@ -5,9 +5,13 @@
 use super::errors::OpenAiError;
 use super::models::resolve_model;
 use super::response_events::{parse_response_id, ResponseMeta, ResponseProjection};
+use super::schema::{
+    ChatRoleSchema, InputItemTypeSchema, OpenAiErrorBodySchema, ResponseEventFrameSchema,
+    ResponseSchema, TextPartTypeSchema, TurnErrors, TurnHeaders,
+};
 use super::sessions::{self, Conversation, RoleText, Target, SESSION_ID_HEADER};
 use super::turn::{read_turn, sse_body, sse_frame, stop_turn, SseFrames, StopOnDrop, TurnFollower};
-use super::OpenAiCaller;
+use super::{OpenAiCaller, OpenAiJson};
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
@@ -15,15 +19,23 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 use troupe_actors::{Event, RuntimeError, SessionHandle, TurnId};
+use utoipa::{IntoParams, ToSchema};
 
 /// How long a cancel waits for the stopped turn's terminal event before answering.
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
 /// The request body. Fields OpenAI defines and Troupe does not use (`tools`, `temperature`,
 /// `max_output_tokens`, `store`, …) are accepted and ignored.
-#[derive(Debug, Deserialize)]
-struct CreateResponse {
-    /// A provider name or `provider/model`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(
+    as = CreateResponseRequest,
+    example = json!({"model": "echo", "instructions": "be brief", "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "hello"}]}
+    ]})
+)]
+pub(super) struct CreateResponse {
+    /// A provider name or `provider/model` (see `GET /v1/models`).
+    #[schema(min_length = 1)]
     model: String,
     /// A string (one user message) or message items.
     input: ResponseInput,
@@ -39,12 +51,13 @@ struct CreateResponse {
     /// Answer at once and run detached from the connection.
     #[serde(default)]
     background: Option<bool>,
-    /// Repeated in the Response object.
+    /// Repeated in the Response object: a JSON object.
     #[serde(default)]
-    metadata: Option<Value>,
+    metadata: Option<Map<String, Value>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A string (one user message, not empty) or message items ending with a user message.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 enum ResponseInput {
     Text(String),
@@ -52,28 +65,39 @@ enum ResponseInput {
 }
 
 /// A message item: `{"type": "message"?, "role", "content"}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct InputItem {
+    /// Only messages are supported.
     #[serde(rename = "type", default)]
+    #[schema(value_type = Option<InputItemTypeSchema>)]
     kind: Option<String>,
+    /// Who speaks.
     #[serde(default)]
+    #[schema(value_type = ChatRoleSchema, required = true)]
     role: Option<String>,
+    /// Its text, or text parts; none is empty text.
     #[serde(default)]
     content: Option<ItemContent>,
 }
 
-#[derive(Debug, Deserialize)]
+/// An item's content.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 enum ItemContent {
     Text(String),
     Parts(Vec<ItemPart>),
 }
 
-#[derive(Debug, Deserialize)]
+/// A text part.
+#[derive(Debug, Deserialize, ToSchema)]
 struct ItemPart {
+    /// Only text parts are supported.
     #[serde(rename = "type")]
+    #[schema(value_type = TextPartTypeSchema)]
     kind: String,
+    /// The text.
     #[serde(default)]
+    #[schema(value_type = String, required = true)]
     text: Option<String>,
 }
 
@@ -136,14 +160,33 @@ async fn target_of(
     sessions::keyed_or_one_off(state, owner, choice, key).await
 }
 
-async fn create(
+/// One turn: the Response object (waited for, or at once with `background: true`), or its
+/// events as server-sent events with `stream: true`.
+#[utoipa::path(
+    post, path = "/v1/responses", operation_id = "create_response", tag = "openai",
+    params(
+        TurnHeaders,
+    ),
+    request_body = CreateResponse,
+    responses(
+        (status = 200, description = "The response, or its event stream", headers(("X-Session-Id" = String, description = "The session that answered")), content(
+            (ResponseSchema = "application/json"),
+            (ResponseEventFrameSchema = "text/event-stream"),
+        ), links(
+            ("GetResponse" = (operation_id = "get_response", parameters(("id" = "$response.body#/id")))),
+            ("CancelResponse" = (operation_id = "cancel_response", parameters(("id" = "$response.body#/id")))),
+        )),
+        TurnErrors,
+    ),
+    security(("bearer" = []))
+)]
+pub(super) async fn create(
     caller: OpenAiCaller,
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<CreateResponse>,
+    OpenAiJson(mut body): OpenAiJson<CreateResponse>,
 ) -> Result<HttpResponse, OpenAiError> {
     let owner = caller.0.owner;
-    let mut body = body.into_inner();
     let choice = resolve_model(state.runtime.providers(), &body.model)?;
     let input = std::mem::replace(&mut body.input, ResponseInput::Items(Vec::new()));
     let messages = match input {
@@ -163,7 +206,11 @@ async fn create(
         model: body.model.clone(),
         instructions: body.instructions.clone(),
         previous_response_id: body.previous_response_id.clone(),
-        metadata: body.metadata.clone().unwrap_or_else(|| json!({})),
+        metadata: body
+            .metadata
+            .clone()
+            .map(Value::Object)
+            .unwrap_or_else(|| json!({})),
         background,
     };
     let mut options = Map::new();
@@ -272,20 +319,51 @@ async fn snapshot(
     Ok(projection.response())
 }
 
-#[derive(Debug, Deserialize)]
-struct RetrieveQuery {
+/// How `GET /v1/responses/{id}` answers.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct RetrieveQuery {
+    /// Answer as the event stream, replayed from the durable log, then live.
     #[serde(default)]
     stream: Option<bool>,
+    /// With `stream=true`: only events whose `sequence_number` is greater (an `int64` from 0).
     #[serde(default)]
-    starting_after: Option<u64>,
+    #[param(minimum = 0)]
+    starting_after: Option<i64>,
 }
 
-async fn retrieve(
+/// The response as its durable log has it now, or its events replayed then followed live.
+#[utoipa::path(
+    get, path = "/v1/responses/{id}", operation_id = "get_response", tag = "openai",
+    params(
+        ("id" = String, Path, description = "A response id (`resp_…`)"),
+        RetrieveQuery,
+    ),
+    responses(
+        (status = 200, description = "The response, or its event stream", headers(("X-Session-Id" = String, description = "The session that answered")), content(
+            (ResponseSchema = "application/json"),
+            (ResponseEventFrameSchema = "text/event-stream"),
+        )),
+        (status = 400, description = "`invalid_request`: a malformed query", body = OpenAiErrorBodySchema),
+        (status = 401, description = "`invalid_api_key`", body = OpenAiErrorBodySchema),
+        (status = 404, description = "`response_not_found` (also another owner's)", body = OpenAiErrorBodySchema),
+    ),
+    security(("bearer" = []))
+)]
+pub(super) async fn retrieve(
     caller: OpenAiCaller,
     state: web::Data<AppState>,
     id: web::Path<String>,
     query: web::Query<RetrieveQuery>,
 ) -> Result<HttpResponse, OpenAiError> {
+    let starting_after = query
+        .starting_after
+        .map(u64::try_from)
+        .transpose()
+        .map_err(|_| {
+            OpenAiError::invalid_request("`starting_after` must be a sequence number from 0")
+                .param("starting_after")
+        })?;
     let (handle, mut projection) = find(&state, &caller.0.owner, &id)?;
     let (session, turn) =
         parse_response_id(&id).ok_or_else(|| OpenAiError::response_not_found(&id))?;
@@ -304,7 +382,7 @@ async fn retrieve(
         })?;
     let frames = ResponseFrames {
         projection,
-        starting_after: query.starting_after,
+        starting_after,
     };
     Ok(HttpResponse::Ok()
         .insert_header(session_header)
@@ -313,7 +391,19 @@ async fn retrieve(
         .streaming(sse_body(follower, frames, None)))
 }
 
-async fn cancel(
+/// Stops the response's turn (queued or running) and answers the response once it has ended.
+#[utoipa::path(
+    post, path = "/v1/responses/{id}/cancel", operation_id = "cancel_response", tag = "openai",
+    params(("id" = String, Path, description = "A response id (`resp_…`)")),
+    responses(
+        (status = 200, description = "The response after the cancel", headers(("X-Session-Id" = String, description = "The session that answered")), body = ResponseSchema),
+        (status = 401, description = "`invalid_api_key`", body = OpenAiErrorBodySchema),
+        (status = 404, description = "`response_not_found`", body = OpenAiErrorBodySchema),
+        (status = 503, description = "`store_unavailable`", body = OpenAiErrorBodySchema),
+    ),
+    security(("bearer" = []))
+)]
+pub(super) async fn cancel(
     caller: OpenAiCaller,
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -386,7 +476,7 @@ impl SseFrames for ResponseFrames {
 
 /// Registers the routes in the `/v1` scope.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/responses", web::post().to(create))
-        .route("/responses/{id}", web::get().to(retrieve))
-        .route("/responses/{id}/cancel", web::post().to(cancel));
+    cfg.service(web::resource("/responses").route(web::post().to(create)))
+        .service(web::resource("/responses/{id}").route(web::get().to(retrieve)))
+        .service(web::resource("/responses/{id}/cancel").route(web::post().to(cancel)));
 }

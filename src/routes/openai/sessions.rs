@@ -11,7 +11,9 @@ use super::models::ModelChoice;
 use crate::state::AppState;
 use actix_web::HttpRequest;
 use serde_json::{json, Map, Value};
+use troupe_actors::ids::validate_session_key;
 use troupe_actors::provider::HistoryMessage;
+use troupe_actors::MAX_CLIENT_MESSAGE_ID_BYTES;
 use troupe_actors::{BusyMode, NewSession, RuntimeError, SendTurn, SessionHandle, SessionId};
 
 /// The headers that name a session key, in order of preference.
@@ -40,14 +42,31 @@ fn header_text(req: &HttpRequest, name: &str) -> Result<Option<String>, OpenAiEr
     }
 }
 
-/// The session key the headers name, if any.
+/// The session key the headers name, if any: the first of [`SESSION_KEY_HEADERS`] present.
+/// Every one present must be a valid key, so a bad alias never hides behind a good header.
 pub fn header_key(req: &HttpRequest) -> Result<Option<String>, OpenAiError> {
+    let mut chosen = None;
     for name in SESSION_KEY_HEADERS {
         if let Some(key) = header_text(req, name)? {
-            return Ok(Some(key));
+            validate_session_key(&key).map_err(|reason| {
+                OpenAiError::from(RuntimeError::InvalidSessionKey(reason)).param(name)
+            })?;
+            chosen = chosen.or(Some(key));
         }
     }
-    Ok(None)
+    Ok(chosen)
+}
+
+/// The session key a chat request's `user` names (`user:<user>`; none for an empty one). It
+/// is checked even when a header names the session, so an invalid `user` is never accepted.
+pub fn user_key(user: Option<String>) -> Result<Option<String>, OpenAiError> {
+    let Some(key) = user.filter(|u| !u.is_empty()).map(|u| format!("user:{u}")) else {
+        return Ok(None);
+    };
+    validate_session_key(&key).map_err(|reason| {
+        OpenAiError::from(RuntimeError::InvalidSessionKey(reason)).param("user")
+    })?;
+    Ok(Some(key))
 }
 
 /// Whether the client asked that its disconnect stops the turn.
@@ -58,9 +77,20 @@ pub fn abort_on_disconnect(req: &HttpRequest) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
-/// The request's idempotency key, if any.
+/// The request's idempotency key, if any: the turn's `client_message_id`, so at most
+/// [`MAX_CLIENT_MESSAGE_ID_BYTES`] bytes.
 pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, OpenAiError> {
-    Ok(header_text(req, IDEMPOTENCY_HEADER)?.filter(|k| !k.is_empty()))
+    let key = header_text(req, IDEMPOTENCY_HEADER)?.filter(|k| !k.is_empty());
+    if key
+        .as_ref()
+        .is_some_and(|k| k.len() > MAX_CLIENT_MESSAGE_ID_BYTES)
+    {
+        return Err(OpenAiError::invalid_request(format!(
+            "header {IDEMPOTENCY_HEADER} has at most {MAX_CLIENT_MESSAGE_ID_BYTES} bytes"
+        ))
+        .param("Idempotency-Key"));
+    }
+    Ok(key)
 }
 
 /// The session a request runs in.

@@ -15,7 +15,7 @@
 
 use super::frames::{self, ClientFrame, FrameError, Request, OWNER_FEED};
 use super::{WsLimits, WsMetrics};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use actix_ws::{CloseCode, CloseReason, Item, Message, MessageStream, ProtocolError, Session};
 use futures::Sink;
 use serde_json::{json, Value};
@@ -551,7 +551,7 @@ async fn forward_session(mut follow: Follow, outbound: Outbound) {
             log::info!("session {session_id}: websocket subscriber dropped as lagging");
             outbound.close(Closing::Lagged);
         }
-        Some(FollowEnd::Deleted) => ended("session_not_found", "the session was deleted"),
+        Some(FollowEnd::Deleted) => ended(ErrorCode::SessionNotFound, "the session was deleted"),
         Some(FollowEnd::Failed(e)) => {
             let error = ApiError::from(e.clone()).with("session_id", session_id.to_string());
             outbound.push(frames::error(&Value::Null, &error));

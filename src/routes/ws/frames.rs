@@ -1,7 +1,7 @@
 //! The WebSocket's JSON frames (DESIGN.md §11): what a client may send, parsed without ever
 //! panicking, and the frames the server answers with.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use troupe_actors::{BusyMode, Event, SessionId, SessionState, TurnId};
@@ -113,7 +113,7 @@ pub struct Request {
 pub fn parse(text: &str) -> Result<Request, FrameError> {
     let value: Value = serde_json::from_str(text).map_err(|e| FrameError {
         id: Value::Null,
-        error: ApiError::new("invalid_json", format!("malformed JSON: {e}")),
+        error: ApiError::new(ErrorCode::InvalidJson, format!("malformed JSON: {e}")),
     })?;
     let Value::Object(mut object) = value else {
         return Err(FrameError {
@@ -302,7 +302,7 @@ mod tests {
     fn error_frames_carry_extra_fields() {
         let frame: Value = serde_json::from_str(&error(
             &json!("r1"),
-            &ApiError::new("queue_full", "full").with("max", 20),
+            &ApiError::new(ErrorCode::QueueFull, "full").with("max", 20),
         ))
         .unwrap();
         assert_eq!(
