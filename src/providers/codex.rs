@@ -3,7 +3,9 @@
 //! `turn.completed` the usage, `turn.failed` and `error` the failures (DESIGN.md §8).
 
 use super::classify::classify;
-use super::cli::{text_of, with_exit_code, CliDialect, LineParser, ProcessExit};
+use super::cli::{
+    text_of, with_exit_code, CliDialect, LineParser, PolicyArgs, ProcessExit, SandboxMode,
+};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use troupe_actors::{AttemptRequest, Completion, ProviderEvent};
@@ -42,6 +44,23 @@ impl CliDialect for CodexCli {
 
     fn parser(&self) -> Box<dyn LineParser> {
         Box::<CodexParser>::default()
+    }
+
+    fn policy_args(&self, trust_project: bool, sandbox: Option<SandboxMode>) -> PolicyArgs {
+        let mut args = Vec::new();
+        // Without it `codex exec` refuses a directory that is not a Git repository it trusts.
+        if trust_project {
+            args.push("--skip-git-repo-check".to_string());
+        }
+        if let Some(mode) = sandbox {
+            let policy = match mode {
+                SandboxMode::ReadOnly => "read-only",
+                SandboxMode::WorkspaceWrite => "workspace-write",
+                SandboxMode::FullAccess => "danger-full-access",
+            };
+            args.extend(["--sandbox".to_string(), policy.to_string()]);
+        }
+        Ok(args)
     }
 }
 

@@ -178,7 +178,8 @@ pub struct StderrTail {
 }
 
 impl StderrTail {
-    /// What was kept, as lossy UTF-8.
+    /// What was kept, as lossy UTF-8 without terminal colour codes (Gemini CLI colours its
+    /// fatal messages even on a pipe).
     pub fn text(&self) -> String {
         // The lock is only held to copy bytes; a poisoned lock still holds valid bytes.
         let bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
@@ -186,7 +187,7 @@ impl StderrTail {
         let mut all = Vec::with_capacity(a.len() + b.len());
         all.extend_from_slice(a);
         all.extend_from_slice(b);
-        String::from_utf8_lossy(&all).trim().to_string()
+        strip_ansi(&String::from_utf8_lossy(&all)).trim().to_string()
     }
 
     fn push(&self, chunk: &[u8]) {
@@ -205,6 +206,29 @@ impl StderrTail {
             self.push(&buf[..n]);
         }
     }
+}
+
+/// `text` without ANSI escape sequences (`ESC [ … letter` and lone `ESC x`).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.next_if_eq(&'[').is_some() {
+            // Parameters and intermediates up to the final byte, a letter or `@`…`~`.
+            while let Some(p) = chars.next() {
+                if ('@'..='~').contains(&p) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    out
 }
 
 /// One line of stdout.
