@@ -3,6 +3,8 @@
 
 mod auth;
 mod events;
+#[path = "../support/external.rs"]
+mod external;
 mod fuzz;
 mod helpers;
 mod openai;
