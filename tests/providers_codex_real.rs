@@ -1,0 +1,395 @@
+//! The real Codex CLI (npm `@openai/codex`, pinned in `.ci/run`) driven through Troupe against a
+//! mock of the OpenAI Responses streaming API on 127.0.0.1, chosen by a `CODEX_HOME` whose
+//! `config.toml` names a `model_provider` with `wire_api = "responses"`: two turns on one thread,
+//! a shell tool call, a context-length 400 and a 401 (terminal, attempted once), a 429 and a 500
+//! (retried), an unset key variable (terminal, named), a lost thread (fresh once, announced) and
+//! an interrupt mid-run. Skips loudly when `codex` is missing, fails under CI.
+
+mod providers_support;
+
+use providers_support::*;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tempfile::TempDir;
+use troupe::providers::{CliProvider, CliSettings, CodexCli, SandboxMode};
+use troupe_actors::{BusyMode, EventBody, Outcome, Provider, ProviderEvent};
+
+/// The variable the mock provider's key is read from.
+const KEY_VAR: &str = "TROUPE_TEST_CODEX_KEY";
+
+/// What the mock does with one request; an empty plan answers.
+enum Step {
+    /// An HTTP error with the API's JSON body.
+    Fail(u16, Value),
+    /// A `function_call` of the shell tool.
+    Tool,
+    /// Starts the response, then never finishes it.
+    Stall,
+}
+
+/// A mock of `POST /v1/responses`.
+#[derive(Clone, Default)]
+struct ResponsesMock {
+    /// Steps for the next requests, in order.
+    plan: Arc<Mutex<VecDeque<Step>>>,
+    /// Every request body.
+    requests: Arc<Mutex<Vec<Value>>>,
+}
+
+impl ResponsesMock {
+    async fn start(plan: Vec<Step>) -> (ResponsesMock, String) {
+        let mock = ResponsesMock {
+            plan: Arc::new(Mutex::new(plan.into())),
+            ..ResponsesMock::default()
+        };
+        let m = mock.clone();
+        let url = serve_mock(move |request| m.reply(request)).await;
+        (mock, url)
+    }
+
+    fn requests(&self) -> Vec<Value> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    fn reply(&self, request: MockRequest) -> MockReply {
+        if request.method != "POST" || !request.path.starts_with("/v1/responses") {
+            return json_reply(404, &json!({"error": {"message": "not here"}}));
+        }
+        self.requests.lock().unwrap().push(request.body.clone());
+        let step = self.plan.lock().unwrap().pop_front();
+        let created = (
+            Some("response.created"),
+            json!({"type": "response.created", "response": {"id": "resp_mock"}}),
+        );
+        let item = match step {
+            Some(Step::Fail(status, body)) => return json_reply(status, &body),
+            Some(Step::Stall) => return MockReply::Stall(sse_head() + &sse_frames(&[created])),
+            Some(Step::Tool) => json!({"type": "function_call", "id": "fc_1", "call_id": "call_1",
+                "name": "exec_command", "arguments": json!({"cmd": "echo tool-ran"}).to_string(),
+                "status": "completed"}),
+            None => json!({"type": "message", "id": "msg_1", "role": "assistant",
+                "status": "completed", "content": [{"type": "output_text",
+                "text": format!("heard: {}", user_texts(&request.body).join(" | ")),
+                "annotations": []}]}),
+        };
+        sse_reply(&[
+            created,
+            (
+                Some("response.output_item.done"),
+                json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
+            ),
+            (
+                Some("response.completed"),
+                json!({"type": "response.completed", "response": {"id": "resp_mock", "usage": {
+                "input_tokens": 12, "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": 16}}}),
+            ),
+        ])
+    }
+}
+
+/// The user's own messages in a request (not the context blocks Codex adds as user messages).
+fn user_texts(body: &Value) -> Vec<String> {
+    let items = body["input"].as_array().cloned().unwrap_or_default();
+    items
+        .iter()
+        .filter(|i| i["type"] == "message" && i["role"] == "user")
+        .flat_map(|i| i["content"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c["text"].as_str().map(str::trim).map(str::to_string))
+        .filter(|t| !t.starts_with('<'))
+        .collect()
+}
+
+/// A Codex home, project and settings pointed at the mock.
+struct Codex {
+    /// `CODEX_HOME`: config.toml, sessions (rollouts).
+    home: TempDir,
+    /// The session's project directory.
+    project: TempDir,
+    /// Settings for the provider.
+    settings: CliSettings,
+}
+
+impl Codex {
+    fn new(command: &Path, url: &str) -> Codex {
+        let home = tempfile::tempdir().unwrap();
+        let project = tempfile::tempdir().unwrap();
+        let config = format!(
+            "model = \"gpt-5\"\nmodel_provider = \"mock\"\ncheck_for_update_on_startup = false\n\
+             \n[model_providers.mock]\nname = \"mock\"\nbase_url = \"{url}/v1\"\n\
+             wire_api = \"responses\"\nenv_key = \"{KEY_VAR}\"\nrequest_max_retries = 0\n\
+             stream_max_retries = 0\n\n[analytics]\nenabled = false\n"
+        );
+        std::fs::write(home.path().join("config.toml"), config).unwrap();
+        let mut settings = CliSettings::new(command.display().to_string());
+        settings
+            .env
+            .insert("CODEX_HOME".into(), home.path().display().to_string());
+        settings
+            .env
+            .insert(KEY_VAR.into(), "sk-test-mock-key-0000".into());
+        settings
+            .env
+            .insert("HOME".into(), home.path().display().to_string());
+        for (name, value) in loopback_only_env() {
+            settings.env.insert(name.into(), value);
+        }
+        settings.sandbox = Some(SandboxMode::ReadOnly);
+        settings.kill_grace = Duration::from_millis(500);
+        Codex {
+            home,
+            project,
+            settings,
+        }
+    }
+
+    fn provider(&self) -> CliProvider {
+        CliProvider::new(CodexCli, self.settings.clone())
+    }
+
+    /// A request for one attempt in the project.
+    fn request(&self, prompt: &str) -> troupe_actors::AttemptRequest {
+        let mut request = request(prompt);
+        request.project = Some(self.project.path().display().to_string());
+        request
+    }
+}
+
+/// The real `codex`, a mock with `plan` and a Codex home pointed at it; `None` after a skip.
+async fn setup(test: &str, plan: Vec<Step>) -> Option<(ResponsesMock, Codex)> {
+    let install = "npm install --prefix .ci/npm @openai/codex@0.171.0 (.ci/run does it)";
+    let command = external::require_program(test, "codex", install)?;
+    let (mock, url) = ResponsesMock::start(plan).await;
+    Some((mock, Codex::new(&command, &url)))
+}
+
+/// Runs one turn of `prompt` in a fresh session; returns its events and `turn.completed`.
+async fn one_turn(codex: &Codex, prompt: &str) -> (Vec<EventBody>, EventBody) {
+    let rt = runtime_with("codex", codex.provider());
+    let session = open_session(&rt, "codex", Some(codex.project.path())).await;
+    let mut sub = session.subscribe(0).await.unwrap();
+    session.send_text(prompt, BusyMode::Enqueue).await.unwrap();
+    completed(&mut sub).await
+}
+
+/// The outcome and error code of a `turn.completed`.
+fn ending(end: &EventBody) -> (Outcome, Option<String>) {
+    match end {
+        EventBody::TurnCompleted { outcome, error, .. } => {
+            (*outcome, error.as_ref().map(|e| e.code.clone()))
+        }
+        other => panic!("not a turn.completed: {other:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn real_codex_two_turns_resume_the_thread() {
+    let test = "real_codex_two_turns_resume_the_thread";
+    let Some((_mock, codex)) = setup(test, vec![]).await else {
+        return;
+    };
+    let rt = runtime_with("codex", codex.provider());
+    let session = open_session(&rt, "codex", Some(codex.project.path())).await;
+    let mut sub = session.subscribe(0).await.unwrap();
+    session
+        .send_text("Say hello.", BusyMode::Enqueue)
+        .await
+        .unwrap();
+    let (first, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end), (Outcome::Success, None), "{first:#?}");
+    assert_eq!(streamed_text(&first), "heard: Say hello.");
+    let thread = session.info().await.unwrap().provider_session_id;
+    assert!(thread.is_some(), "the thread id is mapped");
+    session.send_text("Again.", BusyMode::Enqueue).await.unwrap();
+    let (second, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end), (Outcome::Success, None), "{second:#?}");
+    assert_eq!(
+        streamed_text(&second),
+        "heard: Say hello. | Again.",
+        "the resumed thread carries the first turn"
+    );
+    assert_eq!(session.info().await.unwrap().provider_session_id, thread);
+}
+
+#[actix_rt::test]
+async fn real_codex_runs_a_shell_tool() {
+    let test = "real_codex_runs_a_shell_tool";
+    let Some((mock, codex)) = setup(test, vec![Step::Tool]).await else {
+        return;
+    };
+    let events = collect(codex.provider().start(codex.request("Run echo."))).await;
+    done(&events);
+    let used = events.iter().find_map(|e| match e {
+        ProviderEvent::ToolUse { name, input, .. } => Some((name.clone(), input.clone())),
+        _ => None,
+    });
+    let (name, input) = used.unwrap_or_else(|| panic!("no tool use in {events:#?}"));
+    assert_eq!(name, "shell");
+    assert!(input["command"].to_string().contains("echo tool-ran"), "{input}");
+    let output = events.iter().find_map(|e| match e {
+        ProviderEvent::ToolResult {
+            output, is_error, ..
+        } => Some((output.clone(), *is_error)),
+        _ => None,
+    });
+    let (output, is_error) = output.expect("a tool result");
+    assert!(!is_error, "{output}");
+    assert!(output["output"].to_string().contains("tool-ran"), "{output}");
+    let sent_back = mock.requests().last().unwrap().to_string();
+    assert!(sent_back.contains("function_call_output") && sent_back.contains("tool-ran"));
+}
+
+#[actix_rt::test]
+async fn real_codex_context_length_and_401_are_terminal_and_attempted_once() {
+    let too_long = json!({"error": {"message": "Your input exceeds the context window of this \
+        model. Please adjust your input and try again.", "type": "invalid_request_error",
+        "param": "input", "code": "context_length_exceeded"}});
+    let unauthorized = json!({"error": {"message": "Incorrect API key provided: sk-test-****0000.",
+        "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}});
+    for (status, body, code) in [
+        (400, too_long, "prompt_too_long"),
+        (401, unauthorized, "invalid_api_key"),
+    ] {
+        let test = "real_codex_context_length_and_401_are_terminal_and_attempted_once";
+        let Some((mock, codex)) = setup(test, vec![Step::Fail(status, body)]).await else {
+            return;
+        };
+        let (events, end) = one_turn(&codex, "Summarize everything.").await;
+        assert_eq!(
+            ending(&end),
+            (Outcome::Failed, Some(code.to_string())),
+            "{status}: {events:#?}"
+        );
+        assert_eq!(count_kind(&events, "turn.started"), 1, "{status}: one attempt");
+        assert_eq!(count_kind(&events, "turn.retrying"), 0);
+        assert_eq!(mock.requests().len(), 1, "{status}: codex did not retry either");
+    }
+}
+
+#[actix_rt::test]
+async fn real_codex_429_and_500_are_retried_and_then_answer() {
+    let rate = json!({"error": {"message": "Rate limit reached for gpt-5 on requests per min.",
+        "type": "requests", "param": null, "code": "rate_limit_exceeded"}});
+    let broken = json!({"error": {"message": "The server had an error while processing your \
+        request. Sorry about that!", "type": "server_error", "param": null, "code": null}});
+    for (status, body, expected) in [
+        (429, rate, "rate_limited"),
+        (500, broken, "provider_unavailable"),
+    ] {
+        let test = "real_codex_429_and_500_are_retried_and_then_answer";
+        let Some((_mock, codex)) = setup(test, vec![Step::Fail(status, body)]).await else {
+            return;
+        };
+        let (events, end) = one_turn(&codex, "Hello?").await;
+        assert_eq!(
+            ending(&end),
+            (Outcome::Success, None),
+            "{status}: {events:#?}"
+        );
+        let retried: Vec<&EventBody> = events
+            .iter()
+            .filter(|e| matches!(e, EventBody::TurnRetrying { .. }))
+            .collect();
+        assert!(
+            matches!(retried[..], [EventBody::TurnRetrying { reason, .. }] if reason == expected),
+            "{status}: one retry for {expected}: {events:#?}"
+        );
+        // Codex wrote the failed attempt's message into its thread before the API answered, and
+        // the retry resumes that thread: the model sees the message twice.
+        assert_eq!(streamed_text(&events), "heard: Hello? | Hello?");
+    }
+}
+
+#[actix_rt::test]
+async fn real_codex_without_its_key_variable_fails_once_naming_it() {
+    let test = "real_codex_without_its_key_variable_fails_once_naming_it";
+    let Some((mock, mut codex)) = setup(test, vec![]).await else {
+        return;
+    };
+    codex.settings.env.remove(KEY_VAR);
+    let (events, end) = one_turn(&codex, "Hello?").await;
+    assert_eq!(
+        ending(&end),
+        (Outcome::Failed, Some("missing_api_key".into())),
+        "{events:#?}"
+    );
+    assert_eq!(count_kind(&events, "turn.started"), 1);
+    let message = events.iter().find_map(|e| match e {
+        EventBody::Error { message, .. } => Some(message.clone()),
+        _ => None,
+    });
+    let message = message.expect("an error event");
+    assert!(message.contains(KEY_VAR), "{message}");
+    assert!(mock.requests().is_empty(), "nothing was sent without a key");
+}
+
+#[actix_rt::test]
+async fn real_codex_lost_thread_starts_fresh_once_and_says_so() {
+    let test = "real_codex_lost_thread_starts_fresh_once_and_says_so";
+    let Some((_mock, codex)) = setup(test, vec![]).await else {
+        return;
+    };
+    let rt = runtime_with("codex", codex.provider());
+    let session = open_session(&rt, "codex", Some(codex.project.path())).await;
+    let mut sub = session.subscribe(0).await.unwrap();
+    session.send_text("First.", BusyMode::Enqueue).await.unwrap();
+    let (_, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end), (Outcome::Success, None));
+    let lost = session.info().await.unwrap().provider_session_id;
+    // Codex keeps a thread as a rollout file under CODEX_HOME/sessions; without it, the thread
+    // is gone.
+    std::fs::remove_dir_all(codex.home.path().join("sessions")).unwrap();
+    session.send_text("Second.", BusyMode::Enqueue).await.unwrap();
+    let (events, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
+    assert!(
+        events.iter().any(|e| matches!(e,
+            EventBody::SessionUpdated { reason, .. } if reason == "provider_session_reset")),
+        "the reset is announced: {events:#?}"
+    );
+    assert_eq!(count_kind(&events, "turn.started"), 2, "fresh once");
+    assert_eq!(streamed_text(&events), "heard: Second.");
+    let fresh = session.info().await.unwrap().provider_session_id;
+    assert!(fresh.is_some() && fresh != lost, "{fresh:?} after {lost:?}");
+}
+
+#[actix_rt::test]
+async fn real_codex_is_interrupted_mid_run_and_the_next_turn_answers() {
+    let test = "real_codex_is_interrupted_mid_run_and_the_next_turn_answers";
+    let Some((mock, codex)) = setup(test, vec![Step::Stall]).await else {
+        return;
+    };
+    let rt = runtime_with("codex", codex.provider());
+    let session = open_session(&rt, "codex", Some(codex.project.path())).await;
+    let mut sub = session.subscribe(0).await.unwrap();
+    session
+        .send_text("Take forever.", BusyMode::Enqueue)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + REAL_TURN_LIMIT;
+    while mock.requests().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "codex never called the API");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = session.snapshot().await.unwrap().run.and_then(|r| r.pid);
+    session
+        .send_text("Do this instead.", BusyMode::Interrupt)
+        .await
+        .unwrap();
+    let (first, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end).0, Outcome::Aborted, "{first:#?}");
+    if let Some(pid) = pid {
+        assert!(wait_gone(pid as i32).await, "the stalled codex was stopped");
+    }
+    let (second, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end), (Outcome::Success, None), "{second:#?}");
+    assert!(
+        streamed_text(&second).ends_with("Do this instead."),
+        "{}",
+        streamed_text(&second)
+    );
+}
