@@ -1,0 +1,402 @@
+//! The real Gemini CLI (npm `@google/gemini-cli`, pinned in `.ci/run`) driven through Troupe
+//! against a mock of the Gemini API (`streamGenerateContent?alt=sse`) on 127.0.0.1, chosen by
+//! `GOOGLE_GEMINI_BASE_URL` with `GEMINI_API_KEY` and a `settings.json` selecting the API-key
+//! auth: two turns on one session, a tool call, a context-length 400 and bad credentials
+//! (terminal, attempted once), a 429 and a 500 (retried, fresh: the failed run left nothing to
+//! resume), a removed session (fresh once, announced), an untrusted folder (terminal, naming the
+//! fix) and an interrupt mid-run. Skips loudly when `gemini` is missing, fails under CI.
+
+mod providers_support;
+
+use providers_support::*;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tempfile::TempDir;
+use troupe::providers::{CliProvider, CliSettings, GeminiCli};
+use troupe_actors::{BusyMode, EventBody, Outcome, Provider, ProviderEvent};
+
+/// The model asked for, so Gemini CLI does not route between models first.
+const MODEL: &str = "gemini-2.5-pro";
+
+/// What the mock does with one streamed request; an empty plan answers.
+enum Step {
+    /// An HTTP error with the API's JSON body.
+    Fail(u16, Value),
+    /// A `functionCall` of `list_directory`.
+    Tool,
+    /// Starts the stream, then never finishes it.
+    Stall,
+}
+
+/// A mock of `POST /v1beta/models/{model}:streamGenerateContent?alt=sse` (and of the unstreamed
+/// `generateContent` and `countTokens` Gemini CLI may call on the side).
+#[derive(Clone, Default)]
+struct GeminiMock {
+    /// Steps for the next streamed requests, in order.
+    plan: Arc<Mutex<VecDeque<Step>>>,
+    /// Every streamed request body.
+    requests: Arc<Mutex<Vec<Value>>>,
+}
+
+/// One streamed chunk with `parts`, finished.
+fn chunk(parts: Value) -> Value {
+    json!({"candidates": [{"content": {"parts": parts, "role": "model"}, "finishReason": "STOP",
+        "index": 0}], "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 4,
+        "totalTokenCount": 16}, "modelVersion": MODEL})
+}
+
+impl GeminiMock {
+    async fn start(plan: Vec<Step>) -> (GeminiMock, String) {
+        let mock = GeminiMock {
+            plan: Arc::new(Mutex::new(plan.into())),
+            ..GeminiMock::default()
+        };
+        let m = mock.clone();
+        let url = serve_mock(move |request| m.reply(request)).await;
+        (mock, url)
+    }
+
+    fn requests(&self) -> Vec<Value> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    fn reply(&self, request: MockRequest) -> MockReply {
+        if request.path.contains(":countTokens") {
+            return json_reply(200, &json!({"totalTokens": 12}));
+        }
+        if request.path.contains(":generateContent") {
+            let text = json!({"next_speaker": "user", "reasoning": "mock"}).to_string();
+            return json_reply(200, &chunk(json!([{"text": text}])));
+        }
+        if !request.path.contains(":streamGenerateContent") {
+            return json_reply(404, &json!({"error": {"code": 404, "message": "not here"}}));
+        }
+        self.requests.lock().unwrap().push(request.body.clone());
+        let step = self.plan.lock().unwrap().pop_front();
+        let parts = match step {
+            Some(Step::Fail(status, body)) => return json_reply(status, &body),
+            Some(Step::Stall) => {
+                let first = chunk(json!([{"text": "thinking about it"}]));
+                return MockReply::Stall(sse_head() + &sse_frames(&[(None, first)]));
+            }
+            Some(Step::Tool) => {
+                json!([{"functionCall": {"name": "list_directory", "args": {"dir_path": "."}}}])
+            }
+            None => {
+                json!([{"text": format!("heard: {}", user_texts(&request.body).join(" | "))}])
+            }
+        };
+        sse_reply(&[(None, chunk(parts))])
+    }
+}
+
+/// The user's own texts in a request (not the context Gemini CLI adds, not tool answers).
+fn user_texts(body: &Value) -> Vec<String> {
+    let contents = body["contents"].as_array().cloned().unwrap_or_default();
+    contents
+        .iter()
+        .filter(|c| c["role"] == "user")
+        .flat_map(|c| c["parts"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["text"].as_str().map(str::trim).map(str::to_string))
+        .filter(|t| !t.starts_with('<') && !t.is_empty())
+        .collect()
+}
+
+/// A home with Gemini CLI's settings, a project and provider settings pointed at the mock.
+struct Gemini {
+    /// `HOME`: `.gemini/settings.json`, and the sessions under `.gemini/tmp`.
+    home: TempDir,
+    /// The session's project directory.
+    project: TempDir,
+    /// Settings for the provider.
+    settings: CliSettings,
+}
+
+impl Gemini {
+    fn new(command: &Path, url: &str) -> Gemini {
+        let home = tempfile::tempdir().unwrap();
+        let project = tempfile::tempdir().unwrap();
+        std::fs::write(project.path().join("notes.txt"), "a file to list\n").unwrap();
+        let dot = home.path().join(".gemini");
+        std::fs::create_dir_all(&dot).unwrap();
+        // One API attempt per run, so Troupe's retries are the ones exercised (Gemini CLI's own
+        // back off for seconds to minutes).
+        let settings_json = json!({
+            "security": {"auth": {"selectedType": "gemini-api-key"}},
+            "general": {"maxAttempts": 1, "enableAutoUpdate": false,
+                "enableAutoUpdateNotification": false},
+            "privacy": {"usageStatisticsEnabled": false},
+            "telemetry": {"enabled": false},
+        });
+        std::fs::write(dot.join("settings.json"), settings_json.to_string()).unwrap();
+        let mut settings = CliSettings::new(command.display().to_string());
+        for (name, value) in [
+            ("HOME", home.path().display().to_string()),
+            ("TMPDIR", home.path().display().to_string()),
+            ("GOOGLE_GEMINI_BASE_URL", url.to_string()),
+            ("GEMINI_API_KEY", "AIza-test-mock-key-0000".to_string()),
+        ] {
+            settings.env.insert(name.into(), value);
+        }
+        for (name, value) in loopback_only_env() {
+            settings.env.insert(name.into(), value);
+        }
+        settings.model = Some(MODEL.into());
+        settings.kill_grace = Duration::from_millis(500);
+        Gemini {
+            home,
+            project,
+            settings,
+        }
+    }
+
+    fn provider(&self) -> CliProvider {
+        CliProvider::new(GeminiCli, self.settings.clone())
+    }
+}
+
+/// The real `gemini`, a mock with `plan` and a home pointed at it; `None` after a skip.
+async fn setup(test: &str, plan: Vec<Step>) -> Option<(GeminiMock, Gemini)> {
+    let install = "npm install --prefix .ci/npm @google/gemini-cli@0.61.0 (.ci/run does it)";
+    let command = external::require_program(test, "gemini", install)?;
+    let (mock, url) = GeminiMock::start(plan).await;
+    Some((mock, Gemini::new(&command, &url)))
+}
+
+/// Runs one turn of `prompt` in a fresh session; returns its events and `turn.completed`.
+async fn one_turn(gemini: &Gemini, prompt: &str) -> (Vec<EventBody>, EventBody) {
+    let rt = runtime_with("gemini", gemini.provider());
+    let session = open_session(&rt, "gemini", Some(gemini.project.path())).await;
+    let mut sub = session.subscribe(0).await.unwrap();
+    session.send_text(prompt, BusyMode::Enqueue).await.unwrap();
+    completed(&mut sub).await
+}
+
+/// The outcome and error code of a `turn.completed`.
+fn ending(end: &EventBody) -> (Outcome, Option<String>) {
+    match end {
+        EventBody::TurnCompleted { outcome, error, .. } => {
+            (*outcome, error.as_ref().map(|e| e.code.clone()))
+        }
+        other => panic!("not a turn.completed: {other:?}"),
+    }
+}
+
+/// The message of the first `error` event.
+fn error_message(events: &[EventBody]) -> String {
+    let message = events.iter().find_map(|e| match e {
+        EventBody::Error { message, .. } => Some(message.clone()),
+        _ => None,
+    });
+    message.unwrap_or_else(|| panic!("no error event in {events:#?}"))
+}
+
+#[actix_rt::test]
+async fn real_gemini_two_turns_resume_the_session() {
+    let test = "real_gemini_two_turns_resume_the_session";
+    let Some((_mock, gemini)) = setup(test, vec![]).await else {
+        return;
+    };
+    let rt = runtime_with("gemini", gemini.provider());
+    let session = open_session(&rt, "gemini", Some(gemini.project.path())).await;
+    let mut sub = session.subscribe(0).await.unwrap();
+    session
+        .send_text("Say hello.", BusyMode::Enqueue)
+        .await
+        .unwrap();
+    let (first, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end), (Outcome::Success, None), "{first:#?}");
+    assert_eq!(streamed_text(&first), "heard: Say hello.");
+    let id = session.info().await.unwrap().provider_session_id;
+    assert!(id.is_some(), "the session id is mapped after a success");
+    session.send_text("Again.", BusyMode::Enqueue).await.unwrap();
+    let (second, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end), (Outcome::Success, None), "{second:#?}");
+    assert_eq!(
+        streamed_text(&second),
+        "heard: Say hello. | Again.",
+        "the resumed session carries the first turn"
+    );
+    assert_eq!(session.info().await.unwrap().provider_session_id, id);
+}
+
+#[actix_rt::test]
+async fn real_gemini_runs_a_tool() {
+    let test = "real_gemini_runs_a_tool";
+    let Some((mock, gemini)) = setup(test, vec![Step::Tool]).await else {
+        return;
+    };
+    let mut request = request("List the files.");
+    request.project = Some(gemini.project.path().display().to_string());
+    let events = collect(gemini.provider().start(request)).await;
+    done(&events);
+    let used = events.iter().find_map(|e| match e {
+        ProviderEvent::ToolUse { name, input, .. } => Some((name.clone(), input.clone())),
+        _ => None,
+    });
+    let (name, input) = used.unwrap_or_else(|| panic!("no tool use in {events:#?}"));
+    assert_eq!((name.as_str(), &input), ("list_directory", &json!({"dir_path": "."})));
+    assert!(
+        events.iter().any(|e| matches!(e,
+            ProviderEvent::ToolResult { is_error: false, .. })),
+        "{events:#?}"
+    );
+    assert_eq!(deltas(&events), "heard: List the files.");
+    let answered = mock.requests().last().unwrap().to_string();
+    assert!(
+        answered.contains("functionResponse") && answered.contains("notes.txt"),
+        "the listing went back to the model: {answered}"
+    );
+}
+
+#[actix_rt::test]
+async fn real_gemini_context_length_and_bad_credentials_are_terminal_and_attempted_once() {
+    let too_long = json!({"error": {"code": 400, "message": "The input token count (1234567) \
+        exceeds the maximum number of tokens allowed (1048576).", "status": "INVALID_ARGUMENT"}});
+    let unauthenticated = json!({"error": {"code": 401, "message": "Request had invalid \
+        authentication credentials.", "status": "UNAUTHENTICATED"}});
+    let bad_key = json!({"error": {"code": 400, "message": "API key not valid. Please pass a \
+        valid API key.", "status": "INVALID_ARGUMENT"}});
+    for (status, body, code) in [
+        (400, too_long, "prompt_too_long"),
+        (401, unauthenticated, "invalid_api_key"),
+        (400, bad_key, "invalid_api_key"),
+    ] {
+        let test = "real_gemini_context_length_and_bad_credentials_are_terminal_and_attempted_once";
+        let Some((mock, gemini)) = setup(test, vec![Step::Fail(status, body)]).await else {
+            return;
+        };
+        let (events, end) = one_turn(&gemini, "Summarize everything.").await;
+        assert_eq!(
+            ending(&end),
+            (Outcome::Failed, Some(code.to_string())),
+            "{status} {code}: {events:#?}"
+        );
+        assert_eq!(count_kind(&events, "turn.started"), 1, "{code}: one attempt");
+        assert_eq!(mock.requests().len(), 1, "{code}: one request");
+    }
+}
+
+#[actix_rt::test]
+async fn real_gemini_429_and_500_are_retried_fresh_and_then_answer() {
+    let exhausted = json!({"error": {"code": 429, "message": "Resource has been exhausted \
+        (e.g. check quota).", "status": "RESOURCE_EXHAUSTED"}});
+    let internal = json!({"error": {"code": 500, "message": "An internal error has occurred. \
+        Please retry or report in https://developers.generativeai.google/guide/troubleshooting",
+        "status": "INTERNAL"}});
+    for (status, body, expected) in [
+        (429, exhausted, "rate_limited"),
+        (500, internal, "provider_unavailable"),
+    ] {
+        let test = "real_gemini_429_and_500_are_retried_fresh_and_then_answer";
+        let Some((_mock, gemini)) = setup(test, vec![Step::Fail(status, body)]).await else {
+            return;
+        };
+        let (events, end) = one_turn(&gemini, "Hello?").await;
+        assert_eq!(
+            ending(&end),
+            (Outcome::Success, None),
+            "{status}: {events:#?}"
+        );
+        let retried: Vec<&EventBody> = events
+            .iter()
+            .filter(|e| matches!(e, EventBody::TurnRetrying { .. }))
+            .collect();
+        assert!(
+            matches!(retried[..], [EventBody::TurnRetrying { reason, .. }] if reason == expected),
+            "{status}: one retry for {expected}: {events:#?}"
+        );
+        // The retry ran fresh (a `--resume` of the failed run would exit 42), so the prompt is
+        // in the conversation once.
+        assert_eq!(streamed_text(&events), "heard: Hello?", "{status}");
+    }
+}
+
+#[actix_rt::test]
+async fn real_gemini_removed_session_starts_fresh_once_and_says_so() {
+    let test = "real_gemini_removed_session_starts_fresh_once_and_says_so";
+    let Some((_mock, gemini)) = setup(test, vec![]).await else {
+        return;
+    };
+    let rt = runtime_with("gemini", gemini.provider());
+    let session = open_session(&rt, "gemini", Some(gemini.project.path())).await;
+    let mut sub = session.subscribe(0).await.unwrap();
+    session.send_text("First.", BusyMode::Enqueue).await.unwrap();
+    let (_, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end), (Outcome::Success, None));
+    let lost = session.info().await.unwrap().provider_session_id;
+    // Gemini CLI keeps sessions under ~/.gemini/tmp/<project>/chats and deletes them on its own
+    // (session retention); remove them as it would.
+    std::fs::remove_dir_all(gemini.home.path().join(".gemini/tmp")).unwrap();
+    session.send_text("Second.", BusyMode::Enqueue).await.unwrap();
+    let (events, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
+    assert!(
+        events.iter().any(|e| matches!(e,
+            EventBody::SessionUpdated { reason, .. } if reason == "provider_session_reset")),
+        "the reset is announced: {events:#?}"
+    );
+    assert_eq!(count_kind(&events, "turn.started"), 2, "fresh once");
+    assert_eq!(streamed_text(&events), "heard: Second.");
+    let fresh = session.info().await.unwrap().provider_session_id;
+    assert!(fresh.is_some() && fresh != lost, "{fresh:?} after {lost:?}");
+}
+
+#[actix_rt::test]
+async fn real_gemini_untrusted_folder_fails_once_naming_the_fix() {
+    let test = "real_gemini_untrusted_folder_fails_once_naming_the_fix";
+    let Some((mock, mut gemini)) = setup(test, vec![]).await else {
+        return;
+    };
+    gemini.settings.trust_project = false;
+    let (events, end) = one_turn(&gemini, "Hello?").await;
+    assert_eq!(
+        ending(&end),
+        (Outcome::Failed, Some("untrusted_project".into())),
+        "{events:#?}"
+    );
+    assert_eq!(count_kind(&events, "turn.started"), 1, "attempted once");
+    let message = error_message(&events);
+    assert!(
+        message.contains("trust_project") && message.contains("not running in a trusted"),
+        "{message}"
+    );
+    assert!(!message.contains('\u{1b}'), "{message:?}");
+    assert!(mock.requests().is_empty());
+}
+
+#[actix_rt::test]
+async fn real_gemini_is_interrupted_mid_run_and_the_next_turn_answers() {
+    let test = "real_gemini_is_interrupted_mid_run_and_the_next_turn_answers";
+    let Some((mock, gemini)) = setup(test, vec![Step::Stall]).await else {
+        return;
+    };
+    let rt = runtime_with("gemini", gemini.provider());
+    let session = open_session(&rt, "gemini", Some(gemini.project.path())).await;
+    let mut sub = session.subscribe(0).await.unwrap();
+    session
+        .send_text("Take forever.", BusyMode::Enqueue)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + REAL_TURN_LIMIT;
+    while mock.requests().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "gemini never called the API");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = session.snapshot().await.unwrap().run.and_then(|r| r.pid);
+    session
+        .send_text("Do this instead.", BusyMode::Interrupt)
+        .await
+        .unwrap();
+    let (first, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end).0, Outcome::Aborted, "{first:#?}");
+    if let Some(pid) = pid {
+        assert!(wait_gone(pid as i32).await, "the stalled gemini was stopped");
+    }
+    let (second, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end), (Outcome::Success, None), "{second:#?}");
+    assert_eq!(streamed_text(&second), "heard: Do this instead.");
+}
