@@ -11,9 +11,7 @@ use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use troupe::providers::{ClaudeCli, CliProvider, CliSettings};
-use troupe_actors::{
-    BusyMode, EventBody, FailureClass, NewSession, Outcome, Provider, TurnStatus,
-};
+use troupe_actors::{BusyMode, EventBody, FailureClass, NewSession, Outcome, Provider, TurnStatus};
 
 /// How the mock answers `POST /v1/messages`.
 #[derive(Clone, Copy, PartialEq)]
@@ -292,11 +290,7 @@ async fn real_claude_takes_a_steered_message_into_the_running_turn() {
         .await
         .unwrap();
     // Steer once the mock has the first request, while its answer is still streaming.
-    let deadline = tokio::time::Instant::now() + REAL_TURN_LIMIT;
-    while mock.answered().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "claude never called the API");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("claude called the API", || !mock.answered().is_empty()).await;
     let steered = session
         .send_text("And this too.", BusyMode::Steer)
         .await
@@ -308,13 +302,25 @@ async fn real_claude_takes_a_steered_message_into_the_running_turn() {
     );
     let (first_events, end) = completed(&mut sub).await;
     assert!(
-        matches!(end, EventBody::TurnCompleted { outcome: Outcome::Success, .. }),
+        matches!(
+            end,
+            EventBody::TurnCompleted {
+                outcome: Outcome::Success,
+                ..
+            }
+        ),
         "{end:?} after {first_events:#?}"
     );
     assert_eq!(streamed_text(&first_events), "turn 1");
     let (second_events, end) = completed(&mut sub).await;
     assert!(
-        matches!(end, EventBody::TurnCompleted { outcome: Outcome::Success, .. }),
+        matches!(
+            end,
+            EventBody::TurnCompleted {
+                outcome: Outcome::Success,
+                ..
+            }
+        ),
         "{end:?} after {second_events:#?}"
     );
     assert_eq!(

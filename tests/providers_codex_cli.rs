@@ -125,7 +125,9 @@ async fn an_unknown_thread_is_resume_lost() {
         (error.class, error.code.as_str(), error.exit_code),
         (FailureClass::ResumeLost, "provider_session_lost", Some(1))
     );
-    assert!(error.message.contains("no rollout found for thread id gone-77"));
+    assert!(error
+        .message
+        .contains("no rollout found for thread id gone-77"));
 }
 
 #[actix_rt::test]

@@ -2,8 +2,9 @@
 //! mock of the OpenAI Responses streaming API on 127.0.0.1, chosen by a `CODEX_HOME` whose
 //! `config.toml` names a `model_provider` with `wire_api = "responses"`: two turns on one thread,
 //! a shell tool call, a context-length 400 and a 401 (terminal, attempted once), a 429 and a 500
-//! (retried), an unset key variable (terminal, named), a lost thread (fresh once, announced) and
-//! an interrupt mid-run. Skips loudly when `codex` is missing, fails under CI.
+//! (retried), an unset key variable (terminal, named), a lost thread (fresh once, announced),
+//! an interrupt mid-run, an untrusted folder (terminal, naming the fix) and the default config in
+//! a folder that is no Git repository. Skips loudly when `codex` is missing, fails under CI.
 
 mod providers_support;
 
@@ -14,8 +15,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tempfile::TempDir;
-use troupe::providers::{CliProvider, CliSettings, CodexCli, SandboxMode};
-use troupe_actors::{BusyMode, EventBody, Outcome, Provider, ProviderEvent};
+use troupe::providers::{
+    CliProvider, CliSettings, CodexCli, ProviderConfig, ProviderKind, SandboxMode,
+};
+use troupe_actors::{Outcome, Provider, ProviderEvent};
 
 /// The variable the mock provider's key is read from.
 const KEY_VAR: &str = "TROUPE_TEST_CODEX_KEY";
@@ -126,15 +129,13 @@ impl Codex {
         );
         std::fs::write(home.path().join("config.toml"), config).unwrap();
         let mut settings = CliSettings::new(command.display().to_string());
-        settings
-            .env
-            .insert("CODEX_HOME".into(), home.path().display().to_string());
-        settings
-            .env
-            .insert(KEY_VAR.into(), "sk-test-mock-key-0000".into());
-        settings
-            .env
-            .insert("HOME".into(), home.path().display().to_string());
+        for (name, value) in [
+            ("CODEX_HOME", home.path().display().to_string()),
+            ("HOME", home.path().display().to_string()),
+            (KEY_VAR, "sk-test-mock-key-0000".to_string()),
+        ] {
+            settings.env.insert(name.into(), value);
+        }
         for (name, value) in loopback_only_env() {
             settings.env.insert(name.into(), value);
         }
@@ -147,15 +148,12 @@ impl Codex {
         }
     }
 
-    fn provider(&self) -> CliProvider {
-        CliProvider::new(CodexCli, self.settings.clone())
+    fn provider(&self) -> Arc<dyn Provider> {
+        Arc::new(CliProvider::new(CodexCli, self.settings.clone()))
     }
 
-    /// A request for one attempt in the project.
-    fn request(&self, prompt: &str) -> troupe_actors::AttemptRequest {
-        let mut request = request(prompt);
-        request.project = Some(self.project.path().display().to_string());
-        request
+    fn project(&self) -> &Path {
+        self.project.path()
     }
 }
 
@@ -167,61 +165,22 @@ async fn setup(test: &str, plan: Vec<Step>) -> Option<(ResponsesMock, Codex)> {
     Some((mock, Codex::new(&command, &url)))
 }
 
-/// Runs one turn of `prompt` in a fresh session; returns its events and `turn.completed`.
-async fn one_turn(codex: &Codex, prompt: &str) -> (Vec<EventBody>, EventBody) {
-    let rt = runtime_with("codex", codex.provider());
-    let session = open_session(&rt, "codex", Some(codex.project.path())).await;
-    let mut sub = session.subscribe(0).await.unwrap();
-    session.send_text(prompt, BusyMode::Enqueue).await.unwrap();
-    completed(&mut sub).await
-}
-
-/// The outcome and error code of a `turn.completed`.
-fn ending(end: &EventBody) -> (Outcome, Option<String>) {
-    match end {
-        EventBody::TurnCompleted { outcome, error, .. } => {
-            (*outcome, error.as_ref().map(|e| e.code.clone()))
-        }
-        other => panic!("not a turn.completed: {other:?}"),
-    }
-}
-
 #[actix_rt::test]
 async fn real_codex_two_turns_resume_the_thread() {
-    let test = "real_codex_two_turns_resume_the_thread";
-    let Some((_mock, codex)) = setup(test, vec![]).await else {
+    let Some((_mock, codex)) = setup("real_codex_two_turns_resume_the_thread", vec![]).await else {
         return;
     };
-    let rt = runtime_with("codex", codex.provider());
-    let session = open_session(&rt, "codex", Some(codex.project.path())).await;
-    let mut sub = session.subscribe(0).await.unwrap();
-    session
-        .send_text("Say hello.", BusyMode::Enqueue)
-        .await
-        .unwrap();
-    let (first, end) = completed(&mut sub).await;
-    assert_eq!(ending(&end), (Outcome::Success, None), "{first:#?}");
-    assert_eq!(streamed_text(&first), "heard: Say hello.");
-    let thread = session.info().await.unwrap().provider_session_id;
-    assert!(thread.is_some(), "the thread id is mapped");
-    session.send_text("Again.", BusyMode::Enqueue).await.unwrap();
-    let (second, end) = completed(&mut sub).await;
-    assert_eq!(ending(&end), (Outcome::Success, None), "{second:#?}");
-    assert_eq!(
-        streamed_text(&second),
-        "heard: Say hello. | Again.",
-        "the resumed thread carries the first turn"
-    );
-    assert_eq!(session.info().await.unwrap().provider_session_id, thread);
+    two_turns_resume(codex.provider(), codex.project()).await;
 }
 
 #[actix_rt::test]
 async fn real_codex_runs_a_shell_tool() {
-    let test = "real_codex_runs_a_shell_tool";
-    let Some((mock, codex)) = setup(test, vec![Step::Tool]).await else {
+    let Some((mock, codex)) = setup("real_codex_runs_a_shell_tool", vec![Step::Tool]).await else {
         return;
     };
-    let events = collect(codex.provider().start(codex.request("Run echo."))).await;
+    let mut request = request("Run echo.");
+    request.project = Some(codex.project().display().to_string());
+    let events = collect(codex.provider().start(request)).await;
     done(&events);
     let used = events.iter().find_map(|e| match e {
         ProviderEvent::ToolUse { name, input, .. } => Some((name.clone(), input.clone())),
@@ -229,7 +188,10 @@ async fn real_codex_runs_a_shell_tool() {
     });
     let (name, input) = used.unwrap_or_else(|| panic!("no tool use in {events:#?}"));
     assert_eq!(name, "shell");
-    assert!(input["command"].to_string().contains("echo tool-ran"), "{input}");
+    assert!(
+        input["command"].to_string().contains("echo tool-ran"),
+        "{input}"
+    );
     let output = events.iter().find_map(|e| match e {
         ProviderEvent::ToolResult {
             output, is_error, ..
@@ -238,7 +200,10 @@ async fn real_codex_runs_a_shell_tool() {
     });
     let (output, is_error) = output.expect("a tool result");
     assert!(!is_error, "{output}");
-    assert!(output["output"].to_string().contains("tool-ran"), "{output}");
+    assert!(
+        output["output"].to_string().contains("tool-ran"),
+        "{output}"
+    );
     let sent_back = mock.requests().last().unwrap().to_string();
     assert!(sent_back.contains("function_call_output") && sent_back.contains("tool-ran"));
 }
@@ -258,15 +223,12 @@ async fn real_codex_context_length_and_401_are_terminal_and_attempted_once() {
         let Some((mock, codex)) = setup(test, vec![Step::Fail(status, body)]).await else {
             return;
         };
-        let (events, end) = one_turn(&codex, "Summarize everything.").await;
+        fails_once(codex.provider(), codex.project(), code).await;
         assert_eq!(
-            ending(&end),
-            (Outcome::Failed, Some(code.to_string())),
-            "{status}: {events:#?}"
+            mock.requests().len(),
+            1,
+            "{status}: codex did not retry either"
         );
-        assert_eq!(count_kind(&events, "turn.started"), 1, "{status}: one attempt");
-        assert_eq!(count_kind(&events, "turn.retrying"), 0);
-        assert_eq!(mock.requests().len(), 1, "{status}: codex did not retry either");
     }
 }
 
@@ -276,7 +238,7 @@ async fn real_codex_429_and_500_are_retried_and_then_answer() {
         "type": "requests", "param": null, "code": "rate_limit_exceeded"}});
     let broken = json!({"error": {"message": "The server had an error while processing your \
         request. Sorry about that!", "type": "server_error", "param": null, "code": null}});
-    for (status, body, expected) in [
+    for (status, body, reason) in [
         (429, rate, "rate_limited"),
         (500, broken, "provider_unavailable"),
     ] {
@@ -284,23 +246,10 @@ async fn real_codex_429_and_500_are_retried_and_then_answer() {
         let Some((_mock, codex)) = setup(test, vec![Step::Fail(status, body)]).await else {
             return;
         };
-        let (events, end) = one_turn(&codex, "Hello?").await;
-        assert_eq!(
-            ending(&end),
-            (Outcome::Success, None),
-            "{status}: {events:#?}"
-        );
-        let retried: Vec<&EventBody> = events
-            .iter()
-            .filter(|e| matches!(e, EventBody::TurnRetrying { .. }))
-            .collect();
-        assert!(
-            matches!(retried[..], [EventBody::TurnRetrying { reason, .. }] if reason == expected),
-            "{status}: one retry for {expected}: {events:#?}"
-        );
+        let text = retried_once(codex.provider(), codex.project(), reason).await;
         // Codex wrote the failed attempt's message into its thread before the API answered, and
         // the retry resumes that thread: the model sees the message twice.
-        assert_eq!(streamed_text(&events), "heard: Hello? | Hello?");
+        assert_eq!(text, "heard: Hello? | Hello?", "{status}");
     }
 }
 
@@ -311,18 +260,8 @@ async fn real_codex_without_its_key_variable_fails_once_naming_it() {
         return;
     };
     codex.settings.env.remove(KEY_VAR);
-    let (events, end) = one_turn(&codex, "Hello?").await;
-    assert_eq!(
-        ending(&end),
-        (Outcome::Failed, Some("missing_api_key".into())),
-        "{events:#?}"
-    );
-    assert_eq!(count_kind(&events, "turn.started"), 1);
-    let message = events.iter().find_map(|e| match e {
-        EventBody::Error { message, .. } => Some(message.clone()),
-        _ => None,
-    });
-    let message = message.expect("an error event");
+    let events = fails_once(codex.provider(), codex.project(), "missing_api_key").await;
+    let message = error_message(&events);
     assert!(message.contains(KEY_VAR), "{message}");
     assert!(mock.requests().is_empty(), "nothing was sent without a key");
 }
@@ -333,28 +272,12 @@ async fn real_codex_lost_thread_starts_fresh_once_and_says_so() {
     let Some((_mock, codex)) = setup(test, vec![]).await else {
         return;
     };
-    let rt = runtime_with("codex", codex.provider());
-    let session = open_session(&rt, "codex", Some(codex.project.path())).await;
-    let mut sub = session.subscribe(0).await.unwrap();
-    session.send_text("First.", BusyMode::Enqueue).await.unwrap();
-    let (_, end) = completed(&mut sub).await;
-    assert_eq!(ending(&end), (Outcome::Success, None));
-    let lost = session.info().await.unwrap().provider_session_id;
-    // Codex keeps a thread as a rollout file under CODEX_HOME/sessions; without it, the thread
-    // is gone.
-    std::fs::remove_dir_all(codex.home.path().join("sessions")).unwrap();
-    session.send_text("Second.", BusyMode::Enqueue).await.unwrap();
-    let (events, end) = completed(&mut sub).await;
-    assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
-    assert!(
-        events.iter().any(|e| matches!(e,
-            EventBody::SessionUpdated { reason, .. } if reason == "provider_session_reset")),
-        "the reset is announced: {events:#?}"
-    );
-    assert_eq!(count_kind(&events, "turn.started"), 2, "fresh once");
-    assert_eq!(streamed_text(&events), "heard: Second.");
-    let fresh = session.info().await.unwrap().provider_session_id;
-    assert!(fresh.is_some() && fresh != lost, "{fresh:?} after {lost:?}");
+    // Codex keeps a thread as a rollout file under CODEX_HOME/sessions; without it, it is gone.
+    let sessions = codex.home.path().join("sessions");
+    lost_session_starts_fresh(codex.provider(), codex.project(), || {
+        std::fs::remove_dir_all(&sessions).unwrap()
+    })
+    .await;
 }
 
 #[actix_rt::test]
@@ -363,33 +286,39 @@ async fn real_codex_is_interrupted_mid_run_and_the_next_turn_answers() {
     let Some((mock, codex)) = setup(test, vec![Step::Stall]).await else {
         return;
     };
-    let rt = runtime_with("codex", codex.provider());
-    let session = open_session(&rt, "codex", Some(codex.project.path())).await;
-    let mut sub = session.subscribe(0).await.unwrap();
-    session
-        .send_text("Take forever.", BusyMode::Enqueue)
-        .await
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + REAL_TURN_LIMIT;
-    while mock.requests().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "codex never called the API");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let pid = session.snapshot().await.unwrap().run.and_then(|r| r.pid);
-    session
-        .send_text("Do this instead.", BusyMode::Interrupt)
-        .await
-        .unwrap();
-    let (first, end) = completed(&mut sub).await;
-    assert_eq!(ending(&end).0, Outcome::Aborted, "{first:#?}");
-    if let Some(pid) = pid {
-        assert!(wait_gone(pid as i32).await, "the stalled codex was stopped");
-    }
-    let (second, end) = completed(&mut sub).await;
-    assert_eq!(ending(&end), (Outcome::Success, None), "{second:#?}");
+    let called = || !mock.requests().is_empty();
+    let text = interrupted_mid_run(codex.provider(), codex.project(), called).await;
+    // The aborted turn stays in the thread the interrupting turn resumes.
+    assert!(text.ends_with("Do this instead."), "{text}");
+}
+
+#[actix_rt::test]
+async fn real_codex_default_config_runs_in_a_folder_that_is_no_git_repository() {
+    let test = "real_codex_default_config_runs_in_a_folder_that_is_no_git_repository";
+    let Some((_mock, codex)) = setup(test, vec![]).await else {
+        return;
+    };
+    // What Troupe builds for a `codex` found on PATH, plus the key and endpoint.
+    let mut config = ProviderConfig::of_kind(ProviderKind::CodexCli);
+    config.command = Some(codex.settings.command.clone());
+    config.env = codex.settings.env.clone();
+    let provider = config.build("codex").expect("the default config builds");
+    let (events, end) = one_turn(provider, codex.project(), "Hello?").await;
+    assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
+}
+
+#[actix_rt::test]
+async fn real_codex_untrusted_folder_fails_once_naming_the_fix() {
+    let test = "real_codex_untrusted_folder_fails_once_naming_the_fix";
+    let Some((mock, mut codex)) = setup(test, vec![]).await else {
+        return;
+    };
+    codex.settings.trust_project = false;
+    let events = fails_once(codex.provider(), codex.project(), "untrusted_project").await;
+    let message = error_message(&events);
     assert!(
-        streamed_text(&second).ends_with("Do this instead."),
-        "{}",
-        streamed_text(&second)
+        message.contains("trust_project") && message.contains("Not inside a trusted directory"),
+        "{message}"
     );
+    assert!(mock.requests().is_empty());
 }

@@ -50,7 +50,13 @@ async fn the_next_turn_resumes_the_session() {
     assert_eq!(deltas(&second), format!("resumed {id}: 5 bytes"));
     assert_eq!(
         fake.last_argv(),
-        vec!["--output-format", "stream-json", "--resume", &id, "--skip-trust"]
+        vec![
+            "--output-format",
+            "stream-json",
+            "--resume",
+            &id,
+            "--skip-trust"
+        ]
     );
 }
 
@@ -74,10 +80,20 @@ async fn error_results_and_exit_codes_are_classified() {
     // (prompt, class, code, exit code): API errors exit with the HTTP status mod 256.
     let cases = [
         ("toolong", FailureClass::Terminal, "prompt_too_long", 144),
-        ("unauthorized", FailureClass::Terminal, "invalid_api_key", 145),
+        (
+            "unauthorized",
+            FailureClass::Terminal,
+            "invalid_api_key",
+            145,
+        ),
         ("ratelimit", FailureClass::Transient, "rate_limited", 173),
         ("turnlimit", FailureClass::Terminal, "turn_limit", 53),
-        ("noauth", FailureClass::Terminal, "provider_misconfigured", 41),
+        (
+            "noauth",
+            FailureClass::Terminal,
+            "provider_misconfigured",
+            41,
+        ),
         ("badinput", FailureClass::Terminal, "invalid_request", 1),
         ("untrusted", FailureClass::Terminal, "untrusted_project", 55),
     ];

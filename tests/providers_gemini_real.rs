@@ -4,7 +4,7 @@
 //! auth: two turns on one session, a tool call, a context-length 400 and bad credentials
 //! (terminal, attempted once), a 429 and a 500 (retried, fresh: the failed run left nothing to
 //! resume), a removed session (fresh once, announced), an untrusted folder (terminal, naming the
-//! fix) and an interrupt mid-run. Skips loudly when `gemini` is missing, fails under CI.
+//! fix), an interrupt mid-run, and the default config in a folder Gemini CLI was never shown. Skips loudly when `gemini` is missing, fails under CI.
 
 mod providers_support;
 
@@ -15,8 +15,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tempfile::TempDir;
-use troupe::providers::{CliProvider, CliSettings, GeminiCli};
-use troupe_actors::{BusyMode, EventBody, Outcome, Provider, ProviderEvent};
+use troupe::providers::{CliProvider, CliSettings, GeminiCli, ProviderConfig, ProviderKind};
+use troupe_actors::{Outcome, Provider, ProviderEvent};
 
 /// The model asked for, so Gemini CLI does not route between models first.
 const MODEL: &str = "gemini-2.5-pro";
@@ -153,8 +153,12 @@ impl Gemini {
         }
     }
 
-    fn provider(&self) -> CliProvider {
-        CliProvider::new(GeminiCli, self.settings.clone())
+    fn provider(&self) -> Arc<dyn Provider> {
+        Arc::new(CliProvider::new(GeminiCli, self.settings.clone()))
+    }
+
+    fn project(&self) -> &Path {
+        self.project.path()
     }
 }
 
@@ -166,71 +170,38 @@ async fn setup(test: &str, plan: Vec<Step>) -> Option<(GeminiMock, Gemini)> {
     Some((mock, Gemini::new(&command, &url)))
 }
 
-/// Runs one turn of `prompt` in a fresh session; returns its events and `turn.completed`.
-async fn one_turn(gemini: &Gemini, prompt: &str) -> (Vec<EventBody>, EventBody) {
-    let rt = runtime_with("gemini", gemini.provider());
-    let session = open_session(&rt, "gemini", Some(gemini.project.path())).await;
-    let mut sub = session.subscribe(0).await.unwrap();
-    session.send_text(prompt, BusyMode::Enqueue).await.unwrap();
-    completed(&mut sub).await
-}
-
-/// The outcome and error code of a `turn.completed`.
-fn ending(end: &EventBody) -> (Outcome, Option<String>) {
-    match end {
-        EventBody::TurnCompleted { outcome, error, .. } => {
-            (*outcome, error.as_ref().map(|e| e.code.clone()))
-        }
-        other => panic!("not a turn.completed: {other:?}"),
-    }
-}
-
-/// The message of the first `error` event.
-fn error_message(events: &[EventBody]) -> String {
-    let message = events.iter().find_map(|e| match e {
-        EventBody::Error { message, .. } => Some(message.clone()),
-        _ => None,
-    });
-    message.unwrap_or_else(|| panic!("no error event in {events:#?}"))
+#[actix_rt::test]
+async fn real_gemini_two_turns_resume_the_session() {
+    let Some((_mock, gemini)) = setup("real_gemini_two_turns_resume_the_session", vec![]).await
+    else {
+        return;
+    };
+    two_turns_resume(gemini.provider(), gemini.project()).await;
 }
 
 #[actix_rt::test]
-async fn real_gemini_two_turns_resume_the_session() {
-    let test = "real_gemini_two_turns_resume_the_session";
+async fn real_gemini_default_config_runs_in_a_project_it_was_never_shown() {
+    let test = "real_gemini_default_config_runs_in_a_project_it_was_never_shown";
     let Some((_mock, gemini)) = setup(test, vec![]).await else {
         return;
     };
-    let rt = runtime_with("gemini", gemini.provider());
-    let session = open_session(&rt, "gemini", Some(gemini.project.path())).await;
-    let mut sub = session.subscribe(0).await.unwrap();
-    session
-        .send_text("Say hello.", BusyMode::Enqueue)
-        .await
-        .unwrap();
-    let (first, end) = completed(&mut sub).await;
-    assert_eq!(ending(&end), (Outcome::Success, None), "{first:#?}");
-    assert_eq!(streamed_text(&first), "heard: Say hello.");
-    let id = session.info().await.unwrap().provider_session_id;
-    assert!(id.is_some(), "the session id is mapped after a success");
-    session.send_text("Again.", BusyMode::Enqueue).await.unwrap();
-    let (second, end) = completed(&mut sub).await;
-    assert_eq!(ending(&end), (Outcome::Success, None), "{second:#?}");
-    assert_eq!(
-        streamed_text(&second),
-        "heard: Say hello. | Again.",
-        "the resumed session carries the first turn"
-    );
-    assert_eq!(session.info().await.unwrap().provider_session_id, id);
+    // What Troupe builds for a `gemini` found on PATH, plus the key and endpoint.
+    let mut config = ProviderConfig::of_kind(ProviderKind::GeminiCli);
+    config.command = Some(gemini.settings.command.clone());
+    config.env = gemini.settings.env.clone();
+    config.model = Some(MODEL.into());
+    let provider = config.build("gemini").expect("the default config builds");
+    let (events, end) = one_turn(provider, gemini.project(), "Hello?").await;
+    assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
 }
 
 #[actix_rt::test]
 async fn real_gemini_runs_a_tool() {
-    let test = "real_gemini_runs_a_tool";
-    let Some((mock, gemini)) = setup(test, vec![Step::Tool]).await else {
+    let Some((mock, gemini)) = setup("real_gemini_runs_a_tool", vec![Step::Tool]).await else {
         return;
     };
     let mut request = request("List the files.");
-    request.project = Some(gemini.project.path().display().to_string());
+    request.project = Some(gemini.project().display().to_string());
     let events = collect(gemini.provider().start(request)).await;
     done(&events);
     let used = events.iter().find_map(|e| match e {
@@ -238,10 +209,18 @@ async fn real_gemini_runs_a_tool() {
         _ => None,
     });
     let (name, input) = used.unwrap_or_else(|| panic!("no tool use in {events:#?}"));
-    assert_eq!((name.as_str(), &input), ("list_directory", &json!({"dir_path": "."})));
+    assert_eq!(
+        (name.as_str(), &input),
+        ("list_directory", &json!({"dir_path": "."}))
+    );
     assert!(
-        events.iter().any(|e| matches!(e,
-            ProviderEvent::ToolResult { is_error: false, .. })),
+        events.iter().any(|e| matches!(
+            e,
+            ProviderEvent::ToolResult {
+                is_error: false,
+                ..
+            }
+        )),
         "{events:#?}"
     );
     assert_eq!(deltas(&events), "heard: List the files.");
@@ -269,14 +248,8 @@ async fn real_gemini_context_length_and_bad_credentials_are_terminal_and_attempt
         let Some((mock, gemini)) = setup(test, vec![Step::Fail(status, body)]).await else {
             return;
         };
-        let (events, end) = one_turn(&gemini, "Summarize everything.").await;
-        assert_eq!(
-            ending(&end),
-            (Outcome::Failed, Some(code.to_string())),
-            "{status} {code}: {events:#?}"
-        );
-        assert_eq!(count_kind(&events, "turn.started"), 1, "{code}: one attempt");
-        assert_eq!(mock.requests().len(), 1, "{code}: one request");
+        fails_once(gemini.provider(), gemini.project(), code).await;
+        assert_eq!(mock.requests().len(), 1, "{status} {code}: one request");
     }
 }
 
@@ -287,7 +260,7 @@ async fn real_gemini_429_and_500_are_retried_fresh_and_then_answer() {
     let internal = json!({"error": {"code": 500, "message": "An internal error has occurred. \
         Please retry or report in https://developers.generativeai.google/guide/troubleshooting",
         "status": "INTERNAL"}});
-    for (status, body, expected) in [
+    for (status, body, reason) in [
         (429, exhausted, "rate_limited"),
         (500, internal, "provider_unavailable"),
     ] {
@@ -295,23 +268,10 @@ async fn real_gemini_429_and_500_are_retried_fresh_and_then_answer() {
         let Some((_mock, gemini)) = setup(test, vec![Step::Fail(status, body)]).await else {
             return;
         };
-        let (events, end) = one_turn(&gemini, "Hello?").await;
-        assert_eq!(
-            ending(&end),
-            (Outcome::Success, None),
-            "{status}: {events:#?}"
-        );
-        let retried: Vec<&EventBody> = events
-            .iter()
-            .filter(|e| matches!(e, EventBody::TurnRetrying { .. }))
-            .collect();
-        assert!(
-            matches!(retried[..], [EventBody::TurnRetrying { reason, .. }] if reason == expected),
-            "{status}: one retry for {expected}: {events:#?}"
-        );
+        let text = retried_once(gemini.provider(), gemini.project(), reason).await;
         // The retry ran fresh (a `--resume` of the failed run would exit 42), so the prompt is
         // in the conversation once.
-        assert_eq!(streamed_text(&events), "heard: Hello?", "{status}");
+        assert_eq!(text, "heard: Hello?", "{status}");
     }
 }
 
@@ -321,28 +281,13 @@ async fn real_gemini_removed_session_starts_fresh_once_and_says_so() {
     let Some((_mock, gemini)) = setup(test, vec![]).await else {
         return;
     };
-    let rt = runtime_with("gemini", gemini.provider());
-    let session = open_session(&rt, "gemini", Some(gemini.project.path())).await;
-    let mut sub = session.subscribe(0).await.unwrap();
-    session.send_text("First.", BusyMode::Enqueue).await.unwrap();
-    let (_, end) = completed(&mut sub).await;
-    assert_eq!(ending(&end), (Outcome::Success, None));
-    let lost = session.info().await.unwrap().provider_session_id;
     // Gemini CLI keeps sessions under ~/.gemini/tmp/<project>/chats and deletes them on its own
     // (session retention); remove them as it would.
-    std::fs::remove_dir_all(gemini.home.path().join(".gemini/tmp")).unwrap();
-    session.send_text("Second.", BusyMode::Enqueue).await.unwrap();
-    let (events, end) = completed(&mut sub).await;
-    assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
-    assert!(
-        events.iter().any(|e| matches!(e,
-            EventBody::SessionUpdated { reason, .. } if reason == "provider_session_reset")),
-        "the reset is announced: {events:#?}"
-    );
-    assert_eq!(count_kind(&events, "turn.started"), 2, "fresh once");
-    assert_eq!(streamed_text(&events), "heard: Second.");
-    let fresh = session.info().await.unwrap().provider_session_id;
-    assert!(fresh.is_some() && fresh != lost, "{fresh:?} after {lost:?}");
+    let sessions = gemini.home.path().join(".gemini/tmp");
+    lost_session_starts_fresh(gemini.provider(), gemini.project(), || {
+        std::fs::remove_dir_all(&sessions).unwrap()
+    })
+    .await;
 }
 
 #[actix_rt::test]
@@ -352,13 +297,7 @@ async fn real_gemini_untrusted_folder_fails_once_naming_the_fix() {
         return;
     };
     gemini.settings.trust_project = false;
-    let (events, end) = one_turn(&gemini, "Hello?").await;
-    assert_eq!(
-        ending(&end),
-        (Outcome::Failed, Some("untrusted_project".into())),
-        "{events:#?}"
-    );
-    assert_eq!(count_kind(&events, "turn.started"), 1, "attempted once");
+    let events = fails_once(gemini.provider(), gemini.project(), "untrusted_project").await;
     let message = error_message(&events);
     assert!(
         message.contains("trust_project") && message.contains("not running in a trusted"),
@@ -374,29 +313,8 @@ async fn real_gemini_is_interrupted_mid_run_and_the_next_turn_answers() {
     let Some((mock, gemini)) = setup(test, vec![Step::Stall]).await else {
         return;
     };
-    let rt = runtime_with("gemini", gemini.provider());
-    let session = open_session(&rt, "gemini", Some(gemini.project.path())).await;
-    let mut sub = session.subscribe(0).await.unwrap();
-    session
-        .send_text("Take forever.", BusyMode::Enqueue)
-        .await
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + REAL_TURN_LIMIT;
-    while mock.requests().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "gemini never called the API");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let pid = session.snapshot().await.unwrap().run.and_then(|r| r.pid);
-    session
-        .send_text("Do this instead.", BusyMode::Interrupt)
-        .await
-        .unwrap();
-    let (first, end) = completed(&mut sub).await;
-    assert_eq!(ending(&end).0, Outcome::Aborted, "{first:#?}");
-    if let Some(pid) = pid {
-        assert!(wait_gone(pid as i32).await, "the stalled gemini was stopped");
-    }
-    let (second, end) = completed(&mut sub).await;
-    assert_eq!(ending(&end), (Outcome::Success, None), "{second:#?}");
-    assert_eq!(streamed_text(&second), "heard: Do this instead.");
+    let called = || !mock.requests().is_empty();
+    let text = interrupted_mid_run(gemini.provider(), gemini.project(), called).await;
+    // The aborted run's session id was never kept, so the next turn starts fresh.
+    assert_eq!(text, "heard: Do this instead.");
 }

@@ -261,7 +261,10 @@ impl LineParser for GeminiParser {
             return ProviderEvent::Failed(
                 ProviderError::terminal(
                     "invalid_request",
-                    truncate(&format!("Gemini CLI rejected its arguments: {}", exit.stderr)),
+                    truncate(&format!(
+                        "Gemini CLI rejected its arguments: {}",
+                        exit.stderr
+                    )),
                 )
                 .with_exit_code(exit.code),
             );

@@ -187,7 +187,9 @@ impl StderrTail {
         let mut all = Vec::with_capacity(a.len() + b.len());
         all.extend_from_slice(a);
         all.extend_from_slice(b);
-        strip_ansi(&String::from_utf8_lossy(&all)).trim().to_string()
+        strip_ansi(&String::from_utf8_lossy(&all))
+            .trim()
+            .to_string()
     }
 
     fn push(&self, chunk: &[u8]) {
@@ -219,7 +221,7 @@ pub fn strip_ansi(text: &str) -> String {
         }
         if chars.next_if_eq(&'[').is_some() {
             // Parameters and intermediates up to the final byte, a letter or `@`…`~`.
-            while let Some(p) = chars.next() {
+            for p in chars.by_ref() {
                 if ('@'..='~').contains(&p) {
                     break;
                 }
@@ -414,4 +416,19 @@ async fn write_stdin(mut stdin: ChildStdin, mut rx: mpsc::UnboundedReceiver<Vec<
 pub fn exit_code(status: &ExitStatus) -> Option<i32> {
     use std::os::unix::process::ExitStatusExt;
     status.code().or_else(|| status.signal().map(|s| 128 + s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_ansi;
+
+    #[test]
+    fn colour_codes_are_stripped() {
+        assert_eq!(
+            strip_ansi("\u{1b}[31mnot trusted\u{1b}[0m."),
+            "not trusted."
+        );
+        assert_eq!(strip_ansi("a\u{1b}[1;32mb\u{1b}(Bc"), "abc");
+        assert_eq!(strip_ansi("tail\u{1b}"), "tail");
+    }
 }

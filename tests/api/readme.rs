@@ -28,7 +28,7 @@ fn quick_start_blocks() -> Vec<String> {
 fn readme_curl_examples_work_against_the_binary() {
     for program in ["curl", "jq"] {
         let test = "readme_curl_examples_work_against_the_binary";
-        if external::require_program(test, program, "apt-get install curl jq").is_none() {
+        if crate::external::require_program(test, program, "apt-get install curl jq").is_none() {
             return;
         }
     }

@@ -76,9 +76,48 @@ where
     F: Fn(MockRequest) -> MockReply + Send + Sync + 'static,
 {
     let handler = Arc::new(handler);
-    let address = super::serve_on_loopback(move |socket| serve_connection(socket, handler.clone()))
-        .await;
+    let address =
+        super::serve_on_loopback(move |socket| serve_connection(socket, handler.clone())).await;
     format!("http://{address}")
+}
+
+/// Reads the next request from `socket`, with `buf` holding bytes read past the previous one;
+/// `None` once the client closed the connection.
+pub async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<MockRequest> {
+    let mut chunk = [0u8; 16384];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let body = serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or(Value::Null);
+    buf.drain(..head_end + length);
+    let mut words = head.split_whitespace();
+    Some(MockRequest {
+        method: words.next().unwrap_or("").to_string(),
+        path: words.next().unwrap_or("").to_string(),
+        body,
+        head,
+    })
 }
 
 /// Serves requests on one connection until the client closes it.
@@ -87,41 +126,7 @@ where
     F: Fn(MockRequest) -> MockReply + Send + Sync + 'static,
 {
     let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = [0u8; 16384];
-    loop {
-        let head_end = loop {
-            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        while buf.len() < head_end + length {
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body = serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or(Value::Null);
-        buf.drain(..head_end + length);
-        let mut words = head.split_whitespace();
-        let request = MockRequest {
-            method: words.next().unwrap_or("").to_string(),
-            path: words.next().unwrap_or("").to_string(),
-            head: head.clone(),
-            body,
-        };
+    while let Some(request) = read_request(&mut socket, &mut buf).await {
         match handler(request) {
             MockReply::Whole(reply) => {
                 if socket.write_all(reply.as_bytes()).await.is_err() {
@@ -140,7 +145,8 @@ where
             MockReply::Stall(prefix) => {
                 if socket.write_all(prefix.as_bytes()).await.is_ok() {
                     // Until the client hangs up.
-                    while matches!(socket.read(&mut chunk).await, Ok(n) if n > 0) {}
+                    let mut sink = [0u8; 1024];
+                    while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {}
                 }
                 return;
             }

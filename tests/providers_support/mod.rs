@@ -5,8 +5,13 @@
 #[path = "../support/external.rs"]
 pub mod external;
 pub mod http_mock;
+pub mod real_cli;
 
+// Each test binary uses its own part of these.
+#[allow(unused_imports)]
 pub use http_mock::*;
+#[allow(unused_imports)]
+pub use real_cli::*;
 
 use futures::StreamExt;
 use serde_json::Value;
@@ -226,9 +231,17 @@ pub fn big_text() -> String {
 
 /// A runtime over a memory store with `provider` under `name` and short retry delays.
 pub fn runtime_with(name: &str, provider: impl troupe_actors::Provider) -> troupe_actors::Runtime {
+    runtime_with_shared(name, std::sync::Arc::new(provider))
+}
+
+/// [`runtime_with`] for a provider already shared (as the config builds them).
+pub fn runtime_with_shared(
+    name: &str,
+    provider: std::sync::Arc<dyn troupe_actors::Provider>,
+) -> troupe_actors::Runtime {
     troupe_actors::Runtime::builder()
         .store(troupe_actors::MemoryStore::new())
-        .provider(name, provider)
+        .shared_provider(name, provider)
         .settings(troupe_actors::Settings {
             retry_base: Duration::from_millis(10),
             retry_max: Duration::from_millis(50),

@@ -53,7 +53,9 @@ pub fn missing(test: &str, what: &str, install: &str) {
     if in_ci() {
         panic!("{test}: {what} is missing in CI (CI=true); install it: {install}");
     }
-    eprintln!("\n*** SKIPPED {test}: {what} is missing; install it to run this test: {install} ***\n");
+    eprintln!(
+        "\n*** SKIPPED {test}: {what} is missing; install it to run this test: {install} ***\n"
+    );
 }
 
 /// `name` found, or `None` after [`missing`] said why.
