@@ -11,13 +11,13 @@ use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use troupe::providers::{ClaudeCli, CliProvider, CliSettings};
-use troupe_actors::{BusyMode, EventBody, FailureClass, NewSession, Outcome, Provider, TurnStatus};
+use troupe_actors::{BusyMode, FailureClass, Outcome, Provider, TurnStatus};
 
 /// How the mock answers `POST /v1/messages`.
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
-    /// Streams "turn N" where N counts the user messages it was sent; slowly (over about two
-    /// seconds) when the last one asks for it, so a steered message arrives mid-run.
+    /// Streams `heard: <the user's messages>`; slowly (over about a second and a half) when the
+    /// last one asks for it, so a steered message arrives mid-run.
     Answer,
     /// 400 `invalid_request_error`: prompt is too long.
     TooLong,
@@ -63,14 +63,9 @@ impl AnthropicMock {
                 "message": "prompt is too long: 212345 tokens > 200000 maximum"}}),
             );
         }
-        let users: Vec<&Value> = body["messages"]
-            .as_array()
-            .map(|m| m.iter().filter(|m| m["role"] == "user").collect())
-            .unwrap_or_default();
-        let text = format!("turn {}", users.len());
-        let slowly = users
-            .last()
-            .is_some_and(|m| m["content"].to_string().contains("slowly"));
+        let users = user_texts(body);
+        let text = format!("heard: {}", users.join(" | "));
+        let slowly = users.last().is_some_and(|t| t.contains("slowly"));
         let model = body["model"].as_str().unwrap_or("claude-sonnet-4-5");
         if body["stream"] != true {
             return json_reply(
@@ -123,6 +118,23 @@ impl AnthropicMock {
     }
 }
 
+/// The user's own texts in a request (not the `<system-reminder>` blocks Claude Code adds).
+fn user_texts(body: &Value) -> Vec<String> {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let blocks = messages
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .flat_map(|m| match &m["content"] {
+            Value::String(text) => vec![json!({"type": "text", "text": text})],
+            Value::Array(blocks) => blocks.clone(),
+            _ => Vec::new(),
+        });
+    blocks
+        .filter_map(|b| b["text"].as_str().map(str::trim).map(str::to_string))
+        .filter(|t| !t.starts_with('<') && !t.is_empty())
+        .collect()
+}
+
 /// `claude` on the search path, or a loud skip (a failure under CI).
 fn real_claude(test: &str) -> Option<String> {
     let install = "npm install --prefix .ci/npm @anthropic-ai/claude-code (.ci/run does it)";
@@ -159,67 +171,11 @@ async fn real_claude_two_turns_resume_the_provider_session() {
     let Some(command) = real_claude("real_claude_two_turns_resume_the_provider_session") else {
         return;
     };
-    let (mock, url) = AnthropicMock::start(Mode::Answer).await;
+    let (_mock, url) = AnthropicMock::start(Mode::Answer).await;
     let home = tempfile::tempdir().unwrap();
     let project = tempfile::tempdir().unwrap();
-    let rt = runtime_with(
-        "claude",
-        CliProvider::new(ClaudeCli, settings(command, &url, home.path())),
-    );
-    let (session, _) = rt
-        .get_or_create(NewSession {
-            owner: "local".into(),
-            provider: "claude".into(),
-            project: Some(project.path().display().to_string()),
-            ..NewSession::default()
-        })
-        .await
-        .unwrap();
-    let mut sub = session.subscribe(0).await.unwrap();
-    session
-        .send_text("Say hello.", BusyMode::Enqueue)
-        .await
-        .unwrap();
-    let (first, end) = completed(&mut sub).await;
-    assert!(
-        matches!(
-            end,
-            EventBody::TurnCompleted {
-                outcome: Outcome::Success,
-                ..
-            }
-        ),
-        "{end:?} after {first:#?}"
-    );
-    assert_eq!(streamed_text(&first), "turn 1");
-    let id = session
-        .info()
-        .await
-        .unwrap()
-        .provider_session_id
-        .expect("session id mapped");
-    session
-        .send_text("Again.", BusyMode::Enqueue)
-        .await
-        .unwrap();
-    let (second, end) = completed(&mut sub).await;
-    assert!(
-        matches!(
-            end,
-            EventBody::TurnCompleted {
-                outcome: Outcome::Success,
-                ..
-            }
-        ),
-        "{end:?} after {second:#?}"
-    );
-    assert_eq!(
-        streamed_text(&second),
-        "turn 2",
-        "the resumed turn carries the first turn's conversation"
-    );
-    assert_eq!(session.info().await.unwrap().provider_session_id, Some(id));
-    assert!(mock.answered().len() >= 2);
+    let provider = CliProvider::new(ClaudeCli, settings(command, &url, home.path()));
+    two_turns_resume(Arc::new(provider), project.path()).await;
 }
 
 #[actix_rt::test]
@@ -230,6 +186,7 @@ async fn real_claude_prompt_too_long_is_terminal_and_attempted_once() {
     };
     let (mock, url) = AnthropicMock::start(Mode::TooLong).await;
     let home = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
     let provider = CliProvider::new(ClaudeCli, settings(command, &url, home.path()));
     // Directly through the provider: the failure and its class.
     let events = collect(provider.start(request("Summarize everything."))).await;
@@ -239,37 +196,9 @@ async fn real_claude_prompt_too_long_is_terminal_and_attempted_once() {
         (FailureClass::Terminal, "prompt_too_long"),
         "{error:?}"
     );
-    let direct_calls = mock.answered().len();
-    assert!(direct_calls >= 1);
+    assert!(!mock.answered().is_empty());
     // Through a session: one attempt, no retry.
-    let rt = runtime_with("claude", provider);
-    let (session, _) = rt
-        .get_or_create(NewSession {
-            owner: "local".into(),
-            provider: "claude".into(),
-            ..NewSession::default()
-        })
-        .await
-        .unwrap();
-    let mut sub = session.subscribe(0).await.unwrap();
-    session
-        .send_text("Summarize everything.", BusyMode::Enqueue)
-        .await
-        .unwrap();
-    let (events, end) = completed(&mut sub).await;
-    let EventBody::TurnCompleted { outcome, error, .. } = end else {
-        unreachable!()
-    };
-    assert_eq!(outcome, Outcome::Failed);
-    assert_eq!(error.unwrap().code, "prompt_too_long");
-    let starts = events
-        .iter()
-        .filter(|e| matches!(e, EventBody::TurnStarted { .. }))
-        .count();
-    assert_eq!(starts, 1, "attempted once: {events:#?}");
-    assert!(!events
-        .iter()
-        .any(|e| matches!(e, EventBody::TurnRetrying { .. })));
+    fails_once(Arc::new(provider), project.path(), "prompt_too_long").await;
 }
 
 #[actix_rt::test]
@@ -301,31 +230,13 @@ async fn real_claude_takes_a_steered_message_into_the_running_turn() {
         "delivered into the running attempt"
     );
     let (first_events, end) = completed(&mut sub).await;
-    assert!(
-        matches!(
-            end,
-            EventBody::TurnCompleted {
-                outcome: Outcome::Success,
-                ..
-            }
-        ),
-        "{end:?} after {first_events:#?}"
-    );
-    assert_eq!(streamed_text(&first_events), "turn 1");
+    assert_eq!(ending(&end), (Outcome::Success, None), "{first_events:#?}");
+    assert_eq!(streamed_text(&first_events), "heard: Answer slowly.");
     let (second_events, end) = completed(&mut sub).await;
-    assert!(
-        matches!(
-            end,
-            EventBody::TurnCompleted {
-                outcome: Outcome::Success,
-                ..
-            }
-        ),
-        "{end:?} after {second_events:#?}"
-    );
+    assert_eq!(ending(&end), (Outcome::Success, None), "{second_events:#?}");
     assert_eq!(
         streamed_text(&second_events),
-        "turn 2",
+        "heard: Answer slowly. | And this too.",
         "the steered message was answered in the same conversation"
     );
     assert_eq!(
