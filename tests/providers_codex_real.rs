@@ -11,14 +11,8 @@ mod providers_support;
 use providers_support::*;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tempfile::TempDir;
-use troupe::providers::{
-    CliProvider, CliSettings, CodexCli, ProviderConfig, ProviderKind, SandboxMode,
-};
-use troupe_actors::{Outcome, Provider, ProviderEvent};
+use troupe::providers::{CodexCli, ProviderKind, SandboxMode};
 
 /// The variable the mock provider's key is read from.
 const KEY_VAR: &str = "TROUPE_TEST_CODEX_KEY";
@@ -107,62 +101,27 @@ fn user_texts(body: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A Codex home, project and settings pointed at the mock.
-struct Codex {
-    /// `CODEX_HOME`: config.toml, sessions (rollouts).
-    home: TempDir,
-    /// The session's project directory.
-    project: TempDir,
-    /// Settings for the provider.
-    settings: CliSettings,
-}
-
-impl Codex {
-    fn new(command: &Path, url: &str) -> Codex {
-        let home = tempfile::tempdir().unwrap();
-        let project = tempfile::tempdir().unwrap();
-        let config = format!(
-            "model = \"gpt-5\"\nmodel_provider = \"mock\"\ncheck_for_update_on_startup = false\n\
-             \n[model_providers.mock]\nname = \"mock\"\nbase_url = \"{url}/v1\"\n\
-             wire_api = \"responses\"\nenv_key = \"{KEY_VAR}\"\nrequest_max_retries = 0\n\
-             stream_max_retries = 0\n\n[analytics]\nenabled = false\n"
-        );
-        std::fs::write(home.path().join("config.toml"), config).unwrap();
-        let mut settings = CliSettings::new(command.display().to_string());
-        for (name, value) in [
-            ("CODEX_HOME", home.path().display().to_string()),
-            ("HOME", home.path().display().to_string()),
-            (KEY_VAR, "sk-test-mock-key-0000".to_string()),
-        ] {
-            settings.env.insert(name.into(), value);
-        }
-        for (name, value) in loopback_only_env() {
-            settings.env.insert(name.into(), value);
-        }
-        settings.sandbox = Some(SandboxMode::ReadOnly);
-        settings.kill_grace = Duration::from_millis(500);
-        Codex {
-            home,
-            project,
-            settings,
-        }
-    }
-
-    fn provider(&self) -> Arc<dyn Provider> {
-        Arc::new(CliProvider::new(CodexCli, self.settings.clone()))
-    }
-
-    fn project(&self) -> &Path {
-        self.project.path()
-    }
-}
-
-/// The real `codex`, a mock with `plan` and a Codex home pointed at it; `None` after a skip.
-async fn setup(test: &str, plan: Vec<Step>) -> Option<(ResponsesMock, Codex)> {
+/// The real `codex`, a mock with `plan` and a `CODEX_HOME` pointed at it; `None` after a skip.
+async fn setup(test: &str, plan: Vec<Step>) -> Option<(ResponsesMock, RealCli)> {
     let install = "npm install --prefix .ci/npm @openai/codex@0.171.0 (.ci/run does it)";
     let command = external::require_program(test, "codex", install)?;
     let (mock, url) = ResponsesMock::start(plan).await;
-    Some((mock, Codex::new(&command, &url)))
+    let mut codex = RealCli::new(command, ProviderKind::CodexCli, cli_provider::<CodexCli>);
+    let config = format!(
+        "model = \"gpt-5\"\nmodel_provider = \"mock\"\ncheck_for_update_on_startup = false\n\
+         \n[model_providers.mock]\nname = \"mock\"\nbase_url = \"{url}/v1\"\n\
+         wire_api = \"responses\"\nenv_key = \"{KEY_VAR}\"\nrequest_max_retries = 0\n\
+         stream_max_retries = 0\n\n[analytics]\nenabled = false\n"
+    );
+    std::fs::write(codex.home.path().join("config.toml"), config).unwrap();
+    let home = codex.home.path().display().to_string();
+    codex.settings.env.insert("CODEX_HOME".into(), home);
+    codex
+        .settings
+        .env
+        .insert(KEY_VAR.into(), "sk-test-mock-key-0000".into());
+    codex.settings.sandbox = Some(SandboxMode::ReadOnly);
+    Some((mock, codex))
 }
 
 #[actix_rt::test]
@@ -182,23 +141,12 @@ async fn real_codex_runs_a_shell_tool() {
     request.project = Some(codex.project().display().to_string());
     let events = collect(codex.provider().start(request)).await;
     done(&events);
-    let used = events.iter().find_map(|e| match e {
-        ProviderEvent::ToolUse { name, input, .. } => Some((name.clone(), input.clone())),
-        _ => None,
-    });
-    let (name, input) = used.unwrap_or_else(|| panic!("no tool use in {events:#?}"));
+    let ((name, input), (output, is_error)) = tool_round_trip(&events);
     assert_eq!(name, "shell");
     assert!(
         input["command"].to_string().contains("echo tool-ran"),
         "{input}"
     );
-    let output = events.iter().find_map(|e| match e {
-        ProviderEvent::ToolResult {
-            output, is_error, ..
-        } => Some((output.clone(), *is_error)),
-        _ => None,
-    });
-    let (output, is_error) = output.expect("a tool result");
     assert!(!is_error, "{output}");
     assert!(
         output["output"].to_string().contains("tool-ran"),
@@ -298,13 +246,7 @@ async fn real_codex_default_config_runs_in_a_folder_that_is_no_git_repository() 
     let Some((_mock, codex)) = setup(test, vec![]).await else {
         return;
     };
-    // What Troupe builds for a `codex` found on PATH, plus the key and endpoint.
-    let mut config = ProviderConfig::of_kind(ProviderKind::CodexCli);
-    config.command = Some(codex.settings.command.clone());
-    config.env = codex.settings.env.clone();
-    let provider = config.build("codex").expect("the default config builds");
-    let (events, end) = one_turn(provider, codex.project(), "Hello?").await;
-    assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
+    default_config_answers(&codex).await;
 }
 
 #[actix_rt::test]
@@ -313,12 +255,6 @@ async fn real_codex_untrusted_folder_fails_once_naming_the_fix() {
     let Some((mock, mut codex)) = setup(test, vec![]).await else {
         return;
     };
-    codex.settings.trust_project = false;
-    let events = fails_once(codex.provider(), codex.project(), "untrusted_project").await;
-    let message = error_message(&events);
-    assert!(
-        message.contains("trust_project") && message.contains("Not inside a trusted directory"),
-        "{message}"
-    );
+    untrusted_folder_fails_naming_the_fix(&mut codex, "Not inside a trusted directory").await;
     assert!(mock.requests().is_empty());
 }

@@ -11,12 +11,8 @@ mod providers_support;
 use providers_support::*;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tempfile::TempDir;
-use troupe::providers::{CliProvider, CliSettings, GeminiCli, ProviderConfig, ProviderKind};
-use troupe_actors::{Outcome, Provider, ProviderEvent};
+use troupe::providers::{GeminiCli, ProviderKind};
 
 /// The model asked for, so Gemini CLI does not route between models first.
 const MODEL: &str = "gemini-2.5-pro";
@@ -105,69 +101,34 @@ fn user_texts(body: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A home with Gemini CLI's settings, a project and provider settings pointed at the mock.
-struct Gemini {
-    /// `HOME`: `.gemini/settings.json`, and the sessions under `.gemini/tmp`.
-    home: TempDir,
-    /// The session's project directory.
-    project: TempDir,
-    /// Settings for the provider.
-    settings: CliSettings,
-}
-
-impl Gemini {
-    fn new(command: &Path, url: &str) -> Gemini {
-        let home = tempfile::tempdir().unwrap();
-        let project = tempfile::tempdir().unwrap();
-        std::fs::write(project.path().join("notes.txt"), "a file to list\n").unwrap();
-        let dot = home.path().join(".gemini");
-        std::fs::create_dir_all(&dot).unwrap();
-        // One API attempt per run, so Troupe's retries are the ones exercised (Gemini CLI's own
-        // back off for seconds to minutes).
-        let settings_json = json!({
-            "security": {"auth": {"selectedType": "gemini-api-key"}},
-            "general": {"maxAttempts": 1, "enableAutoUpdate": false,
-                "enableAutoUpdateNotification": false},
-            "privacy": {"usageStatisticsEnabled": false},
-            "telemetry": {"enabled": false},
-        });
-        std::fs::write(dot.join("settings.json"), settings_json.to_string()).unwrap();
-        let mut settings = CliSettings::new(command.display().to_string());
-        for (name, value) in [
-            ("HOME", home.path().display().to_string()),
-            ("TMPDIR", home.path().display().to_string()),
-            ("GOOGLE_GEMINI_BASE_URL", url.to_string()),
-            ("GEMINI_API_KEY", "AIza-test-mock-key-0000".to_string()),
-        ] {
-            settings.env.insert(name.into(), value);
-        }
-        for (name, value) in loopback_only_env() {
-            settings.env.insert(name.into(), value);
-        }
-        settings.model = Some(MODEL.into());
-        settings.kill_grace = Duration::from_millis(500);
-        Gemini {
-            home,
-            project,
-            settings,
-        }
-    }
-
-    fn provider(&self) -> Arc<dyn Provider> {
-        Arc::new(CliProvider::new(GeminiCli, self.settings.clone()))
-    }
-
-    fn project(&self) -> &Path {
-        self.project.path()
-    }
-}
-
-/// The real `gemini`, a mock with `plan` and a home pointed at it; `None` after a skip.
-async fn setup(test: &str, plan: Vec<Step>) -> Option<(GeminiMock, Gemini)> {
+/// The real `gemini`, a mock with `plan` and a home whose settings point at it; `None` after
+/// a skip.
+async fn setup(test: &str, plan: Vec<Step>) -> Option<(GeminiMock, RealCli)> {
     let install = "npm install --prefix .ci/npm @google/gemini-cli@0.61.0 (.ci/run does it)";
     let command = external::require_program(test, "gemini", install)?;
     let (mock, url) = GeminiMock::start(plan).await;
-    Some((mock, Gemini::new(&command, &url)))
+    let mut gemini = RealCli::new(command, ProviderKind::GeminiCli, cli_provider::<GeminiCli>);
+    std::fs::write(gemini.project().join("notes.txt"), "a file to list\n").unwrap();
+    let dot = gemini.home.path().join(".gemini");
+    std::fs::create_dir_all(&dot).unwrap();
+    // One API attempt per run, so Troupe's retries are the ones exercised (Gemini CLI's own back
+    // off for seconds to minutes).
+    let settings_json = json!({
+        "security": {"auth": {"selectedType": "gemini-api-key"}},
+        "general": {"maxAttempts": 1, "enableAutoUpdate": false,
+            "enableAutoUpdateNotification": false},
+        "privacy": {"usageStatisticsEnabled": false},
+        "telemetry": {"enabled": false},
+    });
+    std::fs::write(dot.join("settings.json"), settings_json.to_string()).unwrap();
+    for (name, value) in [
+        ("GOOGLE_GEMINI_BASE_URL", url),
+        ("GEMINI_API_KEY", "AIza-test-mock-key-0000".to_string()),
+    ] {
+        gemini.settings.env.insert(name.into(), value);
+    }
+    gemini.settings.model = Some(MODEL.into());
+    Some((mock, gemini))
 }
 
 #[actix_rt::test]
@@ -185,14 +146,7 @@ async fn real_gemini_default_config_runs_in_a_project_it_was_never_shown() {
     let Some((_mock, gemini)) = setup(test, vec![]).await else {
         return;
     };
-    // What Troupe builds for a `gemini` found on PATH, plus the key and endpoint.
-    let mut config = ProviderConfig::of_kind(ProviderKind::GeminiCli);
-    config.command = Some(gemini.settings.command.clone());
-    config.env = gemini.settings.env.clone();
-    config.model = Some(MODEL.into());
-    let provider = config.build("gemini").expect("the default config builds");
-    let (events, end) = one_turn(provider, gemini.project(), "Hello?").await;
-    assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
+    default_config_answers(&gemini).await;
 }
 
 #[actix_rt::test]
@@ -204,25 +158,12 @@ async fn real_gemini_runs_a_tool() {
     request.project = Some(gemini.project().display().to_string());
     let events = collect(gemini.provider().start(request)).await;
     done(&events);
-    let used = events.iter().find_map(|e| match e {
-        ProviderEvent::ToolUse { name, input, .. } => Some((name.clone(), input.clone())),
-        _ => None,
-    });
-    let (name, input) = used.unwrap_or_else(|| panic!("no tool use in {events:#?}"));
+    let ((name, input), (_, is_error)) = tool_round_trip(&events);
     assert_eq!(
         (name.as_str(), &input),
         ("list_directory", &json!({"dir_path": "."}))
     );
-    assert!(
-        events.iter().any(|e| matches!(
-            e,
-            ProviderEvent::ToolResult {
-                is_error: false,
-                ..
-            }
-        )),
-        "{events:#?}"
-    );
+    assert!(!is_error, "{events:#?}");
     assert_eq!(deltas(&events), "heard: List the files.");
     let answered = mock.requests().last().unwrap().to_string();
     assert!(
@@ -296,14 +237,7 @@ async fn real_gemini_untrusted_folder_fails_once_naming_the_fix() {
     let Some((mock, mut gemini)) = setup(test, vec![]).await else {
         return;
     };
-    gemini.settings.trust_project = false;
-    let events = fails_once(gemini.provider(), gemini.project(), "untrusted_project").await;
-    let message = error_message(&events);
-    assert!(
-        message.contains("trust_project") && message.contains("not running in a trusted"),
-        "{message}"
-    );
-    assert!(!message.contains('\u{1b}'), "{message:?}");
+    untrusted_folder_fails_naming_the_fix(&mut gemini, "not running in a trusted directory").await;
     assert!(mock.requests().is_empty());
 }
 

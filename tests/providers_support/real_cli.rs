@@ -2,11 +2,81 @@
 //! answers `heard: <the user's messages, joined by " | ">`: every real-CLI test file runs the same
 //! checks, with its own CLI and mock.
 
-use super::{completed, count_kind, open_session, streamed_text, REAL_TURN_LIMIT};
-use std::path::Path;
+use super::{
+    completed, count_kind, loopback_only_env, open_session, streamed_text, REAL_TURN_LIMIT,
+};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use troupe_actors::{BusyMode, EventBody, Outcome, Provider, Runtime};
+use tempfile::TempDir;
+use troupe::providers::cli::CliDialect;
+use troupe::providers::{CliProvider, CliSettings, ProviderConfig, ProviderKind};
+use troupe_actors::{BusyMode, EventBody, Outcome, Provider, ProviderEvent, Runtime};
+
+/// A real agent CLI set up for one test: its own home, a project it was never shown, and
+/// provider settings that keep it on loopback.
+pub struct RealCli {
+    /// `HOME` of the CLI: its settings, sessions and caches.
+    pub home: TempDir,
+    /// The session's project directory.
+    pub project: TempDir,
+    /// The provider's settings; tests adjust them before asking for the provider.
+    pub settings: CliSettings,
+    /// Which config kind this CLI is.
+    kind: ProviderKind,
+    /// Builds the provider from the settings.
+    make: fn(CliSettings) -> CliProvider,
+}
+
+impl RealCli {
+    /// The CLI at `command` as a provider of `kind` built by `make`, with `HOME` and `TMPDIR`
+    /// in a fresh folder, loopback only, and a short kill grace.
+    pub fn new(command: PathBuf, kind: ProviderKind, make: fn(CliSettings) -> CliProvider) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let project = tempfile::tempdir().unwrap();
+        let mut settings = CliSettings::new(command.display().to_string());
+        let home_dir = home.path().display().to_string();
+        settings.env.insert("HOME".into(), home_dir.clone());
+        settings.env.insert("TMPDIR".into(), home_dir);
+        for (name, value) in loopback_only_env() {
+            settings.env.insert(name.into(), value);
+        }
+        settings.kill_grace = Duration::from_millis(500);
+        RealCli {
+            home,
+            project,
+            settings,
+            kind,
+            make,
+        }
+    }
+
+    /// The provider for the current settings.
+    pub fn provider(&self) -> Arc<dyn Provider> {
+        Arc::new((self.make)(self.settings.clone()))
+    }
+
+    /// The project directory.
+    pub fn project(&self) -> &Path {
+        self.project.path()
+    }
+
+    /// The provider Troupe's default config builds for this CLI found on PATH, given this test's
+    /// executable, environment (key, endpoint) and model.
+    pub fn default_config_provider(&self) -> Arc<dyn Provider> {
+        let mut config = ProviderConfig::of_kind(self.kind);
+        config.command = Some(self.settings.command.clone());
+        config.env = self.settings.env.clone();
+        config.model = self.settings.model.clone();
+        config.build("default").expect("the default config builds")
+    }
+}
+
+/// The provider of `dialect` with `settings`, for [`RealCli::new`].
+pub fn cli_provider<D: CliDialect + Default>(settings: CliSettings) -> CliProvider {
+    CliProvider::new(D::default(), settings)
+}
 
 /// The provider's name in the scenarios' runtimes.
 const NAME: &str = "agent";
@@ -189,4 +259,42 @@ pub async fn interrupted_mid_run(
     let (second, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{second:#?}");
     streamed_text(&second)
+}
+
+/// The default config runs a turn in a project the CLI was never shown.
+pub async fn default_config_answers(cli: &RealCli) {
+    let (events, end) = one_turn(cli.default_config_provider(), cli.project(), "Hello?").await;
+    assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
+    assert_eq!(streamed_text(&events), "heard: Hello?");
+}
+
+/// With `trust_project` off the CLI refuses the project: terminal `untrusted_project`, attempted
+/// once, naming the setting and quoting the CLI (`said`), without colour codes.
+pub async fn untrusted_folder_fails_naming_the_fix(cli: &mut RealCli, said: &str) {
+    cli.settings.trust_project = false;
+    let events = fails_once(cli.provider(), cli.project(), "untrusted_project").await;
+    let message = error_message(&events);
+    assert!(
+        message.contains("trust_project") && message.contains(said),
+        "{message}"
+    );
+    assert!(!message.contains('\u{1b}'), "{message:?}");
+}
+
+/// The first tool use of a run (name, input) and its result (output, is_error).
+pub fn tool_round_trip(events: &[ProviderEvent]) -> ((String, Value), (Value, bool)) {
+    let used = events.iter().find_map(|e| match e {
+        ProviderEvent::ToolUse { name, input, .. } => Some((name.clone(), input.clone())),
+        _ => None,
+    });
+    let result = events.iter().find_map(|e| match e {
+        ProviderEvent::ToolResult {
+            output, is_error, ..
+        } => Some((output.clone(), *is_error)),
+        _ => None,
+    });
+    match (used, result) {
+        (Some(used), Some(result)) => (used, result),
+        _ => panic!("no tool use and result in {events:#?}"),
+    }
 }
