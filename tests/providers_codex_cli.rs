@@ -5,7 +5,7 @@ mod providers_support;
 
 use providers_support::*;
 use serde_json::json;
-use troupe::providers::CodexCli;
+use troupe::providers::{CliProvider, CodexCli, SandboxMode};
 use troupe_actors::{FailureClass, Provider, ProviderEvent};
 
 #[actix_rt::test]
@@ -147,4 +147,18 @@ async fn prompts_reach_stdin_intact() {
     let prompt = format!("a'b\"c$(d)`e`|f;g&h>i<j\n{}", "z".repeat(100 * 1024));
     done(&collect(fake.provider(CodexCli, "codex").start(request(&prompt))).await);
     assert_eq!(fake.records()[0]["stdin"].as_str().unwrap(), prompt);
+}
+
+#[actix_rt::test]
+async fn trust_and_sandbox_settings_become_flags() {
+    let fake = Fake::new();
+    let mut settings = fake.settings("codex");
+    settings.trust_project = false;
+    settings.sandbox = Some(SandboxMode::FullAccess);
+    let provider = CliProvider::new(CodexCli, settings);
+    done(&collect(provider.start(request("hello"))).await);
+    assert_eq!(
+        fake.last_argv(),
+        vec!["exec", "--json", "--sandbox", "danger-full-access", "-"]
+    );
 }

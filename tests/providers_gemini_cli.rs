@@ -5,7 +5,7 @@ mod providers_support;
 
 use providers_support::*;
 use serde_json::json;
-use troupe::providers::GeminiCli;
+use troupe::providers::{CliProvider, GeminiCli, SandboxMode};
 use troupe_actors::{FailureClass, Provider, ProviderEvent};
 
 #[actix_rt::test]
@@ -158,4 +158,23 @@ async fn garbage_lines_are_skipped_and_a_2_mib_line_is_read_whole() {
     let events = collect(fake.provider(GeminiCli, "gemini").start(request("garbage"))).await;
     done(&events);
     assert_eq!(deltas(&events), format!("{}done after noise", big_text()));
+}
+
+#[actix_rt::test]
+async fn trust_and_sandbox_settings_become_flags() {
+    let fake = Fake::new();
+    let mut settings = fake.settings("gemini");
+    settings.trust_project = false;
+    settings.sandbox = Some(SandboxMode::WorkspaceWrite);
+    let provider = CliProvider::new(GeminiCli, settings);
+    done(&collect(provider.start(request("hello"))).await);
+    assert_eq!(
+        fake.last_argv(),
+        vec![
+            "--output-format",
+            "stream-json",
+            "--approval-mode",
+            "auto_edit"
+        ]
+    );
 }
