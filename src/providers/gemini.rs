@@ -6,8 +6,8 @@
 //! Seen with Gemini CLI 0.61: an API error is a `result` whose message is
 //! `[API Error: {…the API's JSON…}]` and whose exit code is the HTTP status modulo 256 (400 → 144),
 //! so the status is read from the text and the exit code is not taken as a crash. A session id
-//! from `init` is only kept once the run succeeds: a run that failed before its first answer
-//! leaves nothing Gemini CLI can resume.
+//! from `init` is only kept once the run succeeds: Gemini CLI resumes a session only once it has
+//! answered in it, so a run that failed first leaves nothing `--resume` accepts.
 
 use super::classify::{classify, truncate};
 use super::cli::{
