@@ -4,7 +4,8 @@
 //! auth: two turns on one session, a tool call, a context-length 400 and bad credentials
 //! (terminal, attempted once), a 429 and a 500 (retried, fresh: the failed run left nothing to
 //! resume), a removed session (fresh once, announced), an untrusted folder (terminal, naming the
-//! fix), an interrupt mid-run, and the default config in a folder Gemini CLI was never shown. Skips loudly when `gemini` is missing, fails under CI.
+//! fix), an invalid auth method (exit 41, terminal), an interrupt mid-run, and the default
+//! config in a folder Gemini CLI was never shown. Skips loudly when `gemini` is missing, fails under CI.
 
 mod providers_support;
 
@@ -251,4 +252,27 @@ async fn real_gemini_is_interrupted_mid_run_and_the_next_turn_answers() {
     let text = interrupted_mid_run(gemini.provider(), gemini.project(), called).await;
     // The aborted run's session id was never kept, so the next turn starts fresh.
     assert_eq!(text, "heard: Do this instead.");
+}
+
+#[actix_rt::test]
+async fn real_gemini_invalid_auth_method_is_a_configuration_error_attempted_once() {
+    let test = "real_gemini_invalid_auth_method_is_a_configuration_error_attempted_once";
+    let Some((mock, gemini)) = setup(test, vec![]).await else {
+        return;
+    };
+    let settings = json!({"security": {"auth": {"selectedType": "no-such-method"}}});
+    let path = gemini.home.path().join(".gemini/settings.json");
+    std::fs::write(path, settings.to_string()).unwrap();
+    let events = fails_once(
+        gemini.provider(),
+        gemini.project(),
+        "provider_misconfigured",
+    )
+    .await;
+    let message = error_message(&events);
+    assert!(
+        message.contains("Invalid auth method selected."),
+        "{message}"
+    );
+    assert!(mock.requests().is_empty());
 }
