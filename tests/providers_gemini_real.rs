@@ -5,7 +5,8 @@
 //! (terminal, attempted once), a 429 and a 500 (retried, fresh: the failed run left nothing to
 //! resume), a removed session (fresh once, announced), an untrusted folder (terminal, naming the
 //! fix), an invalid auth method (exit 41, terminal), an interrupt mid-run, and the default
-//! config in a folder Gemini CLI was never shown. Skips loudly when `gemini` is missing, fails under CI.
+//! config in a folder Gemini CLI was never shown. Skips loudly when `gemini` is missing, fails
+//! under CI.
 
 mod providers_support;
 
