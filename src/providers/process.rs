@@ -210,7 +210,7 @@ impl StderrTail {
     }
 }
 
-/// `text` without ANSI escape sequences (`ESC [ … letter` and lone `ESC x`).
+/// `text` without ANSI escape sequences (`ESC [ … final byte`, `ESC ( x`, `ESC x`).
 pub fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
@@ -226,7 +226,8 @@ pub fn strip_ansi(text: &str) -> String {
                     break;
                 }
             }
-        } else {
+        } else if matches!(chars.next(), Some('(' | ')')) {
+            // A character-set designation names its set in one more character.
             chars.next();
         }
     }
