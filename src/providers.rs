@@ -22,7 +22,7 @@ pub mod openai_http;
 pub mod process;
 
 pub use claude::ClaudeCli;
-pub use cli::{CliProvider, CliSettings};
+pub use cli::{CliProvider, CliSettings, SandboxMode};
 pub use codex::CodexCli;
 pub use config::{
     build_providers, default_provider_configs, default_providers, fallbacks, provider_infos,

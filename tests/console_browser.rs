@@ -6,6 +6,9 @@
 //! the tests at a server that already runs instead of spawning one. Each test saves a screenshot
 //! in its temp dir; on failure the dir is kept and the path printed.
 
+#[path = "support/external.rs"]
+mod external;
+
 use anyhow::{anyhow, bail, Context, Result};
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -156,21 +159,7 @@ impl Drop for Server {
 
 /// A binary on PATH (or at an absolute path).
 fn find_binary(names: &[&str]) -> Option<PathBuf> {
-    for name in names {
-        let p = Path::new(name);
-        if p.is_absolute() && p.is_file() {
-            return Some(p.to_path_buf());
-        }
-        if let Some(paths) = std::env::var_os("PATH") {
-            for dir in std::env::split_paths(&paths) {
-                let candidate = dir.join(name);
-                if candidate.is_file() {
-                    return Some(candidate);
-                }
-            }
-        }
-    }
-    None
+    names.iter().find_map(|name| external::find_program(name))
 }
 
 /// A child process that is killed when this goes out of scope, also on an early return.
@@ -254,9 +243,10 @@ impl Harness {
         ]);
         let chromedriver = find_binary(&["chromedriver", "/usr/lib/chromium/chromedriver"]);
         let (Some(chromium), Some(chromedriver)) = (chromium, chromedriver) else {
-            eprintln!(
-                "\n*** SKIPPED console browser test `{name}`: chromium and/or chromedriver not found \
-                 (Debian: apt-get install chromium chromium-driver) ***\n"
+            external::missing(
+                &format!("console browser test `{name}`"),
+                "chromium and/or chromedriver",
+                "apt-get install chromium chromium-driver",
             );
             return Ok(None);
         };

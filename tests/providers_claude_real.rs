@@ -1,7 +1,8 @@
 //! The real Claude Code CLI (npm `@anthropic-ai/claude-code`) pointed by `ANTHROPIC_BASE_URL` at a
 //! mock of the Anthropic Messages streaming API on 127.0.0.1: a two-turn session whose second
-//! turn resumes the first's session id, and a prompt-too-long answer classified terminal and
-//! attempted once. Skips loudly when `claude` is not on `PATH`.
+//! turn resumes the first's session id, a message steered into a running turn through
+//! `--input-format stream-json`, and a prompt-too-long answer classified terminal and attempted
+//! once. Skips loudly when `claude` is missing, fails under CI.
 
 mod providers_support;
 
@@ -9,16 +10,14 @@ use providers_support::*;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use troupe::providers::process::resolve_program;
 use troupe::providers::{ClaudeCli, CliProvider, CliSettings};
-use troupe_actors::{BusyMode, EventBody, FailureClass, NewSession, Outcome, Provider};
+use troupe_actors::{BusyMode, FailureClass, Outcome, Provider, TurnStatus};
 
 /// How the mock answers `POST /v1/messages`.
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
-    /// Streams "turn N" where N counts the user messages it was sent.
+    /// Streams `heard: <the user's messages>`; slowly (over about a second and a half) when the
+    /// last one asks for it, so a steered message arrives mid-run.
     Answer,
     /// 400 `invalid_request_error`: prompt is too long.
     TooLong,
@@ -26,7 +25,7 @@ enum Mode {
 
 #[derive(Clone)]
 struct AnthropicMock {
-    mode: Arc<Mutex<Mode>>,
+    mode: Mode,
     /// Bodies of every `POST /v1/messages` (count_tokens and others excluded).
     messages: Arc<Mutex<Vec<Value>>>,
 }
@@ -34,12 +33,11 @@ struct AnthropicMock {
 impl AnthropicMock {
     async fn start(mode: Mode) -> (AnthropicMock, String) {
         let mock = AnthropicMock {
-            mode: Arc::new(Mutex::new(mode)),
+            mode,
             messages: Arc::default(),
         };
         let m = mock.clone();
-        let address = serve_on_loopback(move |socket| m.clone().serve(socket)).await;
-        let url = format!("http://{address}");
+        let url = serve_mock(move |request| m.reply(&request.path, &request.body)).await;
         (mock, url)
     }
 
@@ -47,136 +45,100 @@ impl AnthropicMock {
         self.messages.lock().unwrap().clone()
     }
 
-    async fn serve(self, mut socket: TcpStream) {
-        // Keep-alive: serve requests on this connection until the client closes it.
-        let mut buf: Vec<u8> = Vec::new();
-        let mut chunk = [0u8; 16384];
-        loop {
-            let head_end = loop {
-                if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break at + 4;
-                }
-                match socket.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            };
-            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            while buf.len() < head_end + length {
-                match socket.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            let body: Value =
-                serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or(Value::Null);
-            buf.drain(..head_end + length);
-            let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
-            let reply = self.reply(&path, &body);
-            if socket.write_all(reply.as_bytes()).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    fn reply(&self, path: &str, body: &Value) -> String {
-        let json_reply = |status: u16, value: Value| {
-            let text = value.to_string();
-            format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nrequest-id: req_mock\r\n\r\n{text}",
-                text.len()
-            )
-        };
+    fn reply(&self, path: &str, body: &Value) -> MockReply {
         if path.starts_with("/v1/messages/count_tokens") {
-            return json_reply(200, json!({"input_tokens": 42}));
+            return json_reply(200, &json!({"input_tokens": 42}));
         }
         if !path.starts_with("/v1/messages") {
             return json_reply(
                 404,
-                json!({"type": "error", "error": {"type": "not_found_error", "message": "not here"}}),
+                &json!({"type": "error", "error": {"type": "not_found_error", "message": "not here"}}),
             );
         }
         self.messages.lock().unwrap().push(body.clone());
-        if *self.mode.lock().unwrap() == Mode::TooLong {
+        if self.mode == Mode::TooLong {
             return json_reply(
                 400,
-                json!({"type": "error", "error": {"type": "invalid_request_error",
+                &json!({"type": "error", "error": {"type": "invalid_request_error",
                 "message": "prompt is too long: 212345 tokens > 200000 maximum"}}),
             );
         }
-        let users = body["messages"]
-            .as_array()
-            .map(|m| m.iter().filter(|m| m["role"] == "user").count())
-            .unwrap_or(0);
-        let text = format!("turn {users}");
+        let users = user_texts(body);
+        let text = format!("heard: {}", users.join(" | "));
+        let slowly = users.last().is_some_and(|t| t.contains("slowly"));
         let model = body["model"].as_str().unwrap_or("claude-sonnet-4-5");
         if body["stream"] != true {
             return json_reply(
                 200,
-                json!({"id": "msg_mock", "type": "message", "role": "assistant",
+                &json!({"id": "msg_mock", "type": "message", "role": "assistant",
                 "model": model, "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
                 "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 3}}),
             );
         }
-        let events = [
+        let start = [
             (
-                "message_start",
+                Some("message_start"),
                 json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message",
                 "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
                 "usage": {"input_tokens": 10, "output_tokens": 1}}}),
             ),
             (
-                "content_block_start",
+                Some("content_block_start"),
                 json!({"type": "content_block_start", "index": 0,
                 "content_block": {"type": "text", "text": ""}}),
             ),
+        ];
+        let delta = [(
+            Some("content_block_delta"),
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": text}}),
+        )];
+        let end = [
             (
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0,
-                "delta": {"type": "text_delta", "text": text}}),
-            ),
-            (
-                "content_block_stop",
+                Some("content_block_stop"),
                 json!({"type": "content_block_stop", "index": 0}),
             ),
             (
-                "message_delta",
+                Some("message_delta"),
                 json!({"type": "message_delta", "delta": {"stop_reason": "end_turn",
                 "stop_sequence": null}, "usage": {"output_tokens": 3}}),
             ),
-            ("message_stop", json!({"type": "message_stop"})),
+            (Some("message_stop"), json!({"type": "message_stop"})),
         ];
-        let sse: String = events
-            .iter()
-            .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
-            .collect();
-        format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nrequest-id: req_mock\r\ncontent-length: {}\r\n\r\n{sse}",
-            sse.len()
-        )
+        if !slowly {
+            let all: Vec<_> = start.into_iter().chain(delta).chain(end).collect();
+            return sse_reply(&all);
+        }
+        let pause = Duration::from_millis(700);
+        MockReply::Paced(vec![
+            (Duration::ZERO, sse_head() + &sse_frames(&start)),
+            (pause, sse_frames(&delta)),
+            (pause, sse_frames(&end)),
+        ])
     }
 }
 
-/// `claude` on PATH, or a loud skip.
-fn real_claude() -> Option<String> {
-    match resolve_program("claude", None) {
-        Some(path) => Some(path.display().to_string()),
-        None => {
-            eprintln!(
-                "SKIPPED: the real Claude Code CLI (`claude`) is not on PATH; \
-                 install it with `npm install -g @anthropic-ai/claude-code` to run this test"
-            );
-            None
-        }
-    }
+/// The user's own texts in a request (not the `<system-reminder>` blocks Claude Code adds).
+fn user_texts(body: &Value) -> Vec<String> {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let blocks = messages
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .flat_map(|m| match &m["content"] {
+            Value::String(text) => vec![json!({"type": "text", "text": text})],
+            Value::Array(blocks) => blocks.clone(),
+            _ => Vec::new(),
+        });
+    blocks
+        .filter_map(|b| b["text"].as_str().map(str::trim).map(str::to_string))
+        .filter(|t| !t.starts_with('<') && !t.is_empty())
+        .collect()
+}
+
+/// `claude` on the search path, or a loud skip (a failure under CI).
+fn real_claude(test: &str) -> Option<String> {
+    let install = "npm install --prefix .ci/npm @anthropic-ai/claude-code (.ci/run does it)";
+    external::require_program(test, "claude", install).map(|p| p.display().to_string())
 }
 
 fn settings(command: String, url: &str, home: &std::path::Path) -> CliSettings {
@@ -195,107 +157,36 @@ fn settings(command: String, url: &str, home: &std::path::Path) -> CliSettings {
     ] {
         settings.env.insert(name.into(), value);
     }
+    for (name, value) in loopback_only_env() {
+        settings.env.insert(name.into(), value);
+    }
     settings.model = Some("claude-sonnet-4-5".into());
     settings.args = vec!["--max-turns".into(), "1".into()];
     settings.kill_grace = Duration::from_millis(500);
     settings
 }
 
-async fn completed(sub: &mut troupe_actors::Subscription) -> (Vec<EventBody>, EventBody) {
-    let mut seen = Vec::new();
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(90), sub.next())
-            .await
-            .expect("the real CLI took too long")
-            .expect("subscription closed");
-        if matches!(event.body, EventBody::TurnCompleted { .. }) {
-            return (seen, event.body.clone());
-        }
-        seen.push(event.body.clone());
-    }
-}
-
-fn text_of(events: &[EventBody]) -> String {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            EventBody::MessageDelta { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect()
-}
-
 #[actix_rt::test]
 async fn real_claude_two_turns_resume_the_provider_session() {
-    let Some(command) = real_claude() else { return };
-    let (mock, url) = AnthropicMock::start(Mode::Answer).await;
+    let Some(command) = real_claude("real_claude_two_turns_resume_the_provider_session") else {
+        return;
+    };
+    let (_mock, url) = AnthropicMock::start(Mode::Answer).await;
     let home = tempfile::tempdir().unwrap();
     let project = tempfile::tempdir().unwrap();
-    let rt = runtime_with(
-        "claude",
-        CliProvider::new(ClaudeCli, settings(command, &url, home.path())),
-    );
-    let (session, _) = rt
-        .get_or_create(NewSession {
-            owner: "local".into(),
-            provider: "claude".into(),
-            project: Some(project.path().display().to_string()),
-            ..NewSession::default()
-        })
-        .await
-        .unwrap();
-    let mut sub = session.subscribe(0).await.unwrap();
-    session
-        .send_text("Say hello.", BusyMode::Enqueue)
-        .await
-        .unwrap();
-    let (first, end) = completed(&mut sub).await;
-    assert!(
-        matches!(
-            end,
-            EventBody::TurnCompleted {
-                outcome: Outcome::Success,
-                ..
-            }
-        ),
-        "{end:?} after {first:#?}"
-    );
-    assert_eq!(text_of(&first), "turn 1");
-    let id = session
-        .info()
-        .await
-        .unwrap()
-        .provider_session_id
-        .expect("session id mapped");
-    session
-        .send_text("Again.", BusyMode::Enqueue)
-        .await
-        .unwrap();
-    let (second, end) = completed(&mut sub).await;
-    assert!(
-        matches!(
-            end,
-            EventBody::TurnCompleted {
-                outcome: Outcome::Success,
-                ..
-            }
-        ),
-        "{end:?} after {second:#?}"
-    );
-    assert_eq!(
-        text_of(&second),
-        "turn 2",
-        "the resumed turn carries the first turn's conversation"
-    );
-    assert_eq!(session.info().await.unwrap().provider_session_id, Some(id));
-    assert!(mock.answered().len() >= 2);
+    let provider = CliProvider::new(ClaudeCli, settings(command, &url, home.path()));
+    two_turns_resume(Arc::new(provider), project.path()).await;
 }
 
 #[actix_rt::test]
 async fn real_claude_prompt_too_long_is_terminal_and_attempted_once() {
-    let Some(command) = real_claude() else { return };
+    let Some(command) = real_claude("real_claude_prompt_too_long_is_terminal_and_attempted_once")
+    else {
+        return;
+    };
     let (mock, url) = AnthropicMock::start(Mode::TooLong).await;
     let home = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
     let provider = CliProvider::new(ClaudeCli, settings(command, &url, home.path()));
     // Directly through the provider: the failure and its class.
     let events = collect(provider.start(request("Summarize everything."))).await;
@@ -305,35 +196,66 @@ async fn real_claude_prompt_too_long_is_terminal_and_attempted_once() {
         (FailureClass::Terminal, "prompt_too_long"),
         "{error:?}"
     );
-    let direct_calls = mock.answered().len();
-    assert!(direct_calls >= 1);
+    assert!(!mock.answered().is_empty());
     // Through a session: one attempt, no retry.
-    let rt = runtime_with("claude", provider);
-    let (session, _) = rt
-        .get_or_create(NewSession {
-            owner: "local".into(),
-            provider: "claude".into(),
-            ..NewSession::default()
-        })
-        .await
-        .unwrap();
-    let mut sub = session.subscribe(0).await.unwrap();
-    session
-        .send_text("Summarize everything.", BusyMode::Enqueue)
-        .await
-        .unwrap();
-    let (events, end) = completed(&mut sub).await;
-    let EventBody::TurnCompleted { outcome, error, .. } = end else {
-        unreachable!()
+    fails_once(Arc::new(provider), project.path(), "prompt_too_long").await;
+}
+
+#[actix_rt::test]
+async fn real_claude_takes_a_steered_message_into_the_running_turn() {
+    let Some(command) = real_claude("real_claude_takes_a_steered_message_into_the_running_turn")
+    else {
+        return;
     };
-    assert_eq!(outcome, Outcome::Failed);
-    assert_eq!(error.unwrap().code, "prompt_too_long");
-    let starts = events
+    let (mock, url) = AnthropicMock::start(Mode::Answer).await;
+    let home = tempfile::tempdir().unwrap();
+    let provider = CliProvider::new(ClaudeCli, settings(command, &url, home.path()));
+    assert!(provider.capabilities().steer);
+    let rt = runtime_with("claude", provider);
+    let session = open_session(&rt, "claude", None).await;
+    let mut sub = session.subscribe(0).await.unwrap();
+    let first = session
+        .send_text("Answer slowly.", BusyMode::Enqueue)
+        .await
+        .unwrap();
+    // Steer once the mock has the first request, while its answer is still streaming.
+    wait_until("claude called the API", || !mock.answered().is_empty()).await;
+    let steered = session
+        .send_text("And this too.", BusyMode::Steer)
+        .await
+        .unwrap();
+    assert_eq!(
+        steered.status,
+        TurnStatus::Running,
+        "delivered into the running attempt"
+    );
+    let (first_events, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end), (Outcome::Success, None), "{first_events:#?}");
+    assert_eq!(streamed_text(&first_events), "heard: Answer slowly.");
+    let (second_events, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end), (Outcome::Success, None), "{second_events:#?}");
+    assert_eq!(
+        streamed_text(&second_events),
+        "heard: Answer slowly. | And this too.",
+        "the steered message was answered in the same conversation"
+    );
+    assert_eq!(
+        count_kind(&first_events, "turn.started") + count_kind(&second_events, "turn.started"),
+        1,
+        "one attempt served both messages"
+    );
+    let asked: Vec<String> = mock
+        .answered()
         .iter()
-        .filter(|e| matches!(e, EventBody::TurnStarted { .. }))
-        .count();
-    assert_eq!(starts, 1, "attempted once: {events:#?}");
-    assert!(!events
+        .map(|body| body["messages"].to_string())
+        .collect();
+    assert!(
+        asked.iter().any(|m| m.contains("And this too.")),
+        "the steered text reached the CLI: {asked:#?}"
+    );
+    let turns = session.turns().await.unwrap();
+    assert!(turns
+        .turns
         .iter()
-        .any(|e| matches!(e, EventBody::TurnRetrying { .. })));
+        .any(|t| t.turn_id == first.turn_id && t.outcome == Some(Outcome::Success)));
 }

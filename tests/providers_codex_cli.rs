@@ -1,11 +1,11 @@
-//! `codex-cli` against a fake `codex` that prints `codex exec --json` lines, through the real
-//! process runner.
+//! `codex-cli` against a fake `codex` that prints what Codex 0.171.0 prints for `codex exec --json`
+//! (lines, stderr texts, exit codes), through the real process runner.
 
 mod providers_support;
 
 use providers_support::*;
 use serde_json::json;
-use troupe::providers::CodexCli;
+use troupe::providers::{CliProvider, CodexCli, SandboxMode};
 use troupe_actors::{FailureClass, Provider, ProviderEvent};
 
 #[actix_rt::test]
@@ -44,7 +44,10 @@ async fn items_become_tool_events_and_messages_and_the_thread_is_captured() {
     let completion = done(&events);
     assert_eq!(completion.usage.unwrap()["output_tokens"], 122);
     assert_eq!(completion.exit_code, Some(0));
-    assert_eq!(fake.last_argv(), vec!["exec", "--json", "-"]);
+    assert_eq!(
+        fake.last_argv(),
+        vec!["exec", "--json", "--skip-git-repo-check", "-"]
+    );
 }
 
 #[actix_rt::test]
@@ -60,7 +63,14 @@ async fn the_next_turn_resumes_the_thread() {
     assert_eq!(deltas(&second), format!("resumed {thread}: 5 bytes"));
     assert_eq!(
         fake.last_argv(),
-        vec!["exec", "--json", "resume", &thread, "-"]
+        vec![
+            "exec",
+            "--json",
+            "--skip-git-repo-check",
+            "resume",
+            &thread,
+            "-"
+        ]
     );
 }
 
@@ -82,16 +92,26 @@ async fn a_crash_mid_stream_is_transient() {
 async fn turn_failed_is_classified() {
     let fake = Fake::new();
     let provider = fake.provider(CodexCli, "codex");
-    let error = failure(&collect(provider.start(request("toolong"))).await);
-    assert_eq!(
-        (error.class, error.code.as_str()),
-        (FailureClass::Terminal, "prompt_too_long")
-    );
-    assert_eq!(error.exit_code, Some(1));
-    let error = failure(&collect(provider.start(request("ratelimit"))).await);
-    assert_eq!(
-        (error.class, error.code.as_str()),
-        (FailureClass::Transient, "rate_limited")
+    let cases = [
+        ("toolong", FailureClass::Terminal, "prompt_too_long"),
+        ("ratelimit", FailureClass::Transient, "rate_limited"),
+        ("busy", FailureClass::Transient, "provider_unavailable"),
+        ("unauthorized", FailureClass::Terminal, "invalid_api_key"),
+        ("nokey", FailureClass::Terminal, "missing_api_key"),
+    ];
+    for (prompt, class, code) in cases {
+        let error = failure(&collect(provider.start(request(prompt))).await);
+        assert_eq!(
+            (error.class, error.code.as_str(), error.exit_code),
+            (class, code, Some(1)),
+            "{prompt}: {error:?}"
+        );
+    }
+    let error = failure(&collect(provider.start(request("nokey"))).await);
+    assert!(
+        error.message.contains("`OPENAI_API_KEY`") && error.message.contains("api_key_env"),
+        "{}",
+        error.message
     );
 }
 
@@ -101,7 +121,13 @@ async fn an_unknown_thread_is_resume_lost() {
     let mut req = request("hello");
     req.provider_session_id = Some("gone-77".into());
     let error = failure(&collect(fake.provider(CodexCli, "codex").start(req)).await);
-    assert_eq!(error.class, FailureClass::ResumeLost);
+    assert_eq!(
+        (error.class, error.code.as_str(), error.exit_code),
+        (FailureClass::ResumeLost, "provider_session_lost", Some(1))
+    );
+    assert!(error
+        .message
+        .contains("no rollout found for thread id gone-77"));
 }
 
 #[actix_rt::test]
@@ -121,4 +147,18 @@ async fn prompts_reach_stdin_intact() {
     let prompt = format!("a'b\"c$(d)`e`|f;g&h>i<j\n{}", "z".repeat(100 * 1024));
     done(&collect(fake.provider(CodexCli, "codex").start(request(&prompt))).await);
     assert_eq!(fake.records()[0]["stdin"].as_str().unwrap(), prompt);
+}
+
+#[actix_rt::test]
+async fn trust_and_sandbox_settings_become_flags() {
+    let fake = Fake::new();
+    let mut settings = fake.settings("codex");
+    settings.trust_project = false;
+    settings.sandbox = Some(SandboxMode::FullAccess);
+    let provider = CliProvider::new(CodexCli, settings);
+    done(&collect(provider.start(request("hello"))).await);
+    assert_eq!(
+        fake.last_argv(),
+        vec!["exec", "--json", "--sandbox", "danger-full-access", "-"]
+    );
 }

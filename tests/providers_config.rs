@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use troupe::providers::{
     build_providers, default_provider_configs, fallbacks, provider_infos, ProviderConfig,
-    ProviderConfigError, ProviderKind,
+    ProviderConfigError, ProviderKind, SandboxMode,
 };
 
 #[derive(serde::Deserialize)]
@@ -114,4 +114,36 @@ fn defaults_are_echo_and_the_clis_on_path() {
     }
     let set = troupe::providers::default_providers();
     assert!(set.get("echo").is_some());
+}
+
+#[test]
+fn trust_and_sandbox_are_explicit_settings_checked_per_kind() {
+    let parsed = toml::from_str::<ServerConfig>(
+        "[providers.codex]\nkind = \"codex-cli\"\nsandbox = \"workspace-write\"\n\
+         trust_project = false\n\n[providers.gemini]\nkind = \"gemini-cli\"\n\
+         sandbox = \"read-only\"\n\n[providers.claude]\nkind = \"claude-cli\"\n\
+         sandbox = \"full-access\"\n",
+    )
+    .expect("trust and sandbox parse");
+    let configs = parsed.providers;
+    assert_eq!(configs["codex"].sandbox, Some(SandboxMode::WorkspaceWrite));
+    assert_eq!(configs["codex"].trust_project, Some(false));
+    assert_eq!(configs["gemini"].trust_project, None, "unset: trusted");
+    assert!(build_providers(&configs).is_ok());
+    let unknown = toml::from_str::<ServerConfig>(
+        "[providers.a]\nkind = \"codex-cli\"\nsandbox = \"everything\"\n",
+    );
+    assert!(unknown.is_err(), "only the three modes parse");
+    let mut cursor = ProviderConfig::of_kind(ProviderKind::CursorCli);
+    cursor.sandbox = Some(SandboxMode::ReadOnly);
+    let mut http = ProviderConfig::of_kind(ProviderKind::OpenaiHttp);
+    http.base_url = Some("http://127.0.0.1:1/v1".into());
+    http.trust_project = Some(true);
+    for (name, config) in [("cursor", cursor), ("http", http)] {
+        let error = config.build(name).err().expect("refused");
+        assert!(
+            matches!(&error, ProviderConfigError::Unsupported { provider, .. } if provider == name),
+            "{error}"
+        );
+    }
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use troupe::providers::{OpenAiHttp, OpenAiHttpSettings};
 use troupe_actors::provider::HistoryMessage;
@@ -60,36 +60,13 @@ impl Mock {
     }
 
     async fn serve(self, mut socket: TcpStream) {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let head_end = loop {
-            let n = socket.read(&mut chunk).await.unwrap_or(0);
-            if n == 0 {
-                return;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
+        let Some(request) = read_request(&mut socket, &mut Vec::new()).await else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        while buf.len() < head_end + length {
-            let n = socket.read(&mut chunk).await.unwrap_or(0);
-            if n == 0 {
-                return;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let body = serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or(Value::Null);
-        self.seen.lock().unwrap().push(Seen { head, body });
+        self.seen.lock().unwrap().push(Seen {
+            head: request.head,
+            body: request.body,
+        });
         let reply = self
             .replies
             .lock()

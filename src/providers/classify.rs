@@ -14,6 +14,7 @@ const PROMPT_TOO_LONG: &[&str] = &[
     "context window",
     "input is too long",
     "too many tokens",
+    "exceeds the maximum number of tokens",
 ];
 
 /// Texts that mean the provider no longer knows the conversation it was asked to resume.
@@ -47,6 +48,8 @@ const RATE_LIMITED: &[&str] = &[
     "too many requests",
     "usage limit",
     "resource_exhausted",
+    "resource has been exhausted",
+    "quota",
 ];
 
 /// Texts of a server that is busy or broken for now.
@@ -60,7 +63,11 @@ const UNAVAILABLE: &[&str] = &[
     "econnreset",
     "connection reset",
     "stream disconnected",
+    "high demand",
 ];
+
+/// The start of Codex's text for a provider whose key variable is not set.
+const MISSING_ENV: &str = "missing environment variable";
 
 /// Texts of a model name the provider does not know.
 const UNKNOWN_MODEL: &[&str] = &[
@@ -74,9 +81,47 @@ fn mentions(lower: &str, needles: &[&str]) -> bool {
     needles.iter().any(|n| lower.contains(n))
 }
 
-/// Classifies a failure from an HTTP status (when the provider reported one) and its text.
+/// The HTTP status an agent CLI wrote into an error text: Gemini CLI's
+/// `[API Error: {"error":{"code":400,…}}]`, Codex's `unexpected status 401 Unauthorized: …` and
+/// `exceeded retry limit, last status: 429 …`.
+pub fn embedded_status(text: &str) -> Option<u16> {
+    if let Some((_, rest)) = text.split_once("[API Error: ") {
+        let first = serde_json::Deserializer::from_str(rest)
+            .into_iter::<serde_json::Value>()
+            .next();
+        if let Some(Ok(value)) = first {
+            let code = value
+                .pointer("/error/code")
+                .and_then(serde_json::Value::as_u64);
+            if let Some(status) = code.and_then(|c| u16::try_from(c).ok()) {
+                return Some(status);
+            }
+        }
+    }
+    ["unexpected status ", "last status: "]
+        .iter()
+        .find_map(|marker| {
+            let (_, rest) = text.split_once(marker)?;
+            let status: u16 = rest.get(..3)?.parse().ok()?;
+            (100..=599).contains(&status).then_some(status)
+        })
+}
+
+/// Classifies a failure from an HTTP status (when the provider reported one, else the one its
+/// text carries) and its text.
 pub fn classify(status: Option<u16>, text: &str) -> ProviderError {
+    let status = status.or_else(|| embedded_status(text));
     let lower = text.to_lowercase();
+    if lower.contains(MISSING_ENV) {
+        // Troupe passes only allow-listed variables, so the usual cause is a key variable the
+        // provider's configuration does not name.
+        let message = format!(
+            "{} (set it in Troupe's environment and name it in the provider's `api_key_env` or \
+             `pass_env`; no other variable reaches the agent)",
+            text.trim()
+        );
+        return ProviderError::terminal("missing_api_key", truncate(&message));
+    }
     let (class, code) = if mentions(&lower, PROMPT_TOO_LONG) {
         (FailureClass::Terminal, "prompt_too_long")
     } else if mentions(&lower, RESUME_LOST) {
@@ -159,6 +204,52 @@ mod tests {
     #[test]
     fn lost_conversation_is_resume_lost() {
         let e = classify(None, "No conversation found with session ID: abc");
+        assert_eq!(e.class, FailureClass::ResumeLost);
+    }
+
+    #[test]
+    fn statuses_embedded_in_cli_texts_are_read() {
+        let gemini =
+            r#"[API Error: {"error":{"code":401,"message":"no","status":"UNAUTHENTICATED"}}]"#;
+        assert_eq!(embedded_status(gemini), Some(401));
+        let codex = "unexpected status 403 Forbidden: nope, url: http://x/v1/responses";
+        assert_eq!(embedded_status(codex), Some(403));
+        assert_eq!(
+            embedded_status("exceeded retry limit, last status: 429 Too Many Requests"),
+            Some(429)
+        );
+        assert_eq!(embedded_status("[API Error: quota]"), None);
+        assert_eq!(embedded_status("unexpected status 12"), None);
+        let e = classify(None, gemini);
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (FailureClass::Terminal, "invalid_api_key")
+        );
+        let e = classify(None, r#"[API Error: {"error":{"code":500,"message":"x"}}]"#);
+        assert_eq!(e.class, FailureClass::Transient);
+    }
+
+    #[test]
+    fn codex_texts_are_classified() {
+        let e = classify(
+            None,
+            "We\u{2019}re currently experiencing high demand, which may cause temporary errors.",
+        );
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (FailureClass::Transient, "provider_unavailable")
+        );
+        let e = classify(None, "Missing environment variable: `OPENAI_API_KEY`.");
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (FailureClass::Terminal, "missing_api_key")
+        );
+        assert!(e.message.contains("`OPENAI_API_KEY`"), "{}", e.message);
+        let e = classify(
+            None,
+            "Error: thread/resume: thread/resume failed: no rollout found for thread id t-1 \
+             (code -32600)",
+        );
         assert_eq!(e.class, FailureClass::ResumeLost);
     }
 

@@ -3,7 +3,7 @@
 //! long-lived process answers every user line with one `result` (DESIGN.md §8).
 
 use super::classify::classify;
-use super::cli::{text_of, CliDialect, LineParser};
+use super::cli::{text_of, CliDialect, LineParser, PolicyArgs, SandboxMode};
 use serde_json::{json, Value};
 use troupe_actors::{AttemptRequest, Completion, ProviderError, ProviderEvent};
 
@@ -59,6 +59,21 @@ impl CliDialect for ClaudeCli {
 
     fn parser(&self) -> Box<dyn LineParser> {
         Box::<ClaudeParser>::default()
+    }
+
+    /// Print mode asks about no folder, so trust needs no flag; the sandbox is a permission mode.
+    fn policy_args(&self, _trust_project: bool, sandbox: Option<SandboxMode>) -> PolicyArgs {
+        Ok(match sandbox {
+            None => Vec::new(),
+            Some(mode) => {
+                let permission = match mode {
+                    SandboxMode::ReadOnly => "plan",
+                    SandboxMode::WorkspaceWrite => "acceptEdits",
+                    SandboxMode::FullAccess => "bypassPermissions",
+                };
+                vec!["--permission-mode".to_string(), permission.to_string()]
+            }
+        })
     }
 }
 

@@ -60,6 +60,47 @@ pub trait CliDialect: Send + Sync + 'static {
 
     /// A fresh line parser for one attempt.
     fn parser(&self) -> Box<dyn LineParser>;
+
+    /// The arguments that carry the provider's trust and sandbox settings, placed before the
+    /// configured ones; `Err` says which setting this CLI cannot honour.
+    fn policy_args(&self, trust_project: bool, sandbox: Option<SandboxMode>) -> PolicyArgs {
+        let _ = trust_project;
+        match sandbox {
+            None => Ok(Vec::new()),
+            Some(mode) => Err(format!(
+                "{} has no sandbox setting (`sandbox = \"{}\"`)",
+                self.kind(),
+                mode.as_str()
+            )),
+        }
+    }
+}
+
+/// The flags of a trust and sandbox setting, or why the CLI cannot honour it.
+pub type PolicyArgs = Result<Vec<String>, String>;
+
+/// How far an agent may act on the machine, mapped by each dialect onto its CLI's own setting
+/// (Codex `--sandbox`, Gemini CLI and Claude Code approval modes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxMode {
+    /// Reads files and runs read-only tools; no edits, no commands that change anything.
+    ReadOnly,
+    /// Edits files inside the project; commands stay confined where the CLI can confine them.
+    WorkspaceWrite,
+    /// No confinement: every tool, every command, every path.
+    FullAccess,
+}
+
+impl SandboxMode {
+    /// The mode as written in config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxMode::ReadOnly => "read-only",
+            SandboxMode::WorkspaceWrite => "workspace-write",
+            SandboxMode::FullAccess => "full-access",
+        }
+    }
 }
 
 /// How the process ended, for the parser's last word.
@@ -147,6 +188,11 @@ pub struct CliSettings {
     pub model: Option<String>,
     /// Keep the process open for steered messages, when the dialect can.
     pub steer: bool,
+    /// Tell the CLI to trust the session's working directory (Gemini CLI `--skip-trust`, Codex
+    /// `--skip-git-repo-check`); without it those CLIs refuse folders they were never shown.
+    pub trust_project: bool,
+    /// The confinement asked of the CLI; `None` leaves the CLI's own default.
+    pub sandbox: Option<SandboxMode>,
     /// Working directory for sessions without a project directory.
     pub working_dir: Option<PathBuf>,
     /// Between SIGTERM and SIGKILL.
@@ -165,6 +211,8 @@ impl CliSettings {
             pass_env: Vec::new(),
             model: None,
             steer: true,
+            trust_project: true,
+            sandbox: None,
             working_dir: None,
             kill_grace: DEFAULT_KILL_GRACE,
             exit_grace: DEFAULT_EXIT_GRACE,
@@ -274,9 +322,20 @@ impl Provider for CliProvider {
         };
         let steer = self.steers();
         let model = request.model.as_deref().or(self.settings.model.as_deref());
-        let args = self
+        let policy = self
             .dialect
-            .args(&request, model, steer, &self.settings.args);
+            .policy_args(self.settings.trust_project, self.settings.sandbox);
+        let mut extra = match policy {
+            Ok(flags) => flags,
+            Err(message) => {
+                return ProviderRun::failed(ProviderError::terminal(
+                    "provider_misconfigured",
+                    message,
+                ))
+            }
+        };
+        extra.extend(self.settings.args.iter().cloned());
+        let args = self.dialect.args(&request, model, steer, &extra);
         let spec = ProcessSpec {
             program,
             args,

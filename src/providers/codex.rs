@@ -2,11 +2,16 @@
 //! carries the thread id, `item.*` events the agent's messages, reasoning and tool calls,
 //! `turn.completed` the usage, `turn.failed` and `error` the failures (DESIGN.md §8).
 
-use super::classify::classify;
-use super::cli::{text_of, with_exit_code, CliDialect, LineParser, ProcessExit};
+use super::classify::{classify, truncate};
+use super::cli::{
+    text_of, with_exit_code, CliDialect, LineParser, PolicyArgs, ProcessExit, SandboxMode,
+};
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use troupe_actors::{AttemptRequest, Completion, ProviderEvent};
+use troupe_actors::{AttemptRequest, Completion, ProviderError, ProviderEvent};
+
+/// What `codex exec` prints, exiting 1, in a folder that is not a Git repository it trusts.
+const UNTRUSTED: &str = "Not inside a trusted directory";
 
 /// The OpenAI Codex CLI.
 #[derive(Clone, Copy, Debug, Default)]
@@ -42,6 +47,23 @@ impl CliDialect for CodexCli {
 
     fn parser(&self) -> Box<dyn LineParser> {
         Box::<CodexParser>::default()
+    }
+
+    fn policy_args(&self, trust_project: bool, sandbox: Option<SandboxMode>) -> PolicyArgs {
+        let mut args = Vec::new();
+        // Without it `codex exec` refuses a directory that is not a Git repository it trusts.
+        if trust_project {
+            args.push("--skip-git-repo-check".to_string());
+        }
+        if let Some(mode) = sandbox {
+            let policy = match mode {
+                SandboxMode::ReadOnly => "read-only",
+                SandboxMode::WorkspaceWrite => "workspace-write",
+                SandboxMode::FullAccess => "danger-full-access",
+            };
+            args.extend(["--sandbox".to_string(), policy.to_string()]);
+        }
+        Ok(args)
     }
 }
 
@@ -189,6 +211,16 @@ impl LineParser for CodexParser {
     }
 
     fn finish(&mut self, result: Option<ProviderEvent>, exit: &ProcessExit) -> ProviderEvent {
+        if result.is_none() && exit.stderr.contains(UNTRUSTED) {
+            let message = format!(
+                "Codex does not trust the session's project directory. Set `trust_project = \
+                 true` on this provider (Troupe then passes `--skip-git-repo-check`) or make it \
+                 a Git repository Codex trusts. It said: {}",
+                exit.stderr
+            );
+            let error = ProviderError::terminal("untrusted_project", truncate(&message));
+            return ProviderEvent::Failed(error.with_exit_code(exit.code));
+        }
         match (result, &self.last_error) {
             (None, Some(message)) => {
                 ProviderEvent::Failed(classify(None, message).with_exit_code(exit.code))

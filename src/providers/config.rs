@@ -2,7 +2,7 @@
 //! [`ProviderSet`], plus the defaults used without any (`echo` and every agent CLI on `PATH`).
 
 use super::claude::ClaudeCli;
-use super::cli::{CliDialect, CliProvider, CliSettings};
+use super::cli::{CliDialect, CliProvider, CliSettings, SandboxMode};
 use super::codex::CodexCli;
 use super::cursor::CursorCli;
 use super::gemini::GeminiCli;
@@ -126,6 +126,17 @@ pub struct ProviderConfig {
     /// Claude / echo: take steered messages into a running attempt (default true for Claude).
     #[serde(default)]
     pub steer: Option<bool>,
+    /// CLI: tell the agent to trust the session's project directory (Gemini CLI `--skip-trust`,
+    /// Codex `--skip-git-repo-check`). Default true: sessions only run in projects under the
+    /// configured roots. A trusted folder's own agent settings (hooks, MCP servers, `.env`) are
+    /// loaded and may run commands.
+    #[serde(default)]
+    pub trust_project: Option<bool>,
+    /// CLI: how far the agent may act (`read-only`, `workspace-write`, `full-access`), mapped to
+    /// Codex `--sandbox`, Gemini CLI `--approval-mode` and Claude Code `--permission-mode`.
+    /// Unset: the CLI's own default.
+    #[serde(default)]
+    pub sandbox: Option<SandboxMode>,
     /// CLI: the working directory of sessions without a project directory.
     #[serde(default)]
     pub working_dir: Option<PathBuf>,
@@ -150,6 +161,8 @@ impl ProviderConfig {
             system_prompt: None,
             headers: BTreeMap::new(),
             steer: None,
+            trust_project: None,
+            sandbox: None,
             working_dir: None,
             timeouts: TimeoutConfig::default(),
         }
@@ -168,6 +181,8 @@ impl ProviderConfig {
             pass_env,
             model: self.model.clone(),
             steer: self.steer.unwrap_or(true),
+            trust_project: self.trust_project.unwrap_or(true),
+            sandbox: self.sandbox,
             working_dir: self.working_dir.clone(),
             kill_grace: self
                 .timeouts
@@ -208,6 +223,32 @@ impl ProviderConfig {
 
     /// The provider this config describes, named `name`.
     pub fn build(&self, name: &str) -> Result<Arc<dyn Provider>, ProviderConfigError> {
+        let unsupported = |message: String| ProviderConfigError::Unsupported {
+            provider: name.to_string(),
+            message,
+        };
+        let dialect: Option<&dyn CliDialect> = match self.kind {
+            ProviderKind::ClaudeCli => Some(&ClaudeCli),
+            ProviderKind::CodexCli => Some(&CodexCli),
+            ProviderKind::GeminiCli => Some(&GeminiCli),
+            ProviderKind::CursorCli => Some(&CursorCli),
+            ProviderKind::Echo | ProviderKind::OpenaiHttp => None,
+        };
+        match dialect {
+            Some(dialect) => {
+                let trust = self.trust_project.unwrap_or(true);
+                dialect
+                    .policy_args(trust, self.sandbox)
+                    .map_err(unsupported)?;
+            }
+            None if self.sandbox.is_some() || self.trust_project.is_some() => {
+                return Err(unsupported(format!(
+                    "`sandbox` and `trust_project` apply to agent CLIs, not to {}",
+                    self.kind.as_str()
+                )));
+            }
+            None => {}
+        }
         let cli = |dialect: &dyn CliDialect| self.cli_settings(dialect);
         Ok(match self.kind {
             ProviderKind::Echo if self.steer == Some(true) => Arc::new(EchoProvider::with_steer()),
@@ -251,6 +292,14 @@ pub enum ProviderConfigError {
     /// A provider name is empty or has characters that do not fit in a URL or a model name.
     #[error("invalid provider name `{0}` (use letters, digits, `-`, `_` and `.`)")]
     InvalidName(String),
+    /// A setting the provider's kind cannot honour.
+    #[error("provider `{provider}`: {message}")]
+    Unsupported {
+        /// The provider's name.
+        provider: String,
+        /// Which setting, and why.
+        message: String,
+    },
     /// The HTTP client could not be built.
     #[error("provider `{provider}`: {message}")]
     Client {

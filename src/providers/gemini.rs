@@ -1,17 +1,41 @@
 //! `gemini-cli`: `gemini --output-format stream-json [--resume <id>]`, prompt on stdin (a piped
 //! stdin makes Gemini CLI run headless). Events `init`, `message`, `tool_use`, `tool_result`,
-//! `error` and `result`; exit codes 0 ok, 1 error, 42 input error, 53 turn limit (DESIGN.md §8).
+//! `error` and `result`; a fatal error ends with a `result` of `status: "error"` or only stderr,
+//! and an exit code that names its kind (DESIGN.md §8).
+//!
+//! Seen with Gemini CLI 0.61: an API error is a `result` whose message is
+//! `[API Error: {…the API's JSON…}]` and whose exit code is the HTTP status modulo 256 (400 → 144),
+//! so the status is read from the text and the exit code is not taken as a crash. A session id
+//! from `init` is only kept once the run succeeds: Gemini CLI resumes a session only once it has
+//! answered in it, so a run that failed first leaves nothing `--resume` accepts.
 
-use super::classify::classify;
-use super::cli::{text_of, with_exit_code, CliDialect, LineParser, ProcessExit};
+use super::classify::{classify, truncate};
+use super::cli::{
+    text_of, with_exit_code, CliDialect, LineParser, PolicyArgs, ProcessExit, SandboxMode,
+};
 use serde_json::{json, Value};
-use troupe_actors::{AttemptRequest, Completion, ProviderError, ProviderEvent};
+use troupe_actors::{AttemptRequest, Completion, FailureClass, ProviderError, ProviderEvent};
 
-/// Gemini CLI's exit code for invalid input (bad flags, unreadable prompt).
+/// Exit code of `FatalAuthenticationError`: no or an invalid auth method is configured.
+pub const EXIT_AUTH: i32 = 41;
+
+/// Exit code of `FatalInputError`: bad input, including a session `--resume` cannot find.
 pub const EXIT_INPUT_ERROR: i32 = 42;
 
-/// Gemini CLI's exit code for a run that hit its turn limit.
+/// Exit code of `FatalSandboxError`: the configured sandbox could not start.
+pub const EXIT_SANDBOX: i32 = 44;
+
+/// Exit code of `FatalConfigError`: the settings files are invalid.
+pub const EXIT_CONFIG: i32 = 52;
+
+/// Exit code of `FatalTurnLimitedError`: the run hit its turn limit.
 pub const EXIT_TURN_LIMIT: i32 = 53;
+
+/// Exit code of `FatalToolExecutionError`: a tool failed in a way that stops the run.
+pub const EXIT_TOOL_ERROR: i32 = 54;
+
+/// Exit code of `FatalUntrustedWorkspaceError`: headless in a folder Gemini CLI does not trust.
+pub const EXIT_UNTRUSTED: i32 = 55;
 
 /// Google's Gemini CLI.
 #[derive(Clone, Copy, Debug, Default)]
@@ -47,6 +71,68 @@ impl CliDialect for GeminiCli {
     fn parser(&self) -> Box<dyn LineParser> {
         Box::<GeminiParser>::default()
     }
+
+    fn policy_args(&self, trust_project: bool, sandbox: Option<SandboxMode>) -> PolicyArgs {
+        let mut args = Vec::new();
+        if trust_project {
+            args.push("--skip-trust".to_string());
+        }
+        // Headless Gemini CLI runs only the tools its approval mode allows without asking.
+        if let Some(mode) = sandbox {
+            let approval = match mode {
+                SandboxMode::ReadOnly => "plan",
+                SandboxMode::WorkspaceWrite => "auto_edit",
+                SandboxMode::FullAccess => "yolo",
+            };
+            args.extend(["--approval-mode".to_string(), approval.to_string()]);
+        }
+        Ok(args)
+    }
+}
+
+/// The exit code a fatal error's class name stands for (`result.error.type`).
+fn exit_code_of_type(name: &str) -> Option<i32> {
+    Some(match name {
+        "FatalAuthenticationError" => EXIT_AUTH,
+        "FatalInputError" => EXIT_INPUT_ERROR,
+        "FatalSandboxError" => EXIT_SANDBOX,
+        "FatalConfigError" => EXIT_CONFIG,
+        "FatalTurnLimitedError" => EXIT_TURN_LIMIT,
+        "FatalToolExecutionError" => EXIT_TOOL_ERROR,
+        "FatalUntrustedWorkspaceError" => EXIT_UNTRUSTED,
+        _ => return None,
+    })
+}
+
+/// The failure a fatal exit code means, explained by `text`; `None` for codes that name no
+/// fatal error (1, a crash, or an HTTP status modulo 256).
+fn fatal_error(code: i32, text: &str) -> Option<ProviderError> {
+    let text = text.trim();
+    Some(match code {
+        EXIT_INPUT_ERROR => {
+            let error = classify(None, text);
+            if error.class == FailureClass::ResumeLost {
+                error
+            } else {
+                ProviderError::terminal("invalid_request", truncate(text))
+            }
+        }
+        EXIT_AUTH | EXIT_CONFIG | EXIT_SANDBOX => ProviderError::terminal(
+            "provider_misconfigured",
+            truncate(&format!("Gemini CLI's configuration is unusable: {text}")),
+        ),
+        EXIT_TURN_LIMIT => ProviderError::terminal("turn_limit", truncate(text)),
+        EXIT_TOOL_ERROR => ProviderError::terminal("tool_failed", truncate(text)),
+        EXIT_UNTRUSTED => ProviderError::terminal(
+            "untrusted_project",
+            truncate(&format!(
+                "Gemini CLI does not trust the session's project directory. Set \
+                 `trust_project = true` on this provider (Troupe then passes `--skip-trust`) or \
+                 trust the folder in Gemini CLI. It said: {text}"
+            )),
+        ),
+        _ => return None,
+    })
 }
 
 /// Reads Gemini CLI's stream-json lines.
@@ -57,6 +143,8 @@ pub struct GeminiParser {
     pending: String,
     /// The last `error` event of severity `error`, for a run that ends without a result.
     last_error: Option<String>,
+    /// The `init` session id, reported only once the run succeeded.
+    session_id: Option<String>,
 }
 
 impl GeminiParser {
@@ -68,6 +156,23 @@ impl GeminiParser {
             });
         }
     }
+
+    /// The failure an error `result` reports: a fatal error by its class name, else an API
+    /// error by the status in its text.
+    fn failed_result(&self, line: &Value) -> ProviderError {
+        let error = line.get("error").unwrap_or(&Value::Null);
+        let text = error
+            .get("message")
+            .map(text_of)
+            .or_else(|| self.last_error.clone())
+            .unwrap_or_else(|| text_of(error));
+        let fatal = error
+            .get("type")
+            .and_then(Value::as_str)
+            .and_then(exit_code_of_type)
+            .and_then(|code| fatal_error(code, &text));
+        fatal.unwrap_or_else(|| classify(None, &text))
+    }
 }
 
 impl LineParser for GeminiParser {
@@ -75,9 +180,7 @@ impl LineParser for GeminiParser {
         let field = |key: &str| line.get(key).unwrap_or(&Value::Null);
         match field("type").as_str().unwrap_or("") {
             "init" => {
-                if let Some(id) = field("session_id").as_str() {
-                    out.push(ProviderEvent::SessionId(id.to_string()));
-                }
+                self.session_id = field("session_id").as_str().map(str::to_string);
             }
             "message" if field("role").as_str() == Some("assistant") => {
                 let text = text_of(field("content"));
@@ -118,19 +221,16 @@ impl LineParser for GeminiParser {
             "result" => {
                 self.flush(out);
                 if field("status").as_str() == Some("success") {
+                    if let Some(id) = self.session_id.take() {
+                        out.push(ProviderEvent::SessionId(id));
+                    }
                     out.push(ProviderEvent::Done(Completion {
                         usage: line.get("stats").cloned(),
                         cost_usd: None,
                         exit_code: None,
                     }));
                 } else {
-                    let error = field("error");
-                    let text = error
-                        .get("message")
-                        .map(text_of)
-                        .or_else(|| self.last_error.clone())
-                        .unwrap_or_else(|| text_of(error));
-                    out.push(ProviderEvent::Failed(classify(None, &text)));
+                    out.push(ProviderEvent::Failed(self.failed_result(&line)));
                 }
             }
             _ => {}
@@ -138,23 +238,49 @@ impl LineParser for GeminiParser {
     }
 
     fn finish(&mut self, result: Option<ProviderEvent>, exit: &ProcessExit) -> ProviderEvent {
-        let message = || {
-            self.last_error
-                .clone()
-                .unwrap_or_else(|| exit.explanation())
-        };
-        let by_exit_code = match exit.code {
-            Some(EXIT_INPUT_ERROR) => Some(ProviderError::terminal("invalid_request", message())),
-            Some(EXIT_TURN_LIMIT) => Some(ProviderError::terminal("turn_limit", message())),
-            _ => None,
-        };
-        match (result, by_exit_code) {
-            (Some(ProviderEvent::Done(c)), _) => with_exit_code(Some(ProviderEvent::Done(c)), exit),
-            (_, Some(error)) => ProviderEvent::Failed(error.with_exit_code(exit.code)),
-            (None, None) if self.last_error.is_some() => {
-                ProviderEvent::Failed(classify(None, &message()).with_exit_code(exit.code))
+        if result.is_some() {
+            // The result line already says what happened; its exit code may be an HTTP status.
+            return with_exit_code(result, exit);
+        }
+        let text = self
+            .last_error
+            .clone()
+            .unwrap_or_else(|| exit.explanation());
+        let fatal = exit.code.and_then(|code| {
+            let said = if exit.stderr.is_empty() {
+                &text
+            } else {
+                &exit.stderr
+            };
+            fatal_error(code, said)
+        });
+        if let Some(error) = fatal {
+            return ProviderEvent::Failed(error.with_exit_code(exit.code));
+        }
+        if exit.code == Some(1) && rejected_arguments(&exit.stderr) {
+            return ProviderEvent::Failed(
+                ProviderError::terminal(
+                    "invalid_request",
+                    truncate(&format!(
+                        "Gemini CLI rejected its arguments: {}",
+                        exit.stderr
+                    )),
+                )
+                .with_exit_code(exit.code),
+            );
+        }
+        match &self.last_error {
+            Some(message) => {
+                ProviderEvent::Failed(classify(None, message).with_exit_code(exit.code))
             }
-            (result, None) => with_exit_code(result, exit),
+            None => with_exit_code(None, exit),
         }
     }
+}
+
+/// Whether stderr is Gemini CLI's argument parser refusing the command line (exit 1, usage).
+fn rejected_arguments(stderr: &str) -> bool {
+    stderr
+        .lines()
+        .any(|line| line.starts_with("Invalid values:") || line.starts_with("Unknown argument"))
 }

@@ -178,7 +178,8 @@ pub struct StderrTail {
 }
 
 impl StderrTail {
-    /// What was kept, as lossy UTF-8.
+    /// What was kept, as lossy UTF-8 without terminal colour codes (Gemini CLI colours its
+    /// fatal messages even on a pipe).
     pub fn text(&self) -> String {
         // The lock is only held to copy bytes; a poisoned lock still holds valid bytes.
         let bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
@@ -186,7 +187,9 @@ impl StderrTail {
         let mut all = Vec::with_capacity(a.len() + b.len());
         all.extend_from_slice(a);
         all.extend_from_slice(b);
-        String::from_utf8_lossy(&all).trim().to_string()
+        strip_ansi(&String::from_utf8_lossy(&all))
+            .trim()
+            .to_string()
     }
 
     fn push(&self, chunk: &[u8]) {
@@ -205,6 +208,30 @@ impl StderrTail {
             self.push(&buf[..n]);
         }
     }
+}
+
+/// `text` without ANSI escape sequences (`ESC [ … final byte`, `ESC ( x`, `ESC x`).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.next_if_eq(&'[').is_some() {
+            // Parameters and intermediates up to the final byte, a letter or `@`…`~`.
+            for p in chars.by_ref() {
+                if ('@'..='~').contains(&p) {
+                    break;
+                }
+            }
+        } else if matches!(chars.next(), Some('(' | ')')) {
+            // A character-set designation names its set in one more character.
+            chars.next();
+        }
+    }
+    out
 }
 
 /// One line of stdout.
@@ -390,4 +417,19 @@ async fn write_stdin(mut stdin: ChildStdin, mut rx: mpsc::UnboundedReceiver<Vec<
 pub fn exit_code(status: &ExitStatus) -> Option<i32> {
     use std::os::unix::process::ExitStatusExt;
     status.code().or_else(|| status.signal().map(|s| 128 + s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_ansi;
+
+    #[test]
+    fn colour_codes_are_stripped() {
+        assert_eq!(
+            strip_ansi("\u{1b}[31mnot trusted\u{1b}[0m."),
+            "not trusted."
+        );
+        assert_eq!(strip_ansi("a\u{1b}[1;32mb\u{1b}(Bc"), "abc");
+        assert_eq!(strip_ansi("tail\u{1b}"), "tail");
+    }
 }

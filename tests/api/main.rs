@@ -4,6 +4,8 @@
 mod auth;
 mod contract;
 mod events;
+#[path = "../support/external.rs"]
+mod external;
 mod fuzz;
 mod helpers;
 mod openai;

@@ -23,10 +23,10 @@ fn python_with_openai() -> Option<PathBuf> {
 #[test]
 fn the_official_openai_python_client_works_against_troupe() {
     let Some(python) = python_with_openai() else {
-        eprintln!(
-            "\n!!! SKIPPED the_official_openai_python_client_works_against_troupe: no Python with \
-             the `openai` package (create it: python3 -m venv .venv && .venv/bin/pip install \
-             openai) !!!\n"
+        crate::external::missing(
+            "the_official_openai_python_client_works_against_troupe",
+            "a Python with the `openai` package",
+            "python3 -m venv .venv && .venv/bin/pip install openai",
         );
         return;
     };

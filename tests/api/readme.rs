@@ -24,18 +24,11 @@ fn quick_start_blocks() -> Vec<String> {
     blocks.into_iter().filter(|b| b.contains("curl")).collect()
 }
 
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn readme_curl_examples_work_against_the_binary() {
     for program in ["curl", "jq"] {
-        if !have(program) {
-            eprintln!("SKIPPED readme_curl_examples_work_against_the_binary: `{program}` is not installed");
+        let test = "readme_curl_examples_work_against_the_binary";
+        if crate::external::require_program(test, program, "apt-get install curl jq").is_none() {
             return;
         }
     }

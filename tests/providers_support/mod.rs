@@ -1,6 +1,17 @@
-//! Helpers shared by the provider tests: fake CLIs, attempt requests, event collection and
-//! process checks.
+//! Helpers shared by the provider tests: fake CLIs, attempt requests, event collection,
+//! process checks, the mock HTTP server of the real-CLI tests and where external programs are.
 #![allow(dead_code)]
+
+#[path = "../support/external.rs"]
+pub mod external;
+pub mod http_mock;
+pub mod real_cli;
+
+// Each test binary uses its own part of these.
+#[allow(unused_imports)]
+pub use http_mock::*;
+#[allow(unused_imports)]
+pub use real_cli::*;
 
 use futures::StreamExt;
 use serde_json::Value;
@@ -220,9 +231,17 @@ pub fn big_text() -> String {
 
 /// A runtime over a memory store with `provider` under `name` and short retry delays.
 pub fn runtime_with(name: &str, provider: impl troupe_actors::Provider) -> troupe_actors::Runtime {
+    runtime_with_shared(name, std::sync::Arc::new(provider))
+}
+
+/// [`runtime_with`] for a provider already shared (as the config builds them).
+pub fn runtime_with_shared(
+    name: &str,
+    provider: std::sync::Arc<dyn troupe_actors::Provider>,
+) -> troupe_actors::Runtime {
     troupe_actors::Runtime::builder()
         .store(troupe_actors::MemoryStore::new())
-        .provider(name, provider)
+        .shared_provider(name, provider)
         .settings(troupe_actors::Settings {
             retry_base: Duration::from_millis(10),
             retry_max: Duration::from_millis(50),
@@ -246,4 +265,73 @@ where
         }
     });
     address
+}
+
+/// Longest a turn of a real agent CLI may take in a test.
+pub const REAL_TURN_LIMIT: Duration = Duration::from_secs(90);
+
+/// The events of the next turn to complete, and its `turn.completed`.
+pub async fn completed(
+    sub: &mut troupe_actors::Subscription,
+) -> (Vec<troupe_actors::EventBody>, troupe_actors::EventBody) {
+    let mut seen = Vec::new();
+    loop {
+        let event = tokio::time::timeout(REAL_TURN_LIMIT, sub.next())
+            .await
+            .expect("the real CLI took too long")
+            .expect("subscription closed");
+        if matches!(event.body, troupe_actors::EventBody::TurnCompleted { .. }) {
+            return (seen, event.body.clone());
+        }
+        seen.push(event.body.clone());
+    }
+}
+
+/// The streamed text of `events`.
+pub fn streamed_text(events: &[troupe_actors::EventBody]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            troupe_actors::EventBody::MessageDelta { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// How many of `events` match `kind` (an event's wire name, `turn.started`, …).
+pub fn count_kind(events: &[troupe_actors::EventBody], kind: &str) -> usize {
+    events.iter().filter(|e| e.kind() == kind).count()
+}
+
+/// A session of `owner` "local" on `provider` in `project`.
+pub async fn open_session(
+    rt: &troupe_actors::Runtime,
+    provider: &str,
+    project: Option<&Path>,
+) -> troupe_actors::SessionHandle {
+    let (session, _) = rt
+        .get_or_create(troupe_actors::NewSession {
+            owner: "local".into(),
+            provider: provider.into(),
+            project: project.map(|p| p.display().to_string()),
+            ..troupe_actors::NewSession::default()
+        })
+        .await
+        .expect("session");
+    session
+}
+
+/// Variables that keep a real CLI on loopback: every other host goes through a proxy that does
+/// not exist, so a stray request fails at once instead of reaching the network.
+pub fn loopback_only_env() -> Vec<(&'static str, String)> {
+    let dead_proxy = "http://127.0.0.1:9".to_string();
+    let local = "127.0.0.1,localhost".to_string();
+    vec![
+        ("HTTP_PROXY", dead_proxy.clone()),
+        ("HTTPS_PROXY", dead_proxy.clone()),
+        ("http_proxy", dead_proxy.clone()),
+        ("https_proxy", dead_proxy),
+        ("NO_PROXY", local.clone()),
+        ("no_proxy", local),
+    ]
 }

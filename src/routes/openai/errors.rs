@@ -97,9 +97,12 @@ impl OpenAiError {
             Outcome::Failed | Outcome::Abandoned => {
                 let code = error.map_or("turn_failed", |e| e.code.as_str());
                 let status = match code {
-                    "provider_unavailable" | "missing_api_key" | "executable_not_found" => {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    }
+                    // The server's own setup, not the request, is at fault.
+                    "provider_unavailable"
+                    | "missing_api_key"
+                    | "executable_not_found"
+                    | "untrusted_project"
+                    | "provider_misconfigured" => StatusCode::SERVICE_UNAVAILABLE,
                     "turn_timeout" => StatusCode::GATEWAY_TIMEOUT,
                     _ => StatusCode::BAD_GATEWAY,
                 };
@@ -218,4 +221,29 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, OpenAiError> {
         "not_found",
         format!("Unknown request URL: {} {}", req.method(), req.path()),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_of_the_servers_own_setup_is_503_and_others_502() {
+        let status = |code: &str| {
+            let info = ErrorInfo {
+                code: code.into(),
+                message: "m".into(),
+            };
+            OpenAiError::from_outcome(Outcome::Failed, Some(&info)).status
+        };
+        for code in [
+            "missing_api_key",
+            "executable_not_found",
+            "untrusted_project",
+            "provider_misconfigured",
+        ] {
+            assert_eq!(status(code), StatusCode::SERVICE_UNAVAILABLE, "{code}");
+        }
+        assert_eq!(status("prompt_too_long"), StatusCode::BAD_GATEWAY);
+    }
 }
