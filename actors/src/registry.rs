@@ -128,17 +128,18 @@ pub(crate) async fn joined(
         .map_err(|_| RuntimeError::Internal("the creating call went away".into()))?
 }
 
-/// Creates a session, or finds the one its key names; `true` when created. Exactly one
-/// concurrent caller per key gets `true`, and nobody is answered before the session is durable.
+/// Creates a session, or finds the one its key names; with the new session's view when created
+/// (built from the record: no actor is started for it). Exactly one concurrent caller per key
+/// gets a view, and nobody is answered before the session is durable.
 pub(crate) async fn create(
     shared: &Arc<RuntimeShared>,
     spec: NewSession,
-) -> Result<(SessionId, bool), RuntimeError> {
+) -> Result<(SessionId, Option<SessionView>), RuntimeError> {
     spec.validate(shared)?;
     let key = spec.scoped_key();
     if let Some(key) = &key {
         if let Some(rx) = shared.creating.lead_or_wait(key) {
-            return Ok((joined(rx).await?, false));
+            return Ok((joined(rx).await?, None));
         }
     }
     let now = Timestamp::now();
@@ -184,7 +185,7 @@ pub(crate) async fn create(
         shared.creating.finish(key, &named);
     }
     if outcome? != CreateOutcome::Created {
-        return Ok((named?, false));
+        return Ok((named?, None));
     }
     RuntimeMetrics::bump(&shared.metrics.sessions_created);
     log::info!(
@@ -196,7 +197,7 @@ pub(crate) async fn create(
     if !record.hidden {
         shared.feed.publish(&record.owner, created);
     }
-    Ok((record.id, true))
+    Ok((record.id, Some(SessionView::new(&record, false, 1, 0))))
 }
 
 /// The live actor of a session, activated from the store when needed.

@@ -161,6 +161,30 @@ impl Runtime {
         &self,
         spec: NewSession,
     ) -> Result<(SessionHandle, bool), RuntimeError> {
+        let (handle, created) = self.find_or_create(spec).await?;
+        Ok((handle, created.is_some()))
+    }
+
+    /// [`Runtime::get_or_create`] with the session object: a new session's is built from its
+    /// record (its actor starts only when it is used), an existing one's comes from its actor.
+    pub async fn get_or_create_view(
+        &self,
+        spec: NewSession,
+    ) -> Result<(SessionHandle, SessionView, bool), RuntimeError> {
+        match self.find_or_create(spec).await? {
+            (handle, Some(view)) => Ok((handle, view, true)),
+            (handle, None) => {
+                let view = handle.info().await?;
+                Ok((handle, view, false))
+            }
+        }
+    }
+
+    /// The session of `spec`, with the new session's view when this call created it.
+    async fn find_or_create(
+        &self,
+        spec: NewSession,
+    ) -> Result<(SessionHandle, Option<SessionView>), RuntimeError> {
         spec.validate(&self.shared)?;
         if let Some(key) = spec.scoped_key() {
             if let Some(id) = self.shared.store.lookup_key(&key)? {
@@ -169,10 +193,10 @@ impl Runtime {
                     Some(rx) => crate::registry::joined(rx).await?,
                     None => id,
                 };
-                return Ok((self.handle(id), false));
+                return Ok((self.handle(id), None));
             }
             if let Some(id) = self.backfill_project(&key).await? {
-                return Ok((self.handle(id), false));
+                return Ok((self.handle(id), None));
             }
         }
         let (id, created) = crate::registry::create(&self.shared, spec).await?;

@@ -135,9 +135,9 @@ pub async fn create(
         .as_deref()
         .map(|p| state.projects.check(p))
         .transpose()?;
-    let (handle, created) = state
+    let (_, session, created) = state
         .runtime
-        .get_or_create(NewSession {
+        .get_or_create_view(NewSession {
             owner: caller.owner,
             project,
             key: body.key,
@@ -147,7 +147,6 @@ pub async fn create(
             hidden: false,
         })
         .await?;
-    let session = handle.info().await?;
     if created {
         log::info!("session {}: created over REST", session.id);
     }
