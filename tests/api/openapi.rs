@@ -94,7 +94,24 @@ async fn bounds_and_lengths_are_the_ones_the_server_enforces() {
             "{field}"
         );
     }
-    assert_eq!(create["provider"]["enum"], json!(["echo"]));
+    // The configured providers: `echo` and whichever agent CLIs are on PATH.
+    let (_, providers) = app.get("/api/v1/providers").await;
+    let mut configured: Vec<&str> = providers["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    configured.sort();
+    let mut listed: Vec<&str> = create["provider"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, configured);
+    assert!(listed.contains(&"echo"));
     let project = parameter(&operation(&doc, "list_sessions"), "project");
     assert_eq!(project["schema"]["minLength"], 1);
     assert_eq!(

@@ -21,6 +21,11 @@ const MAX_GROUP: usize = 4096;
 pub trait Engine: Send + Sync + 'static {
     /// Applies a write; it need not be durable yet.
     fn apply(&self, write: Write) -> Result<Written, StoreError>;
+    /// Applies a group of writes in order, each with its own answer (an engine may share work
+    /// between them, as long as each answer is what the write alone would have got).
+    fn apply_group(&self, writes: Vec<Write>) -> Vec<Result<Written, StoreError>> {
+        writes.into_iter().map(|w| self.apply(w)).collect()
+    }
     /// Makes every applied write durable.
     fn flush(&self) -> Result<(), StoreError>;
 }
@@ -102,14 +107,19 @@ fn run_writer<E: Engine>(
                 Err(_) => break,
             }
         }
-        let mut results = Vec::with_capacity(group.len());
-        for (write, done) in group {
-            // A panicking engine must still answer every waiter: a write nobody confirms
-            // would leave its session waiting forever.
-            let result = catch_unwind(AssertUnwindSafe(|| engine.apply(write)))
-                .unwrap_or_else(|_| Err(StoreError::Engine("the storage engine panicked".into())));
-            results.push((done, result));
-        }
+        let (writes, dones): (Vec<Write>, Vec<WriteDone>) = group.into_iter().unzip();
+        let n = writes.len();
+        // A panicking engine must still answer every waiter: a write nobody confirms would
+        // leave its session waiting forever.
+        let answers = catch_unwind(AssertUnwindSafe(|| engine.apply_group(writes)))
+            .ok()
+            .filter(|answers| answers.len() == n)
+            .unwrap_or_else(|| {
+                (0..n)
+                    .map(|_| Err(StoreError::Engine("the storage engine panicked".into())))
+                    .collect()
+            });
+        let mut results: Vec<_> = dones.into_iter().zip(answers).collect();
         if durability == Durability::Flushed && results.iter().any(|(_, r)| r.is_ok()) {
             let flushed = catch_unwind(AssertUnwindSafe(|| engine.flush()))
                 .unwrap_or_else(|_| Err(StoreError::Engine("the storage engine panicked".into())));

@@ -39,7 +39,7 @@ use super::{
 };
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
-use crate::record::{SessionRecord, TurnRecord, TurnStatus};
+use crate::record::{SessionRecord, TurnRecord};
 use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -68,129 +68,12 @@ struct SledEngine {
     dir: PathBuf,
 }
 
-/// A block is closed once its encoded events reach this size. Small enough that a sled leaf of
-/// blocks stays under sled's inline item size (a quarter of a 512 KiB segment), large enough
-/// to share one key among a few dozen deltas.
-const BLOCK_BYTES: usize = 4096;
+mod group;
+mod layout;
+#[cfg(test)]
+mod tests;
 
-/// Bytes before a block's JSON array: its last seq.
-const BLOCK_HEADER: usize = 8;
-
-fn engine_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Engine(e.to_string())
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    // Records are plain data with string keys; serializing them cannot fail.
-    serde_json::to_vec(value).expect("records serialize")
-}
-
-fn key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
-    k.push(tag);
-    for p in parts {
-        k.extend_from_slice(p);
-    }
-    k
-}
-
-fn session_key(id: SessionId) -> Vec<u8> {
-    key(b's', &[id.as_bytes()])
-}
-
-fn owner_key(owner: &str, id: SessionId) -> Vec<u8> {
-    key(b'o', &[owner.as_bytes(), &[0], id.as_bytes()])
-}
-
-fn scoped_key(k: &ScopedKey) -> Vec<u8> {
-    let project = match &k.project {
-        Some(p) => format!("+{p}"),
-        None => "-".to_string(),
-    };
-    key(
-        b'k',
-        &[
-            k.owner.as_bytes(),
-            &[0],
-            project.as_bytes(),
-            &[0],
-            k.key.as_bytes(),
-        ],
-    )
-}
-
-fn event_key(id: SessionId, seq: u64) -> Vec<u8> {
-    key(b'e', &[id.as_bytes(), &seq.to_be_bytes()])
-}
-
-/// Encodes consecutive events as blocks: (key of the first seq, last seq + JSON array).
-fn encode_blocks(session: SessionId, events: &[Arc<Event>]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut blocks = Vec::new();
-    let mut current: Option<(u64, Vec<u8>)> = None;
-    for (i, event) in events.iter().enumerate() {
-        let (_, buf) = current.get_or_insert_with(|| {
-            let mut buf = Vec::with_capacity(BLOCK_BYTES + 512);
-            buf.extend_from_slice(&[0; BLOCK_HEADER]);
-            buf.push(b'[');
-            (event.seq, buf)
-        });
-        if buf.len() > BLOCK_HEADER + 1 {
-            buf.push(b',');
-        }
-        buf.extend_from_slice(event.json().as_bytes());
-        if buf.len() >= BLOCK_BYTES || i + 1 == events.len() {
-            if let Some((first, mut buf)) = current.take() {
-                buf.push(b']');
-                buf[..BLOCK_HEADER].copy_from_slice(&event.seq.to_be_bytes());
-                blocks.push((event_key(session, first), buf));
-            }
-        }
-    }
-    blocks
-}
-
-/// The last seq a block holds.
-fn block_last_seq(value: &[u8]) -> Result<u64, StoreError> {
-    value
-        .get(..BLOCK_HEADER)
-        .and_then(|h| h.try_into().ok())
-        .map(u64::from_be_bytes)
-        .ok_or_else(|| StoreError::Corrupt("event block header".into()))
-}
-
-/// The events of a block.
-fn decode_block(value: &[u8]) -> Result<Vec<Event>, StoreError> {
-    decode(&value[BLOCK_HEADER.min(value.len())..])
-}
-
-fn turn_key(open: bool, id: SessionId, turn: TurnId) -> Vec<u8> {
-    key(
-        if open { b'q' } else { b't' },
-        &[id.as_bytes(), turn.as_bytes()],
-    )
-}
-
-fn client_key(id: SessionId, client_id: &str) -> Vec<u8> {
-    key(b'c', &[id.as_bytes(), client_id.as_bytes()])
-}
-
-fn provider_key(provider: &str, provider_id: &str) -> Vec<u8> {
-    key(b'p', &[provider.as_bytes(), &[0], provider_id.as_bytes()])
-}
-
-fn active_key(id: SessionId) -> Vec<u8> {
-    key(b'a', &[id.as_bytes()])
-}
-
-fn session_id_from(bytes: &[u8]) -> Result<SessionId, StoreError> {
-    Uuid::from_slice(bytes)
-        .map(SessionId)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
-}
+use layout::*;
 
 impl SledStore {
     /// Opens (or creates) the store in `dir` with the safe default durability.
@@ -459,73 +342,14 @@ impl SledEngine {
         if batch.is_events_only() {
             return self.append_events(session, &batch.events);
         }
-        let first_seq = batch.events.first().map(|e| e.seq);
-        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-        if let Some(record) = &batch.record {
-            writes.push((session_key(session), Some(encode(record))));
-            writes.push((owner_key(&record.owner, session), Some(Vec::new())));
-        }
-        for turn in &batch.turns {
-            let open = turn.status != TurnStatus::Completed;
-            writes.push((turn_key(open, session, turn.id), Some(encode(turn))));
-            writes.push((turn_key(!open, session, turn.id), None));
-        }
-        for (client_id, turn) in &batch.client_ids {
-            writes.push((
-                client_key(session, client_id),
-                Some(turn.as_bytes().to_vec()),
-            ));
-        }
-        if let Some((provider, provider_id)) = &batch.provider_mapping {
-            writes.push((
-                provider_key(provider, provider_id),
-                Some(session.as_bytes().to_vec()),
-            ));
-        }
-        match batch.active {
-            Some(true) => writes.push((active_key(session), Some(Vec::new()))),
-            Some(false) => writes.push((active_key(session), None)),
-            None => {}
-        }
-        let events = encode_blocks(session, &batch.events);
-        // The block the new events follow, looked up here and checked again in the transaction
-        // (blocks are never rewritten, so "still there" means "still the end of the log").
-        let previous = match first_seq {
-            Some(first) if first > 1 => match self.block_before(session, first)? {
-                Some((k, last)) if last == first - 1 => Some(k),
-                _ => return Err(self.conflict(session, first)),
-            },
-            _ => None,
-        };
-        let result = (&self.tree, &self.events).transaction(|(tx, etx)| {
-            if let Some(first) = first_seq {
-                // Append with an expected seq: the slot must be free and follow the last one.
-                let taken = etx.get(event_key(session, first))?.is_some();
-                let previous_missing = match &previous {
-                    Some(k) => etx.get(k)?.is_none(),
-                    None => false,
-                };
-                if taken || previous_missing {
-                    return Err(ConflictableTransactionError::Abort(first));
-                }
+        let prepared = self.prepare_commit(session, &batch, &mut group::Ends::new())?;
+        match self.transact(std::slice::from_ref(&prepared)) {
+            Ok(_) => Ok(()),
+            Err(group::TxFailed::Conflict { session, expected }) => {
+                Err(self.conflict(session, expected))
             }
-            for (k, v) in &writes {
-                match v {
-                    Some(v) => tx.insert(k.as_slice(), v.as_slice())?,
-                    None => tx.remove(k.as_slice())?,
-                };
-            }
-            for (k, v) in &events {
-                etx.insert(k.as_slice(), v.as_slice())?;
-            }
-            Ok(())
-        });
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Abort(expected)) => return Err(self.conflict(session, expected)),
-            Err(TransactionError::Storage(e)) => return Err(engine_err(e)),
+            Err(group::TxFailed::Storage(e)) => Err(e),
         }
-        Ok(())
     }
 
     fn read_events(
@@ -669,8 +493,9 @@ impl SledEngine {
     }
 }
 
-impl Engine for SledEngine {
-    fn apply(&self, write: Write) -> Result<Written, StoreError> {
+impl SledEngine {
+    /// Applies one write on its own.
+    fn apply_one(&self, write: Write) -> Result<Written, StoreError> {
         match write {
             Write::Commit { session, batch } => self.commit(session, batch).map(|()| Written::Done),
             Write::Create { record, first, key } => self
@@ -679,6 +504,16 @@ impl Engine for SledEngine {
             Write::ClaimKey { key, session } => self.claim_key(&key, session).map(Written::Claimed),
             Write::Delete(id) => self.delete_session(id).map(|()| Written::Done),
         }
+    }
+}
+
+impl Engine for SledEngine {
+    fn apply(&self, write: Write) -> Result<Written, StoreError> {
+        self.apply_one(write)
+    }
+
+    fn apply_group(&self, writes: Vec<Write>) -> Vec<Result<Written, StoreError>> {
+        SledEngine::apply_group(self, writes)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

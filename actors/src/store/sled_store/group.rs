@@ -1,0 +1,239 @@
+//! Writes made ready for a sled transaction, and a whole group of them applied in one.
+//!
+//! Every sled transaction pins the log and rolls its I/O buffer, so a transaction per write
+//! costs as much as the write. The writer hands over a group at a time: its commits and creates
+//! go into ONE transaction over both trees, with every write's own checks (the expected seq of
+//! an append, the compare-and-set of a key) made inside it. A failed check aborts the whole
+//! transaction, and the group is then applied write by write, so each write gets its own
+//! answer exactly as if it had come alone.
+
+use super::layout::*;
+use super::SledEngine;
+use crate::ids::SessionId;
+use crate::record::TurnStatus;
+use crate::store::{Batch, CreateOutcome, StoreError, Write, Written};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::collections::HashMap;
+
+/// A key and the value to put there (`None`: remove it).
+type KeyWrite = (Vec<u8>, Option<Vec<u8>>);
+
+/// A write made ready for a transaction.
+pub(super) enum Prepared {
+    /// A commit: plain writes, event blocks, and the append's expected seq with the key of the
+    /// block it must follow.
+    Commit {
+        session: SessionId,
+        writes: Vec<KeyWrite>,
+        blocks: Vec<(Vec<u8>, Vec<u8>)>,
+        append: Option<(u64, Option<Vec<u8>>)>,
+    },
+    /// A create: the key to claim (if any), the record, the owner index, the first event.
+    Create {
+        id: SessionId,
+        scoped: Option<Vec<u8>>,
+        record: Vec<u8>,
+        owner: Vec<u8>,
+        blocks: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+}
+
+/// What one prepared write did in a transaction: a commit landed (`None`), a create made the
+/// session (`Some(None)`) or found the key taken by another (`Some(Some(winner))`).
+type Landed = Option<Option<sled::IVec>>;
+
+/// Why a transaction did not land.
+pub(super) enum TxFailed {
+    /// A write's append check failed: its first seq.
+    Conflict { session: SessionId, expected: u64 },
+    /// sled failed.
+    Storage(StoreError),
+}
+
+/// Where each session's log ends within a group being prepared: the key of its last block and
+/// its last seq, so a second commit of a session in one group follows the first.
+pub(super) type Ends = HashMap<SessionId, (Vec<u8>, u64)>;
+
+impl SledEngine {
+    /// Makes a commit ready: its writes, blocks and append check.
+    pub(super) fn prepare_commit(
+        &self,
+        session: SessionId,
+        batch: &Batch,
+        ends: &mut Ends,
+    ) -> Result<Prepared, StoreError> {
+        let mut writes: Vec<KeyWrite> = Vec::new();
+        if let Some(record) = &batch.record {
+            writes.push((session_key(session), Some(encode(record))));
+            writes.push((owner_key(&record.owner, session), Some(Vec::new())));
+        }
+        for turn in &batch.turns {
+            let open = turn.status != TurnStatus::Completed;
+            writes.push((turn_key(open, session, turn.id), Some(encode(turn))));
+            writes.push((turn_key(!open, session, turn.id), None));
+        }
+        for (client_id, turn) in &batch.client_ids {
+            writes.push((
+                client_key(session, client_id),
+                Some(turn.as_bytes().to_vec()),
+            ));
+        }
+        if let Some((provider, provider_id)) = &batch.provider_mapping {
+            writes.push((
+                provider_key(provider, provider_id),
+                Some(session.as_bytes().to_vec()),
+            ));
+        }
+        match batch.active {
+            Some(true) => writes.push((active_key(session), Some(Vec::new()))),
+            Some(false) => writes.push((active_key(session), None)),
+            None => {}
+        }
+        let blocks = encode_blocks(session, &batch.events);
+        let first_seq = batch.events.first().map(|e| e.seq);
+        // The block the new events follow: the end of this group's earlier commit of the
+        // session, else looked up here; checked again in the transaction (blocks are never
+        // rewritten, so "still there" means "still the end of the log").
+        let previous = match first_seq {
+            Some(first) if first > 1 => {
+                let end = match ends.get(&session) {
+                    Some((k, last)) => Some((k.clone(), *last)),
+                    None => self
+                        .block_before(session, first)?
+                        .map(|(k, last)| (k.to_vec(), last)),
+                };
+                match end {
+                    Some((k, last)) if last == first - 1 => Some(k),
+                    _ => return Err(self.conflict(session, first)),
+                }
+            }
+            _ => None,
+        };
+        if let (Some(last), Some((k, _))) = (batch.events.last(), blocks.last()) {
+            ends.insert(session, (k.clone(), last.seq));
+        }
+        Ok(Prepared::Commit {
+            session,
+            writes,
+            blocks,
+            append: first_seq.map(|first| (first, previous)),
+        })
+    }
+
+    /// Makes a write of the group ready; `None` for the kinds that go alone.
+    fn prepare(&self, write: &Write, ends: &mut Ends) -> Option<Result<Prepared, StoreError>> {
+        match write {
+            Write::Commit { session, batch } => Some(self.prepare_commit(*session, batch, ends)),
+            Write::Create { record, first, key } => {
+                let blocks = encode_blocks(record.id, std::slice::from_ref(first));
+                if let Some((k, _)) = blocks.last() {
+                    ends.insert(record.id, (k.clone(), first.seq));
+                }
+                Some(Ok(Prepared::Create {
+                    id: record.id,
+                    scoped: key.as_ref().map(scoped_key),
+                    record: encode(record),
+                    owner: owner_key(&record.owner, record.id),
+                    blocks,
+                }))
+            }
+            Write::ClaimKey { .. } | Write::Delete(_) => None,
+        }
+    }
+
+    /// Applies prepared writes in one transaction over both trees, all or nothing.
+    pub(super) fn transact(&self, prepared: &[Prepared]) -> Result<Vec<Landed>, TxFailed> {
+        let result = (&self.tree, &self.events).transaction(|(tx, etx)| {
+            let mut landed = Vec::with_capacity(prepared.len());
+            for p in prepared {
+                match p {
+                    Prepared::Commit {
+                        session,
+                        writes,
+                        blocks,
+                        append,
+                    } => {
+                        if let Some((first, previous)) = append {
+                            // Append with an expected seq: the slot is free and follows the
+                            // last one (writes of this transaction included).
+                            let taken = etx.get(event_key(*session, *first))?.is_some();
+                            let previous_missing = match previous {
+                                Some(k) => etx.get(k.as_slice())?.is_none(),
+                                None => false,
+                            };
+                            if taken || previous_missing {
+                                return Err(ConflictableTransactionError::Abort((
+                                    *session, *first,
+                                )));
+                            }
+                        }
+                        for (k, v) in writes {
+                            match v {
+                                Some(v) => tx.insert(k.as_slice(), v.as_slice())?,
+                                None => tx.remove(k.as_slice())?,
+                            };
+                        }
+                        for (k, v) in blocks {
+                            etx.insert(k.as_slice(), v.as_slice())?;
+                        }
+                        landed.push(None);
+                    }
+                    Prepared::Create {
+                        id,
+                        scoped,
+                        record,
+                        owner,
+                        blocks,
+                    } => {
+                        if let Some(k) = scoped {
+                            if let Some(winner) = tx.get(k.as_slice())? {
+                                landed.push(Some(Some(winner)));
+                                continue;
+                            }
+                            tx.insert(k.as_slice(), id.as_bytes())?;
+                        }
+                        tx.insert(session_key(*id), record.as_slice())?;
+                        tx.insert(owner.as_slice(), &[][..])?;
+                        for (k, v) in blocks {
+                            etx.insert(k.as_slice(), v.as_slice())?;
+                        }
+                        landed.push(Some(None));
+                    }
+                }
+            }
+            Ok(landed)
+        });
+        result.map_err(|e| match e {
+            TransactionError::Abort((session, expected)) => {
+                TxFailed::Conflict { session, expected }
+            }
+            TransactionError::Storage(e) => TxFailed::Storage(engine_err(e)),
+        })
+    }
+
+    /// Applies a group: its commits and creates in one transaction when there are several and
+    /// none goes alone; else, or when the transaction does not land, write by write.
+    pub(super) fn apply_group(&self, writes: Vec<Write>) -> Vec<Result<Written, StoreError>> {
+        if writes.len() > 1 {
+            let mut ends = Ends::new();
+            let prepared: Option<Result<Vec<_>, _>> =
+                writes.iter().map(|w| self.prepare(w, &mut ends)).collect();
+            if let Some(Ok(prepared)) = prepared {
+                if let Ok(landed) = self.transact(&prepared) {
+                    return landed.into_iter().map(written).collect();
+                }
+            }
+        }
+        writes.into_iter().map(|w| self.apply_one(w)).collect()
+    }
+}
+
+/// The answer for a write that landed in a group transaction.
+fn written(landed: Landed) -> Result<Written, StoreError> {
+    Ok(match landed {
+        None => Written::Done,
+        Some(None) => Written::Created(CreateOutcome::Created),
+        Some(Some(winner)) => Written::Created(CreateOutcome::Existing(session_id_from(&winner)?)),
+    })
+}

@@ -1,0 +1,160 @@
+//! A group of writes applied in one transaction answers each write as it would alone.
+
+use super::SledEngine;
+use crate::event::{Event, EventBody};
+use crate::ids::{ScopedKey, SessionId};
+use crate::record::{SessionRecord, SessionView};
+use crate::store::{Batch, CreateOutcome, StoreError, Write, Written};
+use crate::time::Timestamp;
+use std::sync::Arc;
+
+fn record(id: SessionId) -> SessionRecord {
+    let now = Timestamp::now();
+    SessionRecord {
+        id,
+        owner: "local".into(),
+        project: None,
+        provider: "echo".into(),
+        key: None,
+        title: None,
+        model: None,
+        provider_session_id: None,
+        created_at: now,
+        updated_at: now,
+        hidden: false,
+        paused: false,
+        failed: false,
+        archived: false,
+        consecutive_failures: 0,
+        running_since: None,
+    }
+}
+
+fn event(session: SessionId, seq: u64, body: EventBody) -> Arc<Event> {
+    Arc::new(Event {
+        seq,
+        session_id: session,
+        turn_id: None,
+        ts: Timestamp::now(),
+        body,
+        encoded: Default::default(),
+    })
+}
+
+fn create(id: SessionId, key: Option<&str>) -> Write {
+    let record = record(id);
+    let first = event(
+        id,
+        1,
+        EventBody::SessionCreated {
+            session: SessionView::new(&record, false, 1, 0),
+        },
+    );
+    Write::Create {
+        record,
+        first,
+        key: key.map(|k| ScopedKey {
+            owner: "local".into(),
+            project: None,
+            key: k.into(),
+        }),
+    }
+}
+
+fn deltas(session: SessionId, seqs: std::ops::RangeInclusive<u64>, active: bool) -> Write {
+    Write::Commit {
+        session,
+        batch: Batch {
+            events: seqs
+                .map(|seq| {
+                    event(
+                        session,
+                        seq,
+                        EventBody::MessageDelta {
+                            text: format!("d{seq}"),
+                        },
+                    )
+                })
+                .collect(),
+            active: active.then_some(true),
+            ..Batch::default()
+        },
+    }
+}
+
+fn seqs(engine: &SledEngine, session: SessionId) -> Vec<u64> {
+    engine
+        .read_events(session, 0, 1000)
+        .expect("read")
+        .iter()
+        .map(|e| e.seq)
+        .collect()
+}
+
+#[test]
+fn a_group_lands_in_one_transaction_with_each_write_answered() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = SledEngine::open(dir.path()).expect("open");
+    let (a, b, c) = (SessionId::new(), SessionId::new(), SessionId::new());
+    let answers = engine.apply_group(vec![
+        create(a, Some("k")),
+        deltas(a, 2..=3, true),
+        deltas(a, 4..=4, false),
+        create(b, Some("k")),
+        create(c, None),
+        deltas(c, 2..=2, false),
+    ]);
+    let answers: Vec<_> = answers.into_iter().map(|r| r.expect("lands")).collect();
+    assert_eq!(
+        answers,
+        vec![
+            Written::Created(CreateOutcome::Created),
+            Written::Done,
+            Written::Done,
+            Written::Created(CreateOutcome::Existing(a)),
+            Written::Created(CreateOutcome::Created),
+            Written::Done,
+        ]
+    );
+    assert_eq!(seqs(&engine, a), vec![1, 2, 3, 4]);
+    assert!(seqs(&engine, b).is_empty(), "a taken key writes nothing");
+    assert!(engine.get_session(b).expect("read").is_none());
+    assert_eq!(seqs(&engine, c), vec![1, 2]);
+    assert_eq!(engine.active_sessions().expect("active"), vec![a]);
+}
+
+#[test]
+fn a_conflict_in_a_group_fails_only_its_own_write() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = SledEngine::open(dir.path()).expect("open");
+    let (a, b) = (SessionId::new(), SessionId::new());
+    let answers = engine.apply_group(vec![
+        create(a, None),
+        deltas(a, 2..=3, true),
+        // b has no log: an append at seq 5 leaves a gap.
+        deltas(b, 5..=5, true),
+        deltas(a, 4..=4, false),
+        // and seq 3 of a is taken by now.
+        deltas(a, 3..=3, true),
+    ]);
+    assert!(matches!(
+        answers[0],
+        Ok(Written::Created(CreateOutcome::Created))
+    ));
+    assert!(matches!(answers[1], Ok(Written::Done)));
+    assert!(matches!(
+        answers[2],
+        Err(StoreError::SeqConflict {
+            expected: 5,
+            actual: 0,
+            ..
+        })
+    ));
+    assert!(matches!(answers[3], Ok(Written::Done)));
+    assert!(matches!(
+        answers[4],
+        Err(StoreError::SeqConflict { actual: 4, .. })
+    ));
+    assert_eq!(seqs(&engine, a), vec![1, 2, 3, 4]);
+    assert!(seqs(&engine, b).is_empty());
+}
