@@ -178,6 +178,9 @@ pub struct Session {
     /// on the first attempt that needs it, then kept up to date as messages are appended, so an
     /// attempt never rescans the whole log.
     conversation: Option<Vec<(Option<TurnId>, HistoryMessage)>>,
+    /// `client_message_id`s accepted by this actor: a repeat is recognised while the first
+    /// acceptance is still on its way to the store.
+    client_ids: std::collections::HashMap<String, TurnId>,
     /// A store write failed: the actor is stopping and writes nothing more.
     store_failed: bool,
     /// Writes in flight to the store; their events are delivered when they are confirmed.
@@ -218,6 +221,7 @@ impl Session {
             panic_notice: args.panic_notice,
             stop_requested: false,
             conversation: None,
+            client_ids: Default::default(),
             store_failed: false,
             journal,
             confirmations: Some(confirmations),

@@ -89,6 +89,28 @@ impl Batch {
             && self.active.is_none()
     }
 
+    /// Merges a later batch of the same session into this one, as if both landed in order;
+    /// hands back the later batch's events (now in this one). Refused (the batch handed back)
+    /// when both map a provider id.
+    pub fn absorb(&mut self, later: Batch) -> Result<Vec<Arc<Event>>, Box<Batch>> {
+        if self.provider_mapping.is_some() && later.provider_mapping.is_some() {
+            return Err(Box::new(later));
+        }
+        if later.record.is_some() {
+            self.record = later.record;
+        }
+        self.turns.extend(later.turns);
+        self.events.extend(later.events.iter().cloned());
+        self.client_ids.extend(later.client_ids);
+        if later.provider_mapping.is_some() {
+            self.provider_mapping = later.provider_mapping;
+        }
+        if later.active.is_some() {
+            self.active = later.active;
+        }
+        Ok(later.events)
+    }
+
     /// Whether the batch appends events and writes nothing else.
     pub fn is_events_only(&self) -> bool {
         !self.events.is_empty()

@@ -106,13 +106,22 @@ impl Session {
     /// The conversation so far, without the current turn, for stateless providers.
     fn history(&mut self, current: TurnId) -> Result<Vec<HistoryMessage>, StoreError> {
         if self.conversation.is_none() {
-            let events = self.shared.store.read_events(self.id(), 0, usize::MAX)?;
-            let messages = events.into_iter().filter_map(|e| match e.body {
-                EventBody::Message { role, text } => {
-                    Some((e.turn_id, HistoryMessage { role, text }))
-                }
-                _ => None,
-            });
+            // The durable log from the store, then what is still on its way there.
+            let durable = self.log.durable_seq() as usize;
+            let stored = self.shared.store.read_events(self.id(), 0, durable)?;
+            let messages = stored
+                .iter()
+                .chain(self.journal.unconfirmed_events().map(|e| &**e))
+                .filter_map(|e| match &e.body {
+                    EventBody::Message { role, text } => Some((
+                        e.turn_id,
+                        HistoryMessage {
+                            role: role.clone(),
+                            text: text.clone(),
+                        },
+                    )),
+                    _ => None,
+                });
             self.conversation = Some(messages.collect());
         }
         Ok(self

@@ -39,10 +39,18 @@ struct InFlight {
     waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
 }
 
-/// Writes in flight, oldest first.
+/// Writes in flight, oldest first, and the one that waits for them.
+///
+/// Coalescing: while a write is in flight, later writes are merged into one pending batch
+/// (same order, same atomicity per write: a merged batch lands whole or not at all), submitted
+/// when the write in flight is confirmed. So a fast provider costs one store write per flush,
+/// not one per drain of its output, and a session never has more than one write queued at the
+/// store's writer.
 pub(crate) struct Journal {
     /// Unconfirmed writes in submission order.
     in_flight: VecDeque<InFlight>,
+    /// Writes made while one is in flight, merged, not yet submitted.
+    pending: Option<(Batch, InFlight)>,
     /// Source of tickets.
     next_ticket: u64,
     /// Where the store's confirmations go; the actor reads the other end as a stream.
@@ -72,20 +80,65 @@ impl Journal {
         let (tx, rx) = mpsc::unbounded_channel();
         let journal = Journal {
             in_flight: VecDeque::new(),
+            pending: None,
             next_ticket: 0,
             confirmations: tx,
         };
         (journal, rx)
     }
 
-    /// Submits `batch` (whose events are `events`) to the store; returns at once.
+    /// Hands `batch` to the store, or merges it into the pending batch while a write is in
+    /// flight; returns at once.
     pub fn submit(&mut self, store: &dyn Store, session: SessionId, batch: Batch) {
+        if self.in_flight.is_empty() {
+            return self.send(store, session, batch, Vec::new());
+        }
+        let batch = match self.pending.as_mut() {
+            Some((pending, write)) => match pending.absorb(batch) {
+                Ok(events) => {
+                    write.events.extend(events);
+                    return;
+                }
+                // Not mergeable (two provider-id mappings): the pending batch goes now.
+                Err(batch) => {
+                    self.submit_pending(store, session);
+                    *batch
+                }
+            },
+            None => batch,
+        };
+        let events = batch.events.clone();
+        self.pending = Some((
+            batch,
+            InFlight {
+                ticket: 0,
+                events,
+                waiters: Vec::new(),
+            },
+        ));
+    }
+
+    /// Submits the pending batch, if any (the write in flight before it was confirmed).
+    pub fn submit_pending(&mut self, store: &dyn Store, session: SessionId) {
+        if let Some((batch, write)) = self.pending.take() {
+            self.send(store, session, batch, write.waiters);
+        }
+    }
+
+    /// Hands a batch to the store.
+    fn send(
+        &mut self,
+        store: &dyn Store,
+        session: SessionId,
+        batch: Batch,
+        waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    ) {
         self.next_ticket += 1;
         let ticket = self.next_ticket;
         self.in_flight.push_back(InFlight {
             ticket,
             events: batch.events.clone(),
-            waiters: Vec::new(),
+            waiters,
         });
         let confirmations = self.confirmations.clone();
         store.submit(
@@ -103,15 +156,26 @@ impl Journal {
     /// A receiver that is answered when everything submitted so far is durable; `None` when
     /// nothing is in flight.
     pub fn wait_for_all(&mut self) -> Option<oneshot::Receiver<Result<(), StoreError>>> {
-        let last = self.in_flight.back_mut()?;
+        let last = match self.pending.as_mut() {
+            Some((_, write)) => write,
+            None => self.in_flight.back_mut()?,
+        };
         let (tx, rx) = oneshot::channel();
         last.waiters.push(tx);
         Some(rx)
     }
 
+    /// The events written but not confirmed yet, in seq order: they follow the durable log.
+    pub fn unconfirmed_events(&self) -> impl Iterator<Item = &Arc<Event>> {
+        self.in_flight
+            .iter()
+            .chain(self.pending.as_ref().map(|(_, write)| write))
+            .flat_map(|write| write.events.iter())
+    }
+
     /// Whether nothing is in flight.
     pub fn is_idle(&self) -> bool {
-        self.in_flight.is_empty()
+        self.in_flight.is_empty() && self.pending.is_none()
     }
 
     /// Takes a confirmation: the write it releases, or the store error to stop on.
@@ -132,7 +196,8 @@ impl Journal {
 
     /// Fails every write in flight: their replies get `error`, their events are never shown.
     pub fn fail_all(&mut self, error: &StoreError) {
-        for write in self.in_flight.drain(..) {
+        let pending = self.pending.take().map(|(_, write)| write);
+        for write in self.in_flight.drain(..).chain(pending) {
             for waiter in write.waiters {
                 let _ = waiter.send(Err(error.clone()));
             }
@@ -277,6 +342,8 @@ impl StreamHandler<Confirmation> for Session {
         }
         match self.journal.confirm(confirmation) {
             Ok(released) => {
+                let id = self.id();
+                self.journal.submit_pending(self.shared.store.as_ref(), id);
                 self.deliver(&released.events);
                 released.answer();
             }

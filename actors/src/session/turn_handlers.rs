@@ -57,7 +57,11 @@ impl Session {
             return Err(RuntimeError::SessionArchived);
         }
         if let Some(client_id) = &msg.client_message_id {
-            if let Some(turn_id) = self.shared.store.turn_for_client_id(self.id(), client_id)? {
+            let known = match self.client_ids.get(client_id) {
+                Some(turn_id) => Some(*turn_id),
+                None => self.shared.store.turn_for_client_id(self.id(), client_id)?,
+            };
+            if let Some(turn_id) = known {
                 return self.receipt_for(turn_id);
             }
         }
@@ -101,6 +105,9 @@ impl Session {
             completed_at: None,
         };
         let turn_id = turn.id;
+        if let Some(client_id) = &msg.client_message_id {
+            self.client_ids.insert(client_id.clone(), turn_id);
+        }
         let mut batch = Batch {
             active: Some(true),
             client_ids: msg

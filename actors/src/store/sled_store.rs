@@ -66,6 +66,10 @@ struct SledEngine {
     events: sled::Tree,
     /// The directory, for the readiness probe file.
     dir: PathBuf,
+    /// Where each session's log ends (its last block's key and last seq), as the writer left
+    /// it: spares a reverse range scan per append. Only the writer thread uses it (the lock is
+    /// never contended); an entry is set only after its write landed.
+    ends: std::sync::Mutex<group::Ends>,
 }
 
 mod group;
@@ -112,6 +116,7 @@ impl SledEngine {
             tree,
             events,
             dir,
+            ends: Default::default(),
         };
         let schema_key = key(b'm', &[b"schema"]);
         let found = match store.tree.get(&schema_key).map_err(engine_err)? {
@@ -178,13 +183,15 @@ impl SledEngine {
             return Ok(());
         };
         if self
-            .block_before(session, first)?
+            .log_end_before(session, first)?
             .map_or(0, |(_, last)| last)
             != first - 1
         {
             return Err(self.conflict(session, first));
         }
-        for (k, v) in encode_blocks(session, events) {
+        let blocks = encode_blocks(session, events);
+        let end = blocks.last().map(|(k, _)| k.clone());
+        for (k, v) in blocks {
             let block_first = u64::from_be_bytes(
                 k[k.len() - 8..]
                     .try_into()
@@ -198,7 +205,41 @@ impl SledEngine {
                 return Err(self.conflict(session, block_first));
             }
         }
+        if let (Some(k), Some(last)) = (end, events.last()) {
+            self.set_log_ends([(session, (k, last.seq))]);
+        }
         Ok(())
+    }
+
+    /// The block a new append at `seq` must follow: the cached end of the log when it is right
+    /// before `seq`, else the block that starts last before `seq` (a range scan).
+    fn log_end_before(
+        &self,
+        session: SessionId,
+        seq: u64,
+    ) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        let cached = self
+            .ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&session)
+            .cloned();
+        if let Some((k, last)) = cached {
+            if last + 1 == seq {
+                return Ok(Some((k, last)));
+            }
+        }
+        Ok(self
+            .block_before(session, seq)?
+            .map(|(k, last)| (k.to_vec(), last)))
+    }
+
+    /// Records where logs end after writes that landed.
+    fn set_log_ends(&self, ends: impl IntoIterator<Item = (SessionId, (Vec<u8>, u64))>) {
+        self.ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(ends);
     }
 
     /// The block that starts last before `seq` in a session's log: its key and last seq.
@@ -342,9 +383,13 @@ impl SledEngine {
         if batch.is_events_only() {
             return self.append_events(session, &batch.events);
         }
-        let prepared = self.prepare_commit(session, &batch, &mut group::Ends::new())?;
+        let mut ends = group::Ends::new();
+        let prepared = self.prepare_commit(session, &batch, &mut ends)?;
         match self.transact(std::slice::from_ref(&prepared)) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.set_log_ends(ends);
+                Ok(())
+            }
             Err(group::TxFailed::Conflict { session, expected }) => {
                 Err(self.conflict(session, expected))
             }
@@ -443,6 +488,10 @@ impl SledEngine {
     }
 
     fn delete_session(&self, id: SessionId) -> Result<(), StoreError> {
+        self.ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
         let Some(record) = self.get_session(id)? else {
             return Ok(());
         };

@@ -99,9 +99,7 @@ impl SledEngine {
             Some(first) if first > 1 => {
                 let end = match ends.get(&session) {
                     Some((k, last)) => Some((k.clone(), *last)),
-                    None => self
-                        .block_before(session, first)?
-                        .map(|(k, last)| (k.to_vec(), last)),
+                    None => self.log_end_before(session, first)?,
                 };
                 match end {
                     Some((k, last)) if last == first - 1 => Some(k),
@@ -221,6 +219,13 @@ impl SledEngine {
                 writes.iter().map(|w| self.prepare(w, &mut ends)).collect();
             if let Some(Ok(prepared)) = prepared {
                 if let Ok(landed) = self.transact(&prepared) {
+                    // A create that found its key taken wrote nothing: its session has no log.
+                    for (p, l) in prepared.iter().zip(&landed) {
+                        if let (Prepared::Create { id, .. }, Some(Some(_))) = (p, l) {
+                            ends.remove(id);
+                        }
+                    }
+                    self.set_log_ends(ends);
                     return landed.into_iter().map(written).collect();
                 }
             }
