@@ -4,8 +4,9 @@
 //! (nothing shown is ever rewritten), and at the end every accepted turn has exactly one
 //! `turn.completed`, which the clients received by resuming with `after_seq`.
 //!
-//! `TROUPE_KILL_SEED` replays a run; `TROUPE_KILLS` sets the number of kills (default
-//! [`KILLS`]). The seed is printed with every failure.
+//! `KILL9_SEED` replays a run; `KILL9_KILLS` sets the number of kills (default
+//! [`KILLS`]). The seed is printed with every failure. (Not `TROUPE_*`: the spawned server
+//! inherits the environment and refuses unknown `TROUPE_*` keys.)
 
 #[path = "support/server_process.rs"]
 mod server_process;
@@ -133,7 +134,7 @@ fn slow_turn(label: &str, chunks: usize, delay_ms: u64) -> Value {
 
 #[actix_rt::test]
 async fn kill_9_never_rewrites_an_event_a_client_saw() {
-    let seed = std::env::var("TROUPE_KILL_SEED")
+    let seed = std::env::var("KILL9_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -141,11 +142,11 @@ async fn kill_9_never_rewrites_an_event_a_client_saw() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64 | 1)
         });
-    let kills: usize = std::env::var("TROUPE_KILLS")
+    let kills: usize = std::env::var("KILL9_KILLS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(KILLS);
-    eprintln!("kill -9 consistency: seed {seed} (TROUPE_KILL_SEED), {kills} kills");
+    eprintln!("kill -9 consistency: seed {seed} (KILL9_SEED), {kills} kills");
     let mut rng = Rng(seed);
     let data = tempfile::tempdir().expect("temp dir");
     let client = reqwest::Client::new();

@@ -146,6 +146,24 @@ pub struct HistoryMessage {
     pub text: String,
 }
 
+impl HistoryMessage {
+    /// The message an event carries (a `message` event), with its turn.
+    pub fn of_event(
+        event: &crate::event::Event,
+    ) -> Option<(Option<crate::ids::TurnId>, HistoryMessage)> {
+        match &event.body {
+            crate::event::EventBody::Message { role, text } => Some((
+                event.turn_id,
+                HistoryMessage {
+                    role: role.clone(),
+                    text: text.clone(),
+                },
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// Everything a provider needs to start one attempt.
 #[derive(Clone, Debug)]
 pub struct AttemptRequest {

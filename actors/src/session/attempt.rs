@@ -112,16 +112,7 @@ impl Session {
             let messages = stored
                 .iter()
                 .chain(self.journal.unconfirmed_events().map(|e| &**e))
-                .filter_map(|e| match &e.body {
-                    EventBody::Message { role, text } => Some((
-                        e.turn_id,
-                        HistoryMessage {
-                            role: role.clone(),
-                            text: text.clone(),
-                        },
-                    )),
-                    _ => None,
-                });
+                .filter_map(HistoryMessage::of_event);
             self.conversation = Some(messages.collect());
         }
         Ok(self

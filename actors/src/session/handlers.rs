@@ -1,6 +1,7 @@
 //! Handlers of the messages that read or change the session as a whole: subscribe, read,
 //! control, update, delete, and the runtime's snapshot, drain and interrupt.
 
+use super::journal::answered_when_durable;
 use super::{
     ActorSnapshot, Control, Cutoff, DeleteSession, Drain, EventPage, GetInfo, InjectPanic,
     Interrupt, ListTurns, ReadEvents, RunInfo, Session, Snapshot, Subscribe, TurnList,
@@ -97,15 +98,7 @@ impl Session {
     }
 }
 
-impl Handler<Control> for Session {
-    type Result = ResponseFuture<Result<SessionView, RuntimeError>>;
-
-    /// Answered once what it wrote is durable.
-    fn handle(&mut self, msg: Control, ctx: &mut Context<Self>) -> Self::Result {
-        let result = self.control_now(msg, ctx);
-        self.reply_when_durable(result)
-    }
-}
+answered_when_durable!(Control => control_now, SessionView);
 
 impl Handler<GetInfo> for Session {
     type Result = Result<SessionView, RuntimeError>;
@@ -234,15 +227,7 @@ impl Session {
     }
 }
 
-impl Handler<UpdateSession> for Session {
-    type Result = ResponseFuture<Result<SessionView, RuntimeError>>;
-
-    /// Answered once what it wrote is durable.
-    fn handle(&mut self, msg: UpdateSession, ctx: &mut Context<Self>) -> Self::Result {
-        let result = self.update_now(msg, ctx);
-        self.reply_when_durable(result)
-    }
-}
+answered_when_durable!(UpdateSession => update_now, SessionView);
 
 impl Handler<DeleteSession> for Session {
     type Result = ResponseFuture<Result<(), RuntimeError>>;

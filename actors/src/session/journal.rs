@@ -236,16 +236,12 @@ impl Session {
         batch.events = self.log.append(events);
         self.reported_state = state;
         if let Some(conversation) = self.conversation.as_mut() {
-            conversation.extend(batch.events.iter().filter_map(|e| match &e.body {
-                EventBody::Message { role, text } => Some((
-                    e.turn_id,
-                    HistoryMessage {
-                        role: role.clone(),
-                        text: text.clone(),
-                    },
-                )),
-                _ => None,
-            }));
+            conversation.extend(
+                batch
+                    .events
+                    .iter()
+                    .filter_map(|e| HistoryMessage::of_event(e)),
+            );
         }
         if batch.is_empty() {
             return;
@@ -332,6 +328,23 @@ impl Session {
         }
     }
 }
+
+/// `impl Handler<$msg> for Session` that runs `self.$method(msg, ctx)` and answers its result
+/// once everything it wrote is durable ([`Session::reply_when_durable`]).
+macro_rules! answered_when_durable {
+    ($msg:ty => $method:ident, $answer:ty) => {
+        impl actix::Handler<$msg> for Session {
+            type Result = actix::ResponseFuture<Result<$answer, RuntimeError>>;
+
+            /// Answered once what it wrote is durable.
+            fn handle(&mut self, msg: $msg, ctx: &mut actix::Context<Self>) -> Self::Result {
+                let result = self.$method(msg, ctx);
+                self.reply_when_durable(result)
+            }
+        }
+    };
+}
+pub(super) use answered_when_durable;
 
 impl StreamHandler<Confirmation> for Session {
     /// The store confirmed a write durable (in submission order): deliver what it released and

@@ -1,5 +1,6 @@
 //! Handlers of the messages that act on turns: send (by busy mode), abort, cancel, promote.
 
+use super::journal::answered_when_durable;
 use super::{
     Abort, AbortResult, AbortTurn, CancelTurn, PromoteTurn, SendTurn, Session, TurnReceipt,
 };
@@ -216,15 +217,7 @@ impl Session {
     }
 }
 
-impl Handler<SendTurn> for Session {
-    type Result = ResponseFuture<Result<TurnReceipt, RuntimeError>>;
-
-    /// Answered once what it wrote is durable.
-    fn handle(&mut self, msg: SendTurn, ctx: &mut Context<Self>) -> Self::Result {
-        let result = self.accept_turn(msg, ctx);
-        self.reply_when_durable(result)
-    }
-}
+answered_when_durable!(SendTurn => accept_turn, TurnReceipt);
 
 impl Session {
     /// Aborts the running attempt only while it answers this turn, so a caller that raced the
@@ -234,68 +227,43 @@ impl Session {
         msg: AbortTurn,
         ctx: &mut Context<Self>,
     ) -> Result<AbortResult, RuntimeError> {
-        self.last_activity = Instant::now();
-        let answering = self
-            .run
-            .as_ref()
-            .is_some_and(|r| r.turns.iter().any(|t| t.id == msg.0));
-        if !answering {
-            return Ok(AbortResult {
-                aborted: false,
-                turn_id: None,
-            });
-        }
-        self.end_run(Outcome::Aborted, None, ctx);
-        self.dispatch(ctx);
-        Ok(AbortResult {
-            aborted: true,
-            turn_id: Some(msg.0),
-        })
+        Ok(self.abort_run(Some(msg.0), ctx))
     }
-}
 
-impl Handler<AbortTurn> for Session {
-    type Result = ResponseFuture<Result<AbortResult, RuntimeError>>;
-
-    /// Answered once what it wrote is durable.
-    fn handle(&mut self, msg: AbortTurn, ctx: &mut Context<Self>) -> Self::Result {
-        let result = self.abort_turn_now(msg, ctx);
-        self.reply_when_durable(result)
-    }
-}
-
-impl Session {
     /// Aborts the running attempt (also while it waits to retry); its turns end `aborted`.
     fn abort_now(
         &mut self,
         _msg: Abort,
         ctx: &mut Context<Self>,
     ) -> Result<AbortResult, RuntimeError> {
+        Ok(self.abort_run(None, ctx))
+    }
+
+    /// Aborts the running attempt, when there is one and (with `only`) it answers that turn;
+    /// its turns end `aborted` and the queue goes on.
+    fn abort_run(&mut self, only: Option<TurnId>, ctx: &mut Context<Self>) -> AbortResult {
         self.last_activity = Instant::now();
-        let Some(turn_id) = self.run.as_ref().map(|r| r.front_id()) else {
-            return Ok(AbortResult {
+        let target = self.run.as_ref().and_then(|run| match only {
+            Some(turn) => run.turns.iter().any(|t| t.id == turn).then_some(turn),
+            None => Some(run.front_id()),
+        });
+        let Some(turn_id) = target else {
+            return AbortResult {
                 aborted: false,
                 turn_id: None,
-            });
+            };
         };
         self.end_run(Outcome::Aborted, None, ctx);
         self.dispatch(ctx);
-        Ok(AbortResult {
+        AbortResult {
             aborted: true,
             turn_id: Some(turn_id),
-        })
+        }
     }
 }
 
-impl Handler<Abort> for Session {
-    type Result = ResponseFuture<Result<AbortResult, RuntimeError>>;
-
-    /// Answered once what it wrote is durable.
-    fn handle(&mut self, msg: Abort, ctx: &mut Context<Self>) -> Self::Result {
-        let result = self.abort_now(msg, ctx);
-        self.reply_when_durable(result)
-    }
-}
+answered_when_durable!(AbortTurn => abort_turn_now, AbortResult);
+answered_when_durable!(Abort => abort_now, AbortResult);
 
 impl Session {
     fn cancel_turn_now(
@@ -303,17 +271,7 @@ impl Session {
         msg: CancelTurn,
         _ctx: &mut Context<Self>,
     ) -> Result<(), RuntimeError> {
-        self.last_activity = Instant::now();
-        if self
-            .run
-            .as_ref()
-            .is_some_and(|r| r.turns.iter().any(|t| t.id == msg.0))
-        {
-            return Err(RuntimeError::TurnRunning);
-        }
-        let before = self.queue.len();
-        let turn = self.queue.remove(msg.0).ok_or(RuntimeError::TurnNotFound)?;
-        self.set_queue_gauge(before);
+        let turn = self.take_queued(msg.0)?;
         let events = vec![self.queue_updated()];
         self.finish_turns(
             vec![turn],
@@ -327,13 +285,24 @@ impl Session {
     }
 }
 
-impl Handler<CancelTurn> for Session {
-    type Result = ResponseFuture<Result<(), RuntimeError>>;
+answered_when_durable!(CancelTurn => cancel_turn_now, ());
 
-    /// Answered once what it wrote is durable.
-    fn handle(&mut self, msg: CancelTurn, ctx: &mut Context<Self>) -> Self::Result {
-        let result = self.cancel_turn_now(msg, ctx);
-        self.reply_when_durable(result)
+impl Session {
+    /// Takes a queued turn out of the queue: `turn_running` when it runs, `turn_not_found`
+    /// when it is not queued.
+    fn take_queued(&mut self, turn: TurnId) -> Result<TurnRecord, RuntimeError> {
+        self.last_activity = Instant::now();
+        if self
+            .run
+            .as_ref()
+            .is_some_and(|r| r.turns.iter().any(|t| t.id == turn))
+        {
+            return Err(RuntimeError::TurnRunning);
+        }
+        let before = self.queue.len();
+        let taken = self.queue.remove(turn).ok_or(RuntimeError::TurnNotFound)?;
+        self.set_queue_gauge(before);
+        Ok(taken)
     }
 }
 
@@ -343,17 +312,12 @@ impl Session {
         msg: PromoteTurn,
         _ctx: &mut Context<Self>,
     ) -> Result<(), RuntimeError> {
-        self.last_activity = Instant::now();
-        if self
-            .run
-            .as_ref()
-            .is_some_and(|r| r.turns.iter().any(|t| t.id == msg.0))
-        {
-            return Err(RuntimeError::TurnRunning);
-        }
-        let mut turn = self.queue.remove(msg.0).ok_or(RuntimeError::TurnNotFound)?;
+        let mut turn = self.take_queued(msg.0)?;
+        // It goes straight back in, at the front.
+        let before = self.queue.len();
         turn.order = self.queue.front_order(None);
         self.queue.insert(turn.clone());
+        self.set_queue_gauge(before);
         let events = vec![self.queue_updated()];
         self.persist(
             Batch {
@@ -367,12 +331,4 @@ impl Session {
     }
 }
 
-impl Handler<PromoteTurn> for Session {
-    type Result = ResponseFuture<Result<(), RuntimeError>>;
-
-    /// Answered once what it wrote is durable.
-    fn handle(&mut self, msg: PromoteTurn, ctx: &mut Context<Self>) -> Self::Result {
-        let result = self.promote_turn_now(msg, ctx);
-        self.reply_when_durable(result)
-    }
-}
+answered_when_durable!(PromoteTurn => promote_turn_now, ());
