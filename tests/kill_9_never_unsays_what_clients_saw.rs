@@ -149,11 +149,9 @@ fn check_against_log(seen: &Seen, log: &[Value], from: u64, seed: u64, kill: usi
     );
     let mut checked = 0;
     for (seq, event) in seen.events.range(from + 1..) {
-        let stored = log
-            .get((seq - from - 1) as usize)
-            .unwrap_or_else(|| {
-                panic!("seed {seed}, kill {kill}: seq {seq} was shown but is not in the log")
-            });
+        let stored = log.get((seq - from - 1) as usize).unwrap_or_else(|| {
+            panic!("seed {seed}, kill {kill}: seq {seq} was shown but is not in the log")
+        });
         assert_eq!(
             stored, event,
             "seed {seed}, kill {kill}: seq {seq} was shown as one event and stored as another"
@@ -205,7 +203,7 @@ async fn kill_9_never_rewrites_an_event_a_client_saw() {
     let mut seen: Vec<Seen> = (0..SESSIONS).map(|_| Seen::default()).collect();
     let mut accepted: HashSet<String> = HashSet::new();
     let mut rewritten_checks = 0usize;
-    let mut checked = vec![0u64; SESSIONS];
+    let mut checked = [0u64; SESSIONS];
     let started = Instant::now();
 
     for kill in 0..kills {

@@ -88,7 +88,13 @@ impl SledStore {
     /// Opens (or creates) the store in `dir`, checking the schema version, and starts its
     /// writer with `durability`.
     pub fn open_with(dir: impl AsRef<Path>, durability: Durability) -> Result<Self, StoreError> {
-        let engine = Arc::new(SledEngine::open(dir)?);
+        // Flushed: the writer flushes every group itself, so sled's own timer has nothing to
+        // add. Relaxed: the timer is what bounds the loss in a crash (~200 ms).
+        let every = match durability {
+            Durability::Flushed => None,
+            Durability::Relaxed => Some(200),
+        };
+        let engine = Arc::new(SledEngine::open(dir, every)?);
         let writer = GroupCommitter::start(engine.clone(), durability).map_err(engine_err)?;
         Ok(SledStore { engine, writer })
     }
@@ -102,11 +108,11 @@ impl SledStore {
 }
 
 impl SledEngine {
-    fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+    fn open(dir: impl AsRef<Path>, flush_every_ms: Option<u64>) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_path_buf();
         let db = sled::Config::new()
             .path(&dir)
-            .flush_every_ms(Some(200))
+            .flush_every_ms(flush_every_ms)
             .open()
             .map_err(engine_err)?;
         let tree = db.open_tree("troupe").map_err(engine_err)?;

@@ -94,7 +94,7 @@ fn seqs(engine: &SledEngine, session: SessionId) -> Vec<u64> {
 #[test]
 fn a_group_lands_in_one_transaction_with_each_write_answered() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let engine = SledEngine::open(dir.path()).expect("open");
+    let engine = SledEngine::open(dir.path(), None).expect("open");
     let (a, b, c) = (SessionId::new(), SessionId::new(), SessionId::new());
     let answers = engine.apply_group(vec![
         create(a, Some("k")),
@@ -126,7 +126,7 @@ fn a_group_lands_in_one_transaction_with_each_write_answered() {
 #[test]
 fn a_conflict_in_a_group_fails_only_its_own_write() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let engine = SledEngine::open(dir.path()).expect("open");
+    let engine = SledEngine::open(dir.path(), None).expect("open");
     let (a, b) = (SessionId::new(), SessionId::new());
     let answers = engine.apply_group(vec![
         create(a, None),
