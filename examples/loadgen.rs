@@ -1185,45 +1185,21 @@ async fn idle_sessions(base: &str, pid: u32, n: usize, load: f64) -> Result<(), 
 
 /// Writes `sessions` sessions with `events` events between them, through the Store API.
 fn fill_store(dir: &Path, sessions: usize, events: u64) -> Result<(), Error> {
-    use troupe_actors::record::SessionRecord;
-    use troupe_actors::record::SessionView;
     use troupe_actors::store::Batch;
-    use troupe_actors::{Event, EventBody, SessionId, SledStore, Store, Timestamp};
+    use troupe_actors::{Event, EventBody, NewSession, SledStore, Store};
     let started = Instant::now();
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir)?);
     let per_session = events / sessions.max(1) as u64;
     let mut written = 0u64;
     for i in 0..sessions {
-        let id = SessionId::new();
-        let now = Timestamp::now();
-        let record = SessionRecord {
-            id,
+        let (record, first) = NewSession {
             owner: "local".into(),
-            project: None,
             provider: "echo".into(),
             key: Some(format!("fill-{i}")),
-            title: None,
-            model: None,
-            provider_session_id: None,
-            created_at: now,
-            updated_at: now,
-            hidden: false,
-            paused: false,
-            failed: false,
-            archived: false,
-            consecutive_failures: 0,
-            running_since: None,
-        };
-        let first = Arc::new(Event {
-            encoded: Default::default(),
-            seq: 1,
-            session_id: id,
-            turn_id: None,
-            ts: now,
-            body: EventBody::SessionCreated {
-                session: SessionView::new(&record, false, 1, 0),
-            },
-        });
+            ..NewSession::default()
+        }
+        .into_record();
+        let (id, now) = (record.id, record.created_at);
         futures::executor::block_on(store.create(record, first, None))?;
         let mut seq = 1;
         while seq < per_session {

@@ -52,6 +52,41 @@ impl NewSession {
         })
     }
 
+    /// The record of a new session made from this spec, with a fresh id, and its first event
+    /// (`session.created`, seq 1).
+    pub fn into_record(self) -> (SessionRecord, Arc<Event>) {
+        let now = Timestamp::now();
+        let record = SessionRecord {
+            id: SessionId::new(),
+            owner: self.owner,
+            project: self.project,
+            provider: self.provider,
+            key: self.key,
+            title: self.title,
+            model: self.model,
+            provider_session_id: None,
+            created_at: now,
+            updated_at: now,
+            hidden: self.hidden,
+            paused: false,
+            failed: false,
+            archived: false,
+            consecutive_failures: 0,
+            running_since: None,
+        };
+        let created = Arc::new(Event {
+            encoded: Default::default(),
+            seq: 1,
+            session_id: record.id,
+            turn_id: None,
+            ts: now,
+            body: EventBody::SessionCreated {
+                session: SessionView::new(&record, false, 1, 0),
+            },
+        });
+        (record, created)
+    }
+
     /// Checks the key and the provider.
     pub fn validate(&self, shared: &RuntimeShared) -> Result<(), RuntimeError> {
         if let Some(key) = &self.key {
@@ -142,35 +177,7 @@ pub(crate) async fn create(
             return Ok((joined(rx).await?, None));
         }
     }
-    let now = Timestamp::now();
-    let record = SessionRecord {
-        id: SessionId::new(),
-        owner: spec.owner,
-        project: spec.project,
-        provider: spec.provider,
-        key: spec.key,
-        title: spec.title,
-        model: spec.model,
-        provider_session_id: None,
-        created_at: now,
-        updated_at: now,
-        hidden: spec.hidden,
-        paused: false,
-        failed: false,
-        archived: false,
-        consecutive_failures: 0,
-        running_since: None,
-    };
-    let created = Arc::new(Event {
-        encoded: Default::default(),
-        seq: 1,
-        session_id: record.id,
-        turn_id: None,
-        ts: now,
-        body: EventBody::SessionCreated {
-            session: SessionView::new(&record, false, 1, 0),
-        },
-    });
+    let (record, created) = spec.into_record();
     let outcome = shared
         .store
         .create(record.clone(), created.clone(), key.clone())

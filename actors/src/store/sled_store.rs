@@ -34,15 +34,12 @@
 
 use super::group_commit::{Engine, GroupCommitter};
 use super::{
-    Batch, CreateOutcome, Durability, Store, StoreError, StoreStats, Write, WriteDone, Written,
-    SCHEMA_VERSION,
+    Batch, Durability, Store, StoreError, StoreStats, Write, WriteDone, Written, SCHEMA_VERSION,
 };
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
 use crate::record::{SessionRecord, TurnRecord};
 use serde::de::DeserializeOwned;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -76,6 +73,7 @@ mod group;
 mod layout;
 #[cfg(test)]
 mod tests;
+mod upgrade;
 
 use layout::*;
 
@@ -145,34 +143,6 @@ impl SledEngine {
             .map_err(engine_err)?;
         store.db.flush().map_err(engine_err)?;
         Ok(store)
-    }
-
-    /// Schema 1 → 2: events move from `troupe` to `events` as blocks of one, a chunk at a time; each chunk is
-    /// written to `events` and flushed before it leaves `troupe`, so a crash midway loses none.
-    fn move_events_to_their_tree(&self) -> Result<(), StoreError> {
-        const CHUNK: usize = 10_000;
-        loop {
-            let mut moved = sled::Batch::default();
-            let mut gone = sled::Batch::default();
-            let mut n = 0;
-            for kv in self.tree.scan_prefix([b'e']).take(CHUNK) {
-                let (k, v) = kv.map_err(engine_err)?;
-                let event: Event = decode(&v)?;
-                let mut block = event.seq.to_be_bytes().to_vec();
-                block.push(b'[');
-                block.extend_from_slice(&v);
-                block.push(b']');
-                moved.insert(k.clone(), block);
-                gone.remove(k);
-                n += 1;
-            }
-            if n == 0 {
-                return Ok(());
-            }
-            self.events.apply_batch(moved).map_err(engine_err)?;
-            self.db.flush().map_err(engine_err)?;
-            self.tree.apply_batch(gone).map_err(engine_err)?;
-        }
     }
 
     /// Appends events that come with no other write and need no flush (provider deltas), without
@@ -302,31 +272,22 @@ impl SledEngine {
         record: &SessionRecord,
         first: &Arc<Event>,
         key: Option<&ScopedKey>,
-    ) -> Result<CreateOutcome, StoreError> {
-        let scoped = key.map(scoped_key);
-        let record_bytes = encode(record);
-        let owner = owner_key(&record.owner, record.id);
-        let blocks = encode_blocks(record.id, std::slice::from_ref(first));
-        let result = (&self.tree, &self.events).transaction(|(tx, etx)| {
-            if let Some(k) = &scoped {
-                if let Some(winner) = tx.get(k)? {
-                    return Err(ConflictableTransactionError::Abort(winner));
-                }
-                tx.insert(k.as_slice(), record.id.as_bytes())?;
+    ) -> Result<Written, StoreError> {
+        let prepared = self.prepare_create(record, first, key, &mut group::Ends::new());
+        match self.transact(std::slice::from_ref(&prepared)) {
+            // One prepared write, one answer.
+            Ok(mut landed) => landed.pop().map_or_else(
+                || {
+                    Err(StoreError::Engine(
+                        "a create landed without an answer".into(),
+                    ))
+                },
+                group::written,
+            ),
+            Err(group::TxFailed::Conflict { session, expected }) => {
+                Err(self.conflict(session, expected))
             }
-            tx.insert(session_key(record.id), record_bytes.as_slice())?;
-            tx.insert(owner.as_slice(), &[][..])?;
-            for (k, v) in &blocks {
-                etx.insert(k.as_slice(), v.as_slice())?;
-            }
-            Ok(())
-        });
-        match result {
-            Ok(()) => Ok(CreateOutcome::Created),
-            Err(TransactionError::Abort(winner)) => {
-                Ok(CreateOutcome::Existing(session_id_from(&winner)?))
-            }
-            Err(TransactionError::Storage(e)) => Err(engine_err(e)),
+            Err(group::TxFailed::Storage(e)) => Err(e),
         }
     }
 
@@ -553,9 +514,7 @@ impl SledEngine {
     fn apply_one(&self, write: Write) -> Result<Written, StoreError> {
         match write {
             Write::Commit { session, batch } => self.commit(session, batch).map(|()| Written::Done),
-            Write::Create { record, first, key } => self
-                .create(&record, &first, key.as_ref())
-                .map(Written::Created),
+            Write::Create { record, first, key } => self.create(&record, &first, key.as_ref()),
             Write::ClaimKey { key, session } => self.claim_key(&key, session).map(Written::Claimed),
             Write::Delete(id) => self.delete_session(id).map(|()| Written::Done),
         }

@@ -9,12 +9,15 @@
 
 use super::layout::*;
 use super::SledEngine;
-use crate::ids::SessionId;
+use crate::event::Event;
+use crate::ids::{ScopedKey, SessionId};
+use crate::record::SessionRecord;
 use crate::record::TurnStatus;
 use crate::store::{Batch, CreateOutcome, StoreError, Write, Written};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A key and the value to put there (`None`: remove it).
 type KeyWrite = (Vec<u8>, Option<Vec<u8>>);
@@ -119,22 +122,33 @@ impl SledEngine {
         })
     }
 
+    /// Makes a create ready: its key claim, record, owner index and first event.
+    pub(super) fn prepare_create(
+        &self,
+        record: &SessionRecord,
+        first: &Arc<Event>,
+        key: Option<&ScopedKey>,
+        ends: &mut Ends,
+    ) -> Prepared {
+        let blocks = encode_blocks(record.id, std::slice::from_ref(first));
+        if let Some((k, _)) = blocks.last() {
+            ends.insert(record.id, (k.clone(), first.seq));
+        }
+        Prepared::Create {
+            id: record.id,
+            scoped: key.map(scoped_key),
+            record: encode(record),
+            owner: owner_key(&record.owner, record.id),
+            blocks,
+        }
+    }
+
     /// Makes a write of the group ready; `None` for the kinds that go alone.
     fn prepare(&self, write: &Write, ends: &mut Ends) -> Option<Result<Prepared, StoreError>> {
         match write {
             Write::Commit { session, batch } => Some(self.prepare_commit(*session, batch, ends)),
             Write::Create { record, first, key } => {
-                let blocks = encode_blocks(record.id, std::slice::from_ref(first));
-                if let Some((k, _)) = blocks.last() {
-                    ends.insert(record.id, (k.clone(), first.seq));
-                }
-                Some(Ok(Prepared::Create {
-                    id: record.id,
-                    scoped: key.as_ref().map(scoped_key),
-                    record: encode(record),
-                    owner: owner_key(&record.owner, record.id),
-                    blocks,
-                }))
+                Some(Ok(self.prepare_create(record, first, key.as_ref(), ends)))
             }
             Write::ClaimKey { .. } | Write::Delete(_) => None,
         }
@@ -234,8 +248,8 @@ impl SledEngine {
     }
 }
 
-/// The answer for a write that landed in a group transaction.
-fn written(landed: Landed) -> Result<Written, StoreError> {
+/// The answer for a write that landed in a transaction.
+pub(super) fn written(landed: Landed) -> Result<Written, StoreError> {
     Ok(match landed {
         None => Written::Done,
         Some(None) => Written::Created(CreateOutcome::Created),

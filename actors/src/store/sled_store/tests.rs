@@ -3,32 +3,10 @@
 use super::SledEngine;
 use crate::event::{Event, EventBody};
 use crate::ids::{ScopedKey, SessionId};
-use crate::record::{SessionRecord, SessionView};
+use crate::registry::NewSession;
 use crate::store::{Batch, CreateOutcome, StoreError, Write, Written};
 use crate::time::Timestamp;
 use std::sync::Arc;
-
-fn record(id: SessionId) -> SessionRecord {
-    let now = Timestamp::now();
-    SessionRecord {
-        id,
-        owner: "local".into(),
-        project: None,
-        provider: "echo".into(),
-        key: None,
-        title: None,
-        model: None,
-        provider_session_id: None,
-        created_at: now,
-        updated_at: now,
-        hidden: false,
-        paused: false,
-        failed: false,
-        archived: false,
-        consecutive_failures: 0,
-        running_since: None,
-    }
-}
 
 fn event(session: SessionId, seq: u64, body: EventBody) -> Arc<Event> {
     Arc::new(Event {
@@ -41,24 +19,22 @@ fn event(session: SessionId, seq: u64, body: EventBody) -> Arc<Event> {
     })
 }
 
-fn create(id: SessionId, key: Option<&str>) -> Write {
-    let record = record(id);
-    let first = event(
-        id,
-        1,
-        EventBody::SessionCreated {
-            session: SessionView::new(&record, false, 1, 0),
-        },
-    );
-    Write::Create {
-        record,
-        first,
-        key: key.map(|k| ScopedKey {
-            owner: "local".into(),
-            project: None,
-            key: k.into(),
-        }),
+/// A create of a new session (with `key`); the write and the session's id.
+fn create(key: Option<&str>) -> (Write, SessionId) {
+    let (record, first) = NewSession {
+        owner: "local".into(),
+        provider: "echo".into(),
+        key: key.map(String::from),
+        ..NewSession::default()
     }
+    .into_record();
+    let id = record.id;
+    let key = record.key.as_ref().map(|k| ScopedKey {
+        owner: "local".into(),
+        project: None,
+        key: k.clone(),
+    });
+    (Write::Create { record, first, key }, id)
 }
 
 fn deltas(session: SessionId, seqs: std::ops::RangeInclusive<u64>, active: bool) -> Write {
@@ -95,13 +71,14 @@ fn seqs(engine: &SledEngine, session: SessionId) -> Vec<u64> {
 fn a_group_lands_in_one_transaction_with_each_write_answered() {
     let dir = tempfile::tempdir().expect("temp dir");
     let engine = SledEngine::open(dir.path(), None).expect("open");
-    let (a, b, c) = (SessionId::new(), SessionId::new(), SessionId::new());
+    let ((create_a, a), (create_b, b), (create_c, c)) =
+        (create(Some("k")), create(Some("k")), create(None));
     let answers = engine.apply_group(vec![
-        create(a, Some("k")),
+        create_a,
         deltas(a, 2..=3, true),
         deltas(a, 4..=4, false),
-        create(b, Some("k")),
-        create(c, None),
+        create_b,
+        create_c,
         deltas(c, 2..=2, false),
     ]);
     let answers: Vec<_> = answers.into_iter().map(|r| r.expect("lands")).collect();
@@ -127,9 +104,9 @@ fn a_group_lands_in_one_transaction_with_each_write_answered() {
 fn a_conflict_in_a_group_fails_only_its_own_write() {
     let dir = tempfile::tempdir().expect("temp dir");
     let engine = SledEngine::open(dir.path(), None).expect("open");
-    let (a, b) = (SessionId::new(), SessionId::new());
+    let ((create_a, a), b) = (create(None), SessionId::new());
     let answers = engine.apply_group(vec![
-        create(a, None),
+        create_a,
         deltas(a, 2..=3, true),
         // b has no log: an append at seq 5 leaves a gap.
         deltas(b, 5..=5, true),
