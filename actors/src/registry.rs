@@ -195,7 +195,7 @@ pub(crate) async fn create(
         return Ok((named?, None));
     }
     RuntimeMetrics::bump(&shared.metrics.sessions_created);
-    log::info!(
+    log::debug!(
         "session {}: created for owner `{}` on `{}`",
         record.id,
         record.owner,

@@ -357,7 +357,7 @@ impl Provider for CliProvider {
             }
         };
         let pid = process.pid;
-        log::info!(
+        log::debug!(
             "session {} turn {}: started {} (pid {pid}, attempt {})",
             request.session_id,
             request.turn_id,

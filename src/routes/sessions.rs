@@ -148,7 +148,7 @@ pub async fn create(
         })
         .await?;
     if created {
-        log::info!("session {}: created over REST", session.id);
+        log::debug!("session {}: created over REST", session.id);
     }
     let answer = SessionCreated { session, created };
     Ok(if created {

@@ -185,7 +185,7 @@ impl Session {
                 provider: self.record.provider.clone(),
             },
         )];
-        log::info!(
+        log::debug!(
             "session {} turn {}: attempt {attempt} on `{}`",
             self.id(),
             turn.id,

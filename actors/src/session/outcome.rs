@@ -65,7 +65,13 @@ impl Session {
             turn.status = TurnStatus::Completed;
             turn.outcome = Some(outcome);
             turn.completed_at = Some(now);
-            log::info!("session {} turn {}: {outcome:?}", self.id(), turn.id);
+            // A healthy turn logs nothing at the default level; the others are failures.
+            let level = if outcome == Outcome::Success {
+                log::Level::Debug
+            } else {
+                log::Level::Info
+            };
+            log::log!(level, "session {} turn {}: {outcome:?}", self.id(), turn.id);
             RuntimeMetrics::bump(&self.metrics().turns_completed[outcome_index(outcome)]);
             events.push((
                 Some(turn.id),
