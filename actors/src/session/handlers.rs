@@ -23,7 +23,7 @@ impl Handler<Subscribe> for Session {
     /// Takes the replay and registers the subscriber in one step: no gap, no duplicate. The
     /// part of the replay older than the in-memory tail is read by the subscriber from the
     /// store, outside the actor.
-    fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
         self.last_activity = Instant::now();
         let (from_store, replay) = self.log.replay_after(msg.after_seq);
         let backlog = from_store.map(|(after, until)| crate::subscription::Backlog {
@@ -33,6 +33,7 @@ impl Handler<Subscribe> for Session {
         });
         let channel = self.subscribers.add(self.shared.settings.subscriber_buffer);
         RuntimeMetrics::add(&self.metrics().subscribers, 1);
+        self.watch_one_off_follower(ctx);
         Ok(Subscription::new(
             self.id(),
             self.log.durable_seq(),

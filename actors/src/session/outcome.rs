@@ -59,6 +59,7 @@ impl Session {
         completion: &Completion,
     ) -> (Vec<TurnRecord>, Vec<(Option<TurnId>, EventBody)>) {
         let now = Timestamp::now();
+        self.ended_a_turn = true;
         let mut records = Vec::with_capacity(turns.len());
         let mut events = Vec::with_capacity(turns.len());
         for mut turn in turns {

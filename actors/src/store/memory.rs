@@ -20,8 +20,10 @@ struct Inner {
     keys: HashMap<ScopedKey, SessionId>,
     events: HashMap<SessionId, Vec<Arc<Event>>>,
     turns: HashMap<SessionId, BTreeMap<TurnId, TurnRecord>>,
-    client_ids: HashMap<(SessionId, String), TurnId>,
+    client_ids: HashMap<SessionId, HashMap<String, TurnId>>,
     provider_ids: HashMap<(String, String), SessionId>,
+    /// Each session's provider mappings, so a delete finds them without a scan of all.
+    provider_ids_of: HashMap<SessionId, Vec<(String, String)>>,
     active: HashSet<SessionId>,
 }
 
@@ -92,11 +94,20 @@ impl Inner {
         for turn in batch.turns {
             turns.insert(turn.id, turn);
         }
-        for (client_id, turn) in batch.client_ids {
-            inner.client_ids.insert((session, client_id), turn);
+        if !batch.client_ids.is_empty() {
+            inner
+                .client_ids
+                .entry(session)
+                .or_default()
+                .extend(batch.client_ids);
         }
-        if let Some((provider, provider_id)) = batch.provider_mapping {
-            inner.provider_ids.insert((provider, provider_id), session);
+        if let Some(mapping) = batch.provider_mapping {
+            inner.provider_ids.insert(mapping.clone(), session);
+            inner
+                .provider_ids_of
+                .entry(session)
+                .or_default()
+                .push(mapping);
         }
         match batch.active {
             Some(true) => {
@@ -117,13 +128,32 @@ impl Inner {
         Ok(())
     }
 
+    /// Removes everything of a session, found from the session itself (never by scanning
+    /// the others'), as the sled store does.
     fn delete_session(&mut self, id: SessionId) {
-        self.sessions.remove(&id);
-        self.keys.retain(|_, v| *v != id);
+        let Some(record) = self.sessions.remove(&id) else {
+            return;
+        };
+        if let Some(name) = &record.key {
+            for project in [record.project.clone(), None] {
+                let key = ScopedKey {
+                    owner: record.owner.clone(),
+                    project,
+                    key: name.clone(),
+                };
+                if self.keys.get(&key) == Some(&id) {
+                    self.keys.remove(&key);
+                }
+            }
+        }
+        for mapping in self.provider_ids_of.remove(&id).unwrap_or_default() {
+            if self.provider_ids.get(&mapping) == Some(&id) {
+                self.provider_ids.remove(&mapping);
+            }
+        }
         self.events.remove(&id);
         self.turns.remove(&id);
-        self.client_ids.retain(|(s, _), _| *s != id);
-        self.provider_ids.retain(|_, v| *v != id);
+        self.client_ids.remove(&id);
         self.active.remove(&id);
     }
 }
@@ -218,7 +248,8 @@ impl Store for MemoryStore {
         Ok(self
             .lock()
             .client_ids
-            .get(&(session, client_message_id.to_string()))
+            .get(&session)
+            .and_then(|ids| ids.get(client_message_id))
             .copied())
     }
 

@@ -16,6 +16,7 @@
 //! t sid turn          completed turn (JSON)
 //! c sid client_id     idempotency key -> turn id
 //! p provider 0 id     provider session id -> sid
+//! P sid provider 0 id the same mapping, found by session (for deletes)
 //! a sid               session has open turns
 //!
 //! tree `events`:
@@ -454,6 +455,12 @@ impl SledEngine {
             .transpose()
     }
 
+    /// Removes everything of a session: its record and owner index, the keys that name it,
+    /// its provider mappings, turns, idempotency keys, open-turn mark and events. Everything
+    /// is found from the session (its record, its prefixes), never by scanning other
+    /// sessions', so a delete costs what the session holds. The record goes last: a delete cut
+    /// short by a crash leaves a record that names what is left, and the next delete (or
+    /// retention sweep) finishes it.
     fn delete_session(&self, id: SessionId) -> Result<(), StoreError> {
         self.ends
             .lock()
@@ -462,17 +469,43 @@ impl SledEngine {
         let Some(record) = self.get_session(id)? else {
             return Ok(());
         };
-        // Keys and provider mappings pointing at the session, found by their values.
-        for prefix in [b'k', b'p'] {
-            let mut batch = sled::Batch::default();
-            for kv in self.tree.scan_prefix([prefix]) {
-                let (k, v) = kv.map_err(engine_err)?;
-                if v.as_ref() == id.as_bytes() {
+        let mut batch = sled::Batch::default();
+        if let Some(name) = &record.key {
+            // The key as made, and without the project (a key made before its project was
+            // backfilled names the session both ways).
+            for project in [record.project.clone(), None] {
+                let k = scoped_key(&ScopedKey {
+                    owner: record.owner.clone(),
+                    project,
+                    key: name.clone(),
+                });
+                if self.tree.get(&k).map_err(engine_err)?.as_deref() == Some(id.as_bytes()) {
                     batch.remove(k);
                 }
             }
-            self.tree.apply_batch(batch).map_err(engine_err)?;
         }
+        let reverse = key(b'P', &[id.as_bytes()]);
+        let mut mappings = Vec::new();
+        for k in self.tree.scan_prefix(&reverse).keys() {
+            let k = k.map_err(engine_err)?;
+            let rest = &k[reverse.len()..];
+            let split = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+            let provider = String::from_utf8_lossy(&rest[..split]).into_owned();
+            let provider_id = String::from_utf8_lossy(rest.get(split + 1..).unwrap_or(&[]));
+            mappings.push((provider, provider_id.into_owned()));
+            batch.remove(k);
+        }
+        // A store written before the reverse index: the record's current mapping.
+        if let Some(current) = &record.provider_session_id {
+            mappings.push((record.provider.clone(), current.clone()));
+        }
+        for (provider, provider_id) in mappings {
+            let k = provider_key(&provider, &provider_id);
+            if self.tree.get(&k).map_err(engine_err)?.as_deref() == Some(id.as_bytes()) {
+                batch.remove(k);
+            }
+        }
+        self.tree.apply_batch(batch).map_err(engine_err)?;
         Self::remove_prefix(&self.events, key(b'e', &[id.as_bytes()]))?;
         for tag in [b'q', b't', b'c'] {
             Self::remove_prefix(&self.tree, key(tag, &[id.as_bytes()]))?;

@@ -87,6 +87,11 @@ impl SledEngine {
                 provider_key(provider, provider_id),
                 Some(session.as_bytes().to_vec()),
             ));
+            // Its reverse, so a delete finds the session's mappings without a scan of all.
+            writes.push((
+                provider_of_session_key(session, provider, provider_id),
+                Some(Vec::new()),
+            ));
         }
         match batch.active {
             Some(true) => writes.push((active_key(session), Some(Vec::new()))),
