@@ -35,6 +35,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Runtime tunables.
     pub runtime: RuntimeConfig,
+    /// How long sessions are kept before the sweeper removes them.
+    pub retention: RetentionConfig,
     /// Seconds running attempts get to finish at shutdown before they are interrupted.
     pub shutdown_grace_secs: u64,
     /// Providers by name (`[providers.NAME]` tables); empty means `echo` plus every CLI on
@@ -54,6 +56,7 @@ impl Default for Config {
             websocket: WebSocketConfig::default(),
             http: HttpConfig::default(),
             runtime: RuntimeConfig::default(),
+            retention: RetentionConfig::default(),
             shutdown_grace_secs: 10,
             providers: BTreeMap::new(),
         }
@@ -295,6 +298,75 @@ impl RuntimeConfig {
             },
             workers: self.workers,
             ..Settings::default()
+        }
+    }
+}
+
+/// An age after which sessions are removed: seconds, or `"never"`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Age {
+    /// Seconds (0 = at the first sweep).
+    Secs(f64),
+    /// Kept forever.
+    Never(Never),
+}
+
+/// The word `never`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Never {
+    /// Kept forever.
+    Never,
+}
+
+impl Age {
+    fn duration(self) -> Option<Duration> {
+        match self {
+            Age::Secs(secs) => Some(Duration::from_secs_f64(secs.max(0.0))),
+            Age::Never(_) => None,
+        }
+    }
+}
+
+/// Retention: which sessions the background sweeper removes from the store, after how long
+/// since their last change (see `troupe_actors::retention`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Hidden one-off sessions (OpenAI requests without a key): default 24 h.
+    pub hidden_sessions: Age,
+    /// Archived sessions: kept forever unless set.
+    pub archived_sessions: Age,
+    /// Any other session with no change for this long: kept forever unless set.
+    pub idle_sessions: Age,
+    /// How often the sweeper runs.
+    pub sweep_interval_secs: f64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let r = troupe_actors::retention::Retention::default();
+        let age = |d: Option<Duration>| {
+            d.map_or(Age::Never(Never::Never), |d| Age::Secs(d.as_secs_f64()))
+        };
+        RetentionConfig {
+            hidden_sessions: age(r.hidden),
+            archived_sessions: age(r.archived),
+            idle_sessions: age(r.idle),
+            sweep_interval_secs: r.sweep_interval.as_secs_f64(),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The runtime's retention settings.
+    pub fn retention(&self) -> troupe_actors::retention::Retention {
+        troupe_actors::retention::Retention {
+            hidden: self.hidden_sessions.duration(),
+            archived: self.archived_sessions.duration(),
+            idle: self.idle_sessions.duration(),
+            sweep_interval: Duration::from_secs_f64(self.sweep_interval_secs.max(0.01)),
         }
     }
 }

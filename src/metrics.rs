@@ -20,6 +20,7 @@ use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 use troupe_actors::metrics::{RuntimeMetrics, OUTCOMES};
+use troupe_actors::retention::Expiry;
 use troupe_actors::Runtime;
 
 /// The content type of the text exposition format `prometheus-client` writes.
@@ -223,13 +224,18 @@ impl Collector for RuntimeCollector {
         use std::sync::atomic::Ordering::Relaxed;
         let m = self.runtime.metrics();
         let live = m.live_sessions.load(Relaxed).max(0);
-        // The store counts every session; a failing store only hides the passivated figure.
-        let stored = self
-            .runtime
-            .store()
-            .stats()
-            .map(|s| s.sessions as i64)
-            .unwrap_or(live);
+        // The store counts every session; a failing store only hides the passivated figure
+        // and the store's size.
+        let stats = self.runtime.store().stats().ok();
+        let stored = stats.map_or(live, |s| s.sessions as i64);
+        if let Some(stats) = stats {
+            gauge(
+                &mut encoder,
+                "store_bytes",
+                "Bytes the store takes (sled: on disk)",
+                stats.bytes as i64,
+            )?;
+        }
         let sessions = ConstGauge::new(0i64);
         let mut family = encoder.encode_descriptor(
             "sessions",
@@ -254,6 +260,17 @@ impl Collector for RuntimeCollector {
                 .unwrap_or_default();
             ConstCounter::new(RuntimeMetrics::get(value))
                 .encode(family.encode_family(&[("outcome", name.as_str())])?)?;
+        }
+        let expired = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "sessions_expired",
+            "Sessions removed by retention, by kind",
+            None,
+            expired.metric_type(),
+        )?;
+        for (kind, value) in Expiry::ALL.iter().zip(&m.sessions_expired) {
+            ConstCounter::new(RuntimeMetrics::get(value))
+                .encode(family.encode_family(&[("kind", kind.as_str())])?)?;
         }
         counter(
             &mut encoder,

@@ -9,6 +9,7 @@
 //! - [`registry`]: the registry actor; creation per scoped key, single activation, passivation.
 //! - [`shared`]: [`RuntimeShared`](shared::RuntimeShared), what every actor of a runtime shares.
 //! - [`session`]: the session actor; state machine, busy modes, attempts, retries, recovery.
+//! - [`retention`]: the sweeper that removes expired sessions (one-off, archived, idle).
 //! - [`lifecycle`]: the notices a session actor sends the registry when it stops or panics.
 //! - [`handle`]: [`SessionHandle`], typed async calls that survive passivation.
 //! - [`follow`]: [`Follow`], a session's events after a seq (replay, then live) across actor
@@ -47,6 +48,7 @@ pub mod owner_feed;
 pub mod provider;
 pub mod record;
 pub mod registry;
+pub mod retention;
 pub mod runtime;
 pub mod session;
 pub mod settings;

@@ -16,12 +16,13 @@ use crate::shared::RuntimeShared;
 use crate::store::CreateOutcome;
 use crate::time::Timestamp;
 use actix::prelude::*;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
 pub use crate::lifecycle::{SessionPanicked, SessionStopped};
+use crate::retention::{BeginExpire, EndExpire};
 
 /// What a new session is made of.
 #[derive(Clone, Debug, Default)]
@@ -245,6 +246,9 @@ pub struct SessionRegistry {
     /// Set by graceful shutdown: a stopped session stays stopped, so nothing reactivates one
     /// (a reconnecting client, a panic restart) while the runtime drains.
     shutting_down: bool,
+    /// Sessions being removed by retention: not activated until their delete is over, so
+    /// nothing writes to a session while it is removed.
+    expiring: HashSet<SessionId>,
 }
 
 impl SessionRegistry {
@@ -256,6 +260,7 @@ impl SessionRegistry {
             next_generation: 0,
             panics: HashMap::new(),
             shutting_down: false,
+            expiring: HashSet::new(),
         }
     }
 
@@ -273,6 +278,9 @@ impl SessionRegistry {
             return Err(RuntimeError::Internal(
                 "the runtime is shutting down".into(),
             ));
+        }
+        if self.expiring.contains(&id) {
+            return Err(RuntimeError::SessionNotFound);
         }
         let record = self
             .shared
@@ -390,6 +398,34 @@ impl Handler<BeginShutdown> for SessionRegistry {
 
     fn handle(&mut self, _msg: BeginShutdown, _ctx: &mut Context<Self>) {
         self.shutting_down = true;
+    }
+}
+
+impl Handler<BeginExpire> for SessionRegistry {
+    type Result = MessageResult<BeginExpire>;
+
+    /// Holds the sessions that have no live actor; none while shutting down.
+    fn handle(&mut self, msg: BeginExpire, _ctx: &mut Context<Self>) -> Self::Result {
+        if self.shutting_down {
+            return MessageResult(Vec::new());
+        }
+        let held: Vec<SessionId> = msg
+            .0
+            .into_iter()
+            .filter(|id| self.live.get(id).is_none_or(|e| !e.addr.connected()))
+            .collect();
+        self.expiring.extend(held.iter().copied());
+        MessageResult(held)
+    }
+}
+
+impl Handler<EndExpire> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: EndExpire, _ctx: &mut Context<Self>) {
+        for id in msg.0 {
+            self.expiring.remove(&id);
+        }
     }
 }
 

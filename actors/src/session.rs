@@ -288,7 +288,10 @@ impl Session {
             return;
         }
         if let Some(gone) = self.subscribers.newest_gone() {
-            ctx.spawn(gone.into_actor(self).map(|(), act, ctx| act.check_idle(ctx)));
+            ctx.spawn(
+                gone.into_actor(self)
+                    .map(|(), act, ctx| act.check_idle(ctx)),
+            );
         }
     }
 
@@ -300,7 +303,9 @@ impl Session {
             self.last_activity = Instant::now();
             return;
         }
-        if self.one_off_done() || self.last_activity.elapsed() >= self.shared.settings.idle_passivate {
+        if self.one_off_done()
+            || self.last_activity.elapsed() >= self.shared.settings.idle_passivate
+        {
             log::debug!("session {}: passivating", self.id());
             RuntimeMetrics::bump(&self.metrics().passivations);
             self.stop_requested = true;

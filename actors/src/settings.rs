@@ -49,6 +49,8 @@ pub struct Settings {
     /// Worker arbiters (threads) session actors are spread over; 0 runs them on the arbiter
     /// that started the runtime. Default: the available cores.
     pub workers: usize,
+    /// Which sessions the store keeps for how long (the sweeper removes the rest).
+    pub retention: crate::retention::Retention,
 }
 
 impl Default for Settings {
@@ -70,6 +72,7 @@ impl Default for Settings {
             max_panics: 5,
             panic_window: Duration::from_secs(60),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            retention: Default::default(),
         }
     }
 }

@@ -202,6 +202,14 @@ pub trait Store: Send + Sync + 'static {
     /// Every session of an owner, hidden ones included, oldest first.
     fn list_sessions(&self, owner: &str) -> Result<Vec<SessionRecord>, StoreError>;
 
+    /// Every session (hidden ones included) with an id after `after`, in id order (oldest
+    /// first), at most `limit`: the retention sweeper's walk over the store.
+    fn sessions_after(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+
     /// Sessions with open (queued or running) turns, for startup recovery.
     fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError>;
 
@@ -314,4 +322,6 @@ pub struct StoreStats {
     pub sessions: u64,
     /// Sessions with open turns.
     pub active_sessions: u64,
+    /// Bytes the store takes: on disk for sled, the encoded events and records for memory.
+    pub bytes: u64,
 }

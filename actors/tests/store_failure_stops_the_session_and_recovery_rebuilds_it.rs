@@ -46,6 +46,13 @@ impl Store for FailingStore {
     ) -> Result<Vec<troupe_actors::record::SessionRecord>, StoreError> {
         self.inner.list_sessions(owner)
     }
+    fn sessions_after(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<troupe_actors::record::SessionRecord>, StoreError> {
+        self.inner.sessions_after(after, limit)
+    }
     fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {
         self.inner.active_sessions()
     }

@@ -183,6 +183,22 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn sessions_after(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(self
+            .lock()
+            .sessions
+            .range((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+
     fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {
         let mut ids: Vec<_> = self.lock().active.iter().copied().collect();
         ids.sort();
@@ -275,9 +291,19 @@ impl Store for MemoryStore {
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
         let inner = self.lock();
+        // What the data would take encoded: events as stored, plus a rough record size.
+        let events: usize = inner
+            .events
+            .values()
+            .flatten()
+            .map(|e| e.json().len())
+            .sum();
+        let records =
+            (inner.sessions.len() + inner.turns.values().map(|t| t.len()).sum::<usize>()) * 512;
         Ok(StoreStats {
             sessions: inner.sessions.len() as u64,
             active_sessions: inner.active.len() as u64,
+            bytes: (events + records) as u64,
         })
     }
 }

@@ -336,6 +336,31 @@ impl SledEngine {
         Ok(out)
     }
 
+    fn sessions_after(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let start = match after {
+            // Right after `s sid`: the same key with a zero byte appended.
+            Some(id) => {
+                let mut k = session_key(id);
+                k.push(0);
+                k
+            }
+            None => vec![b's'],
+        };
+        let mut out = Vec::new();
+        for kv in self.tree.range(start..vec![b's' + 1]) {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = kv.map_err(engine_err)?;
+            out.push(decode(&v)?);
+        }
+        Ok(out)
+    }
+
     fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {
         self.tree
             .scan_prefix([b'a'])
@@ -538,6 +563,7 @@ impl SledEngine {
         Ok(StoreStats {
             sessions: self.tree.scan_prefix([b's']).count() as u64,
             active_sessions: self.tree.scan_prefix([b'a']).count() as u64,
+            bytes: self.db.size_on_disk().map_err(engine_err)?,
         })
     }
 }
@@ -583,6 +609,14 @@ impl Store for SledStore {
 
     fn list_sessions(&self, owner: &str) -> Result<Vec<SessionRecord>, StoreError> {
         self.engine.list_sessions(owner)
+    }
+
+    fn sessions_after(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.engine.sessions_after(after, limit)
     }
 
     fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {
