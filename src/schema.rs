@@ -141,7 +141,7 @@ pub enum EventKindSchema {
     /// `{turn_id, status, position, mode}`
     #[schema(rename = "turn.accepted")]
     TurnAccepted,
-    /// `{attempt, provider}`
+    /// `{attempt, provider, history?}`
     #[schema(rename = "turn.started")]
     TurnStarted,
     /// `{text}`

@@ -121,6 +121,9 @@ pub enum EventBody {
         attempt: u32,
         /// The provider running it.
         provider: String,
+        /// For a stateless provider: how much of the history the attempt was sent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        history: Option<crate::provider::HistorySent>,
     },
     /// A piece of streamed assistant text.
     #[serde(rename = "message.delta")]

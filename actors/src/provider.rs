@@ -3,8 +3,10 @@
 //! either is read as a transient "exited without a result").
 
 mod echo;
+mod history_window;
 
 pub use echo::{EchoProvider, EchoScript};
+pub use history_window::{HistorySent, HistoryWindow};
 
 use crate::ids::{SessionId, TurnId};
 use futures::stream::BoxStream;
@@ -232,6 +234,11 @@ pub trait Provider: Send + Sync + 'static {
     /// The default model, for listings.
     fn model(&self) -> Option<&str> {
         None
+    }
+
+    /// For a stateless provider: how much of the session's history each attempt is sent.
+    fn history_window(&self) -> HistoryWindow {
+        HistoryWindow::default()
     }
 }
 

@@ -152,16 +152,17 @@ impl Session {
         let turn = run.turns.front().expect("a run always has a turn").clone();
         let attempt = run.attempt;
         let cancel = run.cancel.clone();
-        let history = if caps.stateless {
+        let (history, sent) = if caps.stateless {
             let mut history = seeded_history(&turn.options);
             match self.history(turn.id) {
                 Ok(earlier) => history.extend(earlier),
                 // An attempt without its conversation would answer wrongly: stop instead.
                 Err(e) => return self.fail_stop(e, ctx),
             }
-            history
+            let (history, sent) = provider.history_window().apply(history);
+            (history, Some(sent))
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         let request = AttemptRequest {
             session_id: self.id(),
@@ -183,6 +184,7 @@ impl Session {
             EventBody::TurnStarted {
                 attempt,
                 provider: self.record.provider.clone(),
+                history: sent,
             },
         )];
         log::debug!(
