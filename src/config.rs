@@ -367,6 +367,7 @@ impl RetentionConfig {
             archived: self.archived_sessions.duration(),
             idle: self.idle_sessions.duration(),
             sweep_interval: Duration::from_secs_f64(self.sweep_interval_secs.max(0.01)),
+            ..troupe_actors::retention::Retention::default()
         }
     }
 }

@@ -37,6 +37,9 @@ pub struct Retention {
     pub idle: Option<Duration>,
     /// How often the sweeper looks for sessions to remove.
     pub sweep_interval: Duration,
+    /// The least age of a session that never changed after it was created: its creator may
+    /// not have sent its first turn yet (a keyless request creates, then sends).
+    pub creation_grace: Duration,
 }
 
 impl Default for Retention {
@@ -46,6 +49,7 @@ impl Default for Retention {
             archived: None,
             idle: None,
             sweep_interval: Duration::from_secs(60),
+            creation_grace: Duration::from_secs(60),
         }
     }
 }
@@ -94,7 +98,13 @@ impl Retention {
         let age = Duration::from_millis(
             u64::try_from(now.millis() - record.updated_at.millis()).unwrap_or(0),
         );
-        let past = |limit: Option<Duration>| limit.is_some_and(|limit| age >= limit);
+        let untouched = record.updated_at.millis() <= record.created_at.millis();
+        let floor = if untouched {
+            self.creation_grace
+        } else {
+            Duration::ZERO
+        };
+        let past = |limit: Option<Duration>| limit.is_some_and(|limit| age >= limit.max(floor));
         if record.hidden {
             return past(self.hidden).then_some(Expiry::Hidden);
         }
@@ -260,8 +270,9 @@ mod tests {
         }
         .into_record();
         record.archived = archived;
-        record.updated_at =
-            Timestamp(record.updated_at.0 - chrono::Duration::from_std(age).unwrap());
+        let then = record.updated_at.0 - chrono::Duration::from_std(age).unwrap();
+        record.created_at = Timestamp(then - chrono::Duration::milliseconds(1));
+        record.updated_at = Timestamp(then);
         record
     }
 
@@ -272,6 +283,7 @@ mod tests {
             archived: Some(Duration::from_secs(100)),
             idle: None,
             sweep_interval: Duration::from_secs(1),
+            creation_grace: Duration::from_secs(30),
         };
         let now = Timestamp::now();
         assert_eq!(
@@ -304,6 +316,26 @@ mod tests {
         assert_eq!(
             idle.expiry(&record(false, false, Duration::from_secs(61)), now),
             Some(Expiry::Idle)
+        );
+    }
+
+    #[test]
+    fn a_session_untouched_since_its_creation_waits_for_the_creation_grace() {
+        let r = Retention {
+            hidden: Some(Duration::ZERO),
+            creation_grace: Duration::from_secs(30),
+            ..Retention::default()
+        };
+        let now = Timestamp::now();
+        let mut fresh = record(true, false, Duration::from_secs(10));
+        fresh.created_at = fresh.updated_at;
+        assert_eq!(r.expiry(&fresh, now), None);
+        let mut old = record(true, false, Duration::from_secs(31));
+        old.created_at = old.updated_at;
+        assert_eq!(r.expiry(&old, now), Some(Expiry::Hidden));
+        assert_eq!(
+            r.expiry(&record(true, false, Duration::ZERO), now),
+            Some(Expiry::Hidden)
         );
     }
 }

@@ -13,6 +13,7 @@ mod openai_python;
 mod openapi;
 mod operators;
 mod readme;
+mod retention;
 mod schemathesis;
 #[path = "../support/server_process.rs"]
 mod server_process;
