@@ -8,6 +8,7 @@ mod events;
 mod external;
 mod fuzz;
 mod helpers;
+mod history_window;
 mod openai;
 mod openai_python;
 mod openapi;
