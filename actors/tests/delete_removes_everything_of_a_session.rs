@@ -1,0 +1,185 @@
+//! `Write::Delete` removes everything of a session, in both stores: record, both forms of its
+//! key (with the project and, after a backfill, without), every provider-id mapping it ever
+//! had, turns (open and completed), idempotency keys, the open-turn mark and the event log. A
+//! neighbour is untouched, and the sled store says so again after a reopen.
+
+use std::sync::Arc;
+use troupe_actors::record::{BusyMode, TurnRecord, TurnStatus};
+use troupe_actors::store::Batch;
+use troupe_actors::{
+    Event, EventBody, MemoryStore, NewSession, ScopedKey, SessionId, SledStore, Store, Timestamp,
+    TurnId,
+};
+
+fn key(project: Option<&str>, name: &str) -> ScopedKey {
+    ScopedKey {
+        owner: "alice".into(),
+        project: project.map(str::to_string),
+        key: name.into(),
+    }
+}
+
+fn turn(session: SessionId, status: TurnStatus, client_id: &str) -> TurnRecord {
+    TurnRecord {
+        id: TurnId::new(),
+        session_id: session,
+        content: "hello".into(),
+        mode: BusyMode::Enqueue,
+        client_message_id: Some(client_id.into()),
+        options: serde_json::Value::Null,
+        status,
+        outcome: None,
+        order: 0,
+        attempts: 0,
+        accepted_at: Timestamp::now(),
+        started_at: None,
+        completed_at: None,
+    }
+}
+
+fn message(session: SessionId, seq: u64) -> Arc<Event> {
+    Arc::new(Event {
+        encoded: Default::default(),
+        seq,
+        session_id: session,
+        turn_id: None,
+        ts: Timestamp::now(),
+        body: EventBody::Message {
+            role: "user".into(),
+            text: format!("message {seq} {}", "x".repeat(200)),
+        },
+    })
+}
+
+/// A session with a key (claimed with and without a project), two provider mappings, an open
+/// and a completed turn with idempotency keys, and 60 events.
+fn populate(store: &dyn Store, name: &str) -> SessionId {
+    let (mut record, first) = NewSession {
+        owner: "alice".into(),
+        project: Some("/p".into()),
+        key: Some(name.into()),
+        provider: "echo".into(),
+        ..NewSession::default()
+    }
+    .into_record();
+    let id = record.id;
+    futures::executor::block_on(async {
+        store
+            .create(record.clone(), first, Some(key(Some("/p"), name)))
+            .await
+            .unwrap();
+        store.claim_key(key(None, name), id).await.unwrap();
+        record.provider_session_id = Some(format!("second-{name}"));
+        store
+            .commit(
+                id,
+                Batch {
+                    provider_mapping: Some(("echo".into(), format!("first-{name}"))),
+                    turns: vec![turn(id, TurnStatus::Completed, "c1")],
+                    client_ids: vec![("c1".into(), TurnId::new())],
+                    events: (2..=30).map(|seq| message(id, seq)).collect(),
+                    ..Batch::default()
+                },
+            )
+            .await
+            .unwrap();
+        store
+            .commit(
+                id,
+                Batch {
+                    record: Some(record),
+                    provider_mapping: Some(("echo".into(), format!("second-{name}"))),
+                    turns: vec![turn(id, TurnStatus::Queued, "c2")],
+                    client_ids: vec![("c2".into(), TurnId::new())],
+                    events: (31..=60).map(|seq| message(id, seq)).collect(),
+                    active: Some(true),
+                },
+            )
+            .await
+            .unwrap();
+    });
+    id
+}
+
+fn assert_whole(store: &dyn Store, id: SessionId, name: &str) {
+    assert!(store.get_session(id).unwrap().is_some());
+    assert_eq!(store.lookup_key(&key(Some("/p"), name)).unwrap(), Some(id));
+    assert_eq!(store.lookup_key(&key(None, name)).unwrap(), Some(id));
+    for mapping in ["first", "second"] {
+        let provider_id = format!("{mapping}-{name}");
+        assert_eq!(
+            store.session_for_provider_id("echo", &provider_id).unwrap(),
+            Some(id)
+        );
+    }
+    assert_eq!(store.last_seq(id).unwrap(), 60);
+    assert_eq!(store.all_turns(id).unwrap().len(), 2);
+    assert!(store.turn_for_client_id(id, "c1").unwrap().is_some());
+    assert!(store.active_sessions().unwrap().contains(&id));
+}
+
+fn assert_gone(store: &dyn Store, id: SessionId, name: &str) {
+    assert_eq!(store.get_session(id).unwrap(), None);
+    assert_eq!(store.lookup_key(&key(Some("/p"), name)).unwrap(), None);
+    assert_eq!(store.lookup_key(&key(None, name)).unwrap(), None);
+    for mapping in ["first", "second"] {
+        let provider_id = format!("{mapping}-{name}");
+        assert_eq!(
+            store.session_for_provider_id("echo", &provider_id).unwrap(),
+            None
+        );
+    }
+    assert_eq!(store.last_seq(id).unwrap(), 0);
+    assert!(store.read_events(id, 0, 1000).unwrap().is_empty());
+    assert!(store.all_turns(id).unwrap().is_empty());
+    assert!(store.open_turns(id).unwrap().is_empty());
+    assert_eq!(store.turn_for_client_id(id, "c1").unwrap(), None);
+    assert_eq!(store.turn_for_client_id(id, "c2").unwrap(), None);
+    assert!(!store.active_sessions().unwrap().contains(&id));
+    assert!(store
+        .sessions_after(None, usize::MAX)
+        .unwrap()
+        .iter()
+        .all(|r| r.id != id));
+}
+
+fn delete_and_check(store: &dyn Store) -> (SessionId, SessionId) {
+    let doomed = populate(store, "doomed");
+    let neighbour = populate(store, "neighbour");
+    assert_whole(store, doomed, "doomed");
+    futures::executor::block_on(store.delete(doomed)).unwrap();
+    assert_gone(store, doomed, "doomed");
+    assert_whole(store, neighbour, "neighbour");
+    // Deleting again is harmless.
+    futures::executor::block_on(store.delete(doomed)).unwrap();
+    assert_eq!(store.stats().unwrap().sessions, 1);
+    (doomed, neighbour)
+}
+
+#[test]
+fn the_memory_store_removes_everything_of_a_session_and_nothing_else() {
+    delete_and_check(&MemoryStore::new());
+}
+
+#[test]
+fn the_sled_store_removes_everything_of_a_session_and_nothing_else_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let (doomed, neighbour) = {
+        let store = SledStore::open(dir.path()).unwrap();
+        delete_and_check(&store)
+    };
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_gone(&store, doomed, "doomed");
+    assert_whole(&store, neighbour, "neighbour");
+    let page: Vec<SessionId> = store
+        .sessions_after(None, 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(page, [neighbour]);
+    assert!(store
+        .sessions_after(Some(neighbour), 10)
+        .unwrap()
+        .is_empty());
+}
