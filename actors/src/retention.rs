@@ -20,6 +20,7 @@ use crate::metrics::RuntimeMetrics;
 use crate::record::SessionRecord;
 use crate::registry::SessionRegistry;
 use crate::shared::RuntimeShared;
+use crate::store::Store;
 use crate::time::Timestamp;
 use actix::prelude::*;
 use std::sync::Arc;
@@ -89,17 +90,23 @@ impl Retention {
         self.hidden.is_some() || self.archived.is_some() || self.idle.is_some()
     }
 
-    /// Why `record` has expired at `now`, if it has. A session whose turn is running never
-    /// expires (open queued turns are checked by the sweeper before it deletes).
-    pub fn expiry(&self, record: &SessionRecord, now: Timestamp) -> Option<Expiry> {
+    /// Why `record` has expired at `now`, if it has. `never_used`: no turn was ever sent to
+    /// it, so its creator may be about to send the first one; it is kept for the creation
+    /// grace at least. A session whose turn is running never expires (open queued turns are
+    /// checked by the sweeper before it deletes).
+    pub fn expiry(
+        &self,
+        record: &SessionRecord,
+        now: Timestamp,
+        never_used: bool,
+    ) -> Option<Expiry> {
         if record.running_since.is_some() {
             return None;
         }
         let age = Duration::from_millis(
             u64::try_from(now.millis() - record.updated_at.millis()).unwrap_or(0),
         );
-        let untouched = record.updated_at.millis() <= record.created_at.millis();
-        let floor = if untouched {
+        let floor = if never_used {
             self.creation_grace
         } else {
             Duration::ZERO
@@ -178,17 +185,24 @@ pub(crate) async fn sweep(
     let mut after = None;
     loop {
         let store = shared.store.clone();
-        let page = blocking(move || store.sessions_after(after, SWEEP_PAGE)).await?;
-        let Some(last) = page.last() else {
+        let retention = retention.clone();
+        let (last, scanned, due) = blocking(move || {
+            let page = store.sessions_after(after, SWEEP_PAGE)?;
+            let now = Timestamp::now();
+            let mut due = Vec::new();
+            for record in &page {
+                if let Some(why) = due_now(store.as_ref(), &retention, record, now)? {
+                    due.push((record.id, why));
+                }
+            }
+            Ok((page.last().map(|r| r.id), page.len(), due))
+        })
+        .await?;
+        let Some(last) = last else {
             return Ok(figures);
         };
-        after = Some(last.id);
-        figures.scanned += page.len() as u64;
-        let now = Timestamp::now();
-        let due: Vec<(SessionId, Expiry)> = page
-            .iter()
-            .filter_map(|r| retention.expiry(r, now).map(|why| (r.id, why)))
-            .collect();
+        after = Some(last);
+        figures.scanned += scanned as u64;
         if due.is_empty() {
             continue;
         }
@@ -223,7 +237,9 @@ async fn expire_held(
             let Some(record) = store.get_session(id)? else {
                 continue;
             };
-            if retention.expiry(&record, now) == Some(why) && store.open_turns(id)?.is_empty() {
+            if due_now(store.as_ref(), &retention, &record, now)? == Some(why)
+                && store.open_turns(id)?.is_empty()
+            {
                 confirmed.push((id, why));
             }
         }
@@ -244,6 +260,20 @@ async fn expire_held(
         log::debug!("session {id}: removed by retention ({})", why.as_str());
     }
     Ok(confirmed.len() as u64)
+}
+
+/// Why `record` has expired at `now`, if it has, as [`Retention::expiry`] with what the store
+/// says about its use: a record that never changed after it was created (to the millisecond)
+/// may still have run a turn, which its log tells.
+fn due_now(
+    store: &dyn Store,
+    retention: &Retention,
+    record: &SessionRecord,
+    now: Timestamp,
+) -> Result<Option<Expiry>, crate::store::StoreError> {
+    let never_used =
+        record.updated_at.millis() <= record.created_at.millis() && store.last_seq(record.id)? <= 1;
+    Ok(retention.expiry(record, now, never_used))
 }
 
 /// Runs store reads on the blocking pool, off every actor thread.
@@ -287,40 +317,40 @@ mod tests {
         };
         let now = Timestamp::now();
         assert_eq!(
-            r.expiry(&record(true, false, Duration::from_secs(11)), now),
+            r.expiry(&record(true, false, Duration::from_secs(11)), now, false),
             Some(Expiry::Hidden)
         );
         assert_eq!(
-            r.expiry(&record(true, false, Duration::from_secs(5)), now),
+            r.expiry(&record(true, false, Duration::from_secs(5)), now, false),
             None
         );
         assert_eq!(
-            r.expiry(&record(false, true, Duration::from_secs(50)), now),
+            r.expiry(&record(false, true, Duration::from_secs(50)), now, false),
             None
         );
         assert_eq!(
-            r.expiry(&record(false, true, Duration::from_secs(101)), now),
+            r.expiry(&record(false, true, Duration::from_secs(101)), now, false),
             Some(Expiry::Archived)
         );
         assert_eq!(
-            r.expiry(&record(false, false, Duration::from_secs(1000)), now),
+            r.expiry(&record(false, false, Duration::from_secs(1000)), now, false),
             None
         );
         let mut running = record(true, false, Duration::from_secs(11));
         running.running_since = Some(running.updated_at);
-        assert_eq!(r.expiry(&running, now), None);
+        assert_eq!(r.expiry(&running, now, false), None);
         let idle = Retention {
             idle: Some(Duration::from_secs(60)),
             ..r
         };
         assert_eq!(
-            idle.expiry(&record(false, false, Duration::from_secs(61)), now),
+            idle.expiry(&record(false, false, Duration::from_secs(61)), now, false),
             Some(Expiry::Idle)
         );
     }
 
     #[test]
-    fn a_session_untouched_since_its_creation_waits_for_the_creation_grace() {
+    fn a_session_never_sent_a_turn_waits_for_the_creation_grace() {
         let r = Retention {
             hidden: Some(Duration::ZERO),
             creation_grace: Duration::from_secs(30),
@@ -329,12 +359,12 @@ mod tests {
         let now = Timestamp::now();
         let mut fresh = record(true, false, Duration::from_secs(10));
         fresh.created_at = fresh.updated_at;
-        assert_eq!(r.expiry(&fresh, now), None);
+        assert_eq!(r.expiry(&fresh, now, true), None);
         let mut old = record(true, false, Duration::from_secs(31));
         old.created_at = old.updated_at;
-        assert_eq!(r.expiry(&old, now), Some(Expiry::Hidden));
+        assert_eq!(r.expiry(&old, now, true), Some(Expiry::Hidden));
         assert_eq!(
-            r.expiry(&record(true, false, Duration::ZERO), now),
+            r.expiry(&record(true, false, Duration::ZERO), now, false),
             Some(Expiry::Hidden)
         );
     }

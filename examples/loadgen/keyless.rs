@@ -17,6 +17,10 @@ pub struct KeylessArgs {
     /// Requests in flight.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Times the N requests are sent, each followed by the sweep: a store that stays flat
+    /// has the same size after every round.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// `retention.hidden_sessions` of the spawned server, seconds.
     #[arg(long, default_value_t = 0.0)]
     pub retention_secs: f64,
@@ -161,25 +165,36 @@ pub async fn run(cli: &super::Cli, args: KeylessArgs, load: f64) -> Result<(), E
     };
     let log_before = std::fs::metadata(&log_path)?.len();
 
-    let started = Instant::now();
-    chat(&client, &base, args.requests, args.concurrency).await?;
-    let took = started.elapsed();
-    let after = settle(&client, &base, pid, &store).await?;
+    let mut took = Duration::ZERO;
+    let mut rounds = Vec::new();
+    let mut last = None;
+    for _ in 0..args.rounds.max(1) {
+        let started = Instant::now();
+        chat(&client, &base, args.requests, args.concurrency).await?;
+        took += started.elapsed();
+        let after = settle(&client, &base, pid, &store).await?;
+        let waited = Instant::now();
+        let swept = if args.no_retention {
+            settle(&client, &base, pid, &store).await?
+        } else {
+            wait_for_sweep(&client, &base, pid, &store).await?
+        };
+        rounds.push(
+            json!({"after_rss_kib": after.rss_kib, "after_store_bytes": after.store_bytes,
+            "swept_rss_kib": swept.rss_kib, "swept_store_bytes": swept.store_bytes,
+            "sweep_waited_secs": (waited.elapsed().as_secs_f64() * 1000.0).round() / 1000.0}),
+        );
+        last = Some((after, swept));
+    }
     let log_bytes = std::fs::metadata(&log_path)?.len() - log_before;
-
-    let waited = Instant::now();
-    let swept = if args.no_retention {
-        settle(&client, &base, pid, &store).await?
-    } else {
-        wait_for_sweep(&client, &base, pid, &store).await?
-    };
+    let (after, swept) = last.ok_or("no round ran")?;
+    let requests = args.requests * args.rounds.max(1);
     let mut figures = json!({
-        "requests": args.requests, "concurrency": args.concurrency,
+        "requests": requests, "rounds": rounds, "concurrency": args.concurrency,
         "retention_secs": args.retention_secs, "sweep_interval_secs": args.sweep_interval_secs,
-        "requests_per_sec": (args.requests as f64 / took.as_secs_f64()).round(),
+        "requests_per_sec": (requests as f64 / took.as_secs_f64()).round(),
         "log_bytes": log_bytes,
-        "log_bytes_per_request": (log_bytes as f64 / args.requests as f64 * 1000.0).round() / 1000.0,
-        "sweep_waited_secs": (waited.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        "log_bytes_per_request": (log_bytes as f64 / requests as f64 * 1000.0).round() / 1000.0,
     });
     for part in [
         before.json("before"),
