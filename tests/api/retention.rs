@@ -133,6 +133,12 @@ async fn two_thousand_keyless_requests_leave_no_actor_and_after_the_sweep_no_ses
         );
         assert!(store.all_turns(*id).unwrap().is_empty());
     }
+    // The counter follows once the sweeper has its deletes' confirmations.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&app, "troupe_sessions_expired_total{kind=\"hidden\"}").await < 2000.0 {
+        assert!(Instant::now() < deadline, "expired counter never reached 2000");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         metric(&app, "troupe_sessions_expired_total{kind=\"hidden\"}").await,
         2000.0
@@ -277,6 +283,11 @@ async fn archived_sessions_expire_with_their_events_and_keys_and_the_key_starts_
     assert_eq!(status, 200);
     assert_eq!(body["events"][0]["seq"], 1);
     assert_eq!(body["events"][0]["kind"], "session.created");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&app, "troupe_sessions_expired_total{kind=\"archived\"}").await < 1.0 {
+        assert!(Instant::now() < deadline, "expired counter never reached 1");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         metric(&app, "troupe_sessions_expired_total{kind=\"archived\"}").await,
         1.0
