@@ -136,6 +136,12 @@ pub enum Write {
     },
     /// A new session: its record and first event, and with a key the key's claim
     /// (compare-and-set from nothing), all or nothing. A taken key writes nothing.
+    ///
+    /// A hidden session without a key (a one-off session, such as a keyless OpenAI request's)
+    /// is confirmed once applied, without a flush of its own: nobody can find it but its
+    /// creator, and the flush of its first turn's acceptance, the first thing anyone is told
+    /// about it, makes it durable with that turn. A crash before then loses a session nobody
+    /// was told of ([`Write::rides_next_flush`]).
     Create {
         /// The new session's record.
         record: SessionRecord,
@@ -153,6 +159,14 @@ pub enum Write {
     },
     /// Deletes a session with its keys, turns, idempotency keys and events.
     Delete(SessionId),
+}
+
+impl Write {
+    /// Whether the write is confirmed once applied and made durable by the next flush (a
+    /// one-off session's create), rather than flushed before it is confirmed.
+    pub fn rides_next_flush(&self) -> bool {
+        matches!(self, Write::Create { record, key: None, .. } if record.hidden)
+    }
 }
 
 /// What a confirmed [`Write`] did.
