@@ -17,7 +17,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::fmt;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::Arc;
 use std::time::Instant;
 use troupe_actors::metrics::{RuntimeMetrics, OUTCOMES};
 use troupe_actors::retention::Expiry;
@@ -60,6 +61,12 @@ pub struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
     /// Time to the response head, by method and route pattern.
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Whose store [`HttpMetrics::refresh`] reads.
+    runtime: Runtime,
+    /// Sessions in the store at the last refresh; -1 when unknown.
+    stored_sessions: Arc<AtomicI64>,
+    /// Bytes the store took at the last refresh; -1 when unknown.
+    store_bytes: Arc<AtomicI64>,
 }
 
 impl fmt::Debug for HttpMetrics {
@@ -86,11 +93,20 @@ impl HttpMetrics {
             "Time to the response head, by method and route pattern",
             latency.clone(),
         );
-        registry.register_collector(Box::new(RuntimeCollector { runtime }));
+        let stored_sessions = Arc::new(AtomicI64::new(-1));
+        let store_bytes = Arc::new(AtomicI64::new(-1));
+        registry.register_collector(Box::new(RuntimeCollector {
+            runtime: runtime.clone(),
+            stored_sessions: stored_sessions.clone(),
+            store_bytes: store_bytes.clone(),
+        }));
         HttpMetrics {
             registry,
             requests,
             latency,
+            runtime,
+            stored_sessions,
+            store_bytes,
         }
     }
 
@@ -107,6 +123,20 @@ impl HttpMetrics {
         self.latency
             .get_or_create(&RouteLabels { method, route })
             .observe(seconds);
+    }
+
+    /// Reads what the exposition shows from the store (the store's reads are asynchronous, the
+    /// encoder is not): call before [`HttpMetrics::render`].
+    pub async fn refresh(&self) {
+        let (stored, bytes) = match self.runtime.store().stats().await {
+            Ok(stats) => (stats.sessions as i64, stats.bytes as i64),
+            // A failing store only hides the passivated figure and the store's size.
+            Err(_) => (-1, -1),
+        };
+        self.stored_sessions
+            .store(stored, std::sync::atomic::Ordering::Relaxed);
+        self.store_bytes
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The text exposition.
@@ -163,8 +193,12 @@ pub async fn track(
 
 /// The runtime's counters and gauges, read on each scrape.
 struct RuntimeCollector {
-    /// Where the counters live (and the store, for the passivated count).
+    /// Where the counters live.
     runtime: Runtime,
+    /// Sessions in the store at the last refresh (for the passivated count); -1 when unknown.
+    stored_sessions: Arc<AtomicI64>,
+    /// Bytes the store took at the last refresh; -1 when unknown.
+    store_bytes: Arc<AtomicI64>,
 }
 
 impl fmt::Debug for RuntimeCollector {
@@ -224,16 +258,19 @@ impl Collector for RuntimeCollector {
         use std::sync::atomic::Ordering::Relaxed;
         let m = self.runtime.metrics();
         let live = m.live_sessions.load(Relaxed).max(0);
-        // The store counts every session; a failing store only hides the passivated figure
+        // The store counts every session; an unknown count only hides the passivated figure
         // and the store's size.
-        let stats = self.runtime.store().stats().ok();
-        let stored = stats.map_or(live, |s| s.sessions as i64);
-        if let Some(stats) = stats {
+        let stored = match self.stored_sessions.load(Relaxed) {
+            -1 => live,
+            stored => stored,
+        };
+        let store_bytes = self.store_bytes.load(Relaxed);
+        if store_bytes >= 0 {
             gauge(
                 &mut encoder,
                 "store_bytes",
                 "Bytes the store takes (sled: on disk)",
-                stats.bytes as i64,
+                store_bytes,
             )?;
         }
         let sessions = ConstGauge::new(0i64);

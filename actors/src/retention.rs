@@ -6,9 +6,9 @@
 //! sessions (both opt-in). A session's age is the time since its record last changed
 //! (`updated_at`: its last turn started or ended, it was archived or renamed).
 //!
-//! The sweeper walks the store a page at a time, in a task of its own: its reads run on the
-//! blocking pool, its deletes go through the store's writer ([`Write::Delete`]), so it never
-//! blocks a request or an actor thread. A session is expired only when it has no live actor and
+//! The sweeper walks the store a page at a time on a thread of its own (an arbiter), and its
+//! deletes go through the store's writer ([`Write::Delete`]), so it never blocks a request or
+//! an actor thread. A session is expired only when it has no live actor and
 //! no open turn; while its delete is in flight the registry refuses to activate it
 //! ([`BeginExpire`]), so nothing can write to a session being removed.
 //!
@@ -20,7 +20,7 @@ use crate::metrics::RuntimeMetrics;
 use crate::record::SessionRecord;
 use crate::registry::SessionRegistry;
 use crate::shared::RuntimeShared;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::time::Timestamp;
 use actix::prelude::*;
 use std::sync::Arc;
@@ -152,13 +152,16 @@ pub(crate) fn start(shared: Arc<RuntimeShared>, registry: Addr<SessionRegistry>)
     if !retention.enabled() {
         return;
     }
-    actix::spawn(async move {
+    // A thread of its own: an embedded store answers its reads on the thread that asks, so
+    // the sweeper's reads never hold up a request or an actor.
+    let arbiter = Arbiter::new();
+    arbiter.spawn(async move {
         let mut ticks = tokio::time::interval(retention.sweep_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
             if !registry.connected() {
-                return;
+                break;
             }
             match sweep(&shared, &registry).await {
                 Ok(figures) if figures.expired > 0 => log::debug!(
@@ -172,6 +175,8 @@ pub(crate) fn start(shared: Arc<RuntimeShared>, registry: Addr<SessionRegistry>)
                 Err(e) => log::error!("retention sweep failed: {e}"),
             }
         }
+        // The runtime is gone: so is the sweeper's thread.
+        actix_rt::Arbiter::current().stop();
     });
 }
 
@@ -180,29 +185,24 @@ pub(crate) async fn sweep(
     shared: &Arc<RuntimeShared>,
     registry: &Addr<SessionRegistry>,
 ) -> Result<SweepFigures, RuntimeError> {
+    let store = shared.store.as_ref();
     let retention = &shared.settings.retention;
     let mut figures = SweepFigures::default();
     let mut after = None;
     loop {
-        let store = shared.store.clone();
-        let retention = retention.clone();
-        let (last, scanned, due) = blocking(move || {
-            let page = store.sessions_after(after, SWEEP_PAGE)?;
-            let now = Timestamp::now();
-            let mut due = Vec::new();
-            for record in &page {
-                if let Some(why) = due_now(store.as_ref(), &retention, record, now)? {
-                    due.push((record.id, why));
-                }
-            }
-            Ok((page.last().map(|r| r.id), page.len(), due))
-        })
-        .await?;
-        let Some(last) = last else {
+        let page = store.sessions_after(after, SWEEP_PAGE).await?;
+        let Some(last) = page.last() else {
             return Ok(figures);
         };
-        after = Some(last);
-        figures.scanned += scanned as u64;
+        after = Some(last.id);
+        figures.scanned += page.len() as u64;
+        let now = Timestamp::now();
+        let mut due = Vec::new();
+        for record in &page {
+            if let Some(why) = due_now(store, retention, record, now).await? {
+                due.push((record.id, why));
+            }
+        }
         if due.is_empty() {
             continue;
         }
@@ -223,33 +223,22 @@ async fn expire_held(
     due: &[(SessionId, Expiry)],
     held: &[SessionId],
 ) -> Result<u64, RuntimeError> {
-    let retention = shared.settings.retention.clone();
-    let store = shared.store.clone();
-    let wanted: Vec<(SessionId, Expiry)> = due
-        .iter()
-        .filter(|(id, _)| held.contains(id))
-        .copied()
-        .collect();
-    let confirmed = blocking(move || {
-        let now = Timestamp::now();
-        let mut confirmed = Vec::new();
-        for (id, why) in wanted {
-            let Some(record) = store.get_session(id)? else {
-                continue;
-            };
-            if due_now(store.as_ref(), &retention, &record, now)? == Some(why)
-                && store.open_turns(id)?.is_empty()
-            {
-                confirmed.push((id, why));
-            }
+    let store = shared.store.as_ref();
+    let retention = &shared.settings.retention;
+    let now = Timestamp::now();
+    let mut confirmed = Vec::new();
+    for (id, why) in due.iter().filter(|(id, _)| held.contains(id)) {
+        let Some(record) = store.get_session(*id).await? else {
+            continue;
+        };
+        if due_now(store, retention, &record, now).await? == Some(*why)
+            && store.open_turns(*id).await?.is_empty()
+        {
+            confirmed.push((*id, *why));
         }
-        Ok(confirmed)
-    })
-    .await?;
+    }
     // Submitted together, so the writer removes them in few groups.
-    let deletes = confirmed
-        .iter()
-        .map(|(id, _)| shared.store.as_ref().delete(*id));
+    let deletes = confirmed.iter().map(|(id, _)| store.delete(*id));
     for (result, (id, why)) in futures::future::join_all(deletes)
         .await
         .into_iter()
@@ -265,25 +254,15 @@ async fn expire_held(
 /// Why `record` has expired at `now`, if it has, as [`Retention::expiry`] with what the store
 /// says about its use: a record that never changed after it was created (to the millisecond)
 /// may still have run a turn, which its log tells.
-fn due_now(
+async fn due_now(
     store: &dyn Store,
     retention: &Retention,
     record: &SessionRecord,
     now: Timestamp,
-) -> Result<Option<Expiry>, crate::store::StoreError> {
-    let never_used =
-        record.updated_at.millis() <= record.created_at.millis() && store.last_seq(record.id)? <= 1;
+) -> Result<Option<Expiry>, StoreError> {
+    let never_used = record.updated_at.millis() <= record.created_at.millis()
+        && store.last_seq(record.id).await? <= 1;
     Ok(retention.expiry(record, now, never_used))
-}
-
-/// Runs store reads on the blocking pool, off every actor thread.
-async fn blocking<T: Send + 'static>(
-    read: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
-) -> Result<T, RuntimeError> {
-    actix_rt::task::spawn_blocking(read)
-        .await
-        .map_err(|e| RuntimeError::Internal(e.to_string()))?
-        .map_err(RuntimeError::from)
 }
 
 #[cfg(test)]

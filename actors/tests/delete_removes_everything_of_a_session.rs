@@ -3,6 +3,7 @@
 //! had, turns (open and completed), idempotency keys, the open-turn mark and the event log. A
 //! neighbour is untouched, and the sled store says so again after a reopen.
 
+use futures::executor::block_on;
 use std::sync::Arc;
 use troupe_actors::record::{BusyMode, TurnRecord, TurnStatus};
 use troupe_actors::store::Batch;
@@ -102,42 +103,52 @@ fn populate(store: &dyn Store, name: &str) -> SessionId {
 }
 
 fn assert_whole(store: &dyn Store, id: SessionId, name: &str) {
-    assert!(store.get_session(id).unwrap().is_some());
-    assert_eq!(store.lookup_key(&key(Some("/p"), name)).unwrap(), Some(id));
-    assert_eq!(store.lookup_key(&key(None, name)).unwrap(), Some(id));
+    assert!(block_on(store.get_session(id)).unwrap().is_some());
+    assert_eq!(
+        block_on(store.lookup_key(&key(Some("/p"), name))).unwrap(),
+        Some(id)
+    );
+    assert_eq!(
+        block_on(store.lookup_key(&key(None, name))).unwrap(),
+        Some(id)
+    );
     for mapping in ["first", "second"] {
         let provider_id = format!("{mapping}-{name}");
         assert_eq!(
-            store.session_for_provider_id("echo", &provider_id).unwrap(),
+            block_on(store.session_for_provider_id("echo", &provider_id)).unwrap(),
             Some(id)
         );
     }
-    assert_eq!(store.last_seq(id).unwrap(), 60);
-    assert_eq!(store.all_turns(id).unwrap().len(), 2);
-    assert!(store.turn_for_client_id(id, "c1").unwrap().is_some());
-    assert!(store.active_sessions().unwrap().contains(&id));
+    assert_eq!(block_on(store.last_seq(id)).unwrap(), 60);
+    assert_eq!(block_on(store.all_turns(id)).unwrap().len(), 2);
+    assert!(block_on(store.turn_for_client_id(id, "c1"))
+        .unwrap()
+        .is_some());
+    assert!(block_on(store.active_sessions()).unwrap().contains(&id));
 }
 
 fn assert_gone(store: &dyn Store, id: SessionId, name: &str) {
-    assert_eq!(store.get_session(id).unwrap(), None);
-    assert_eq!(store.lookup_key(&key(Some("/p"), name)).unwrap(), None);
-    assert_eq!(store.lookup_key(&key(None, name)).unwrap(), None);
+    assert_eq!(block_on(store.get_session(id)).unwrap(), None);
+    assert_eq!(
+        block_on(store.lookup_key(&key(Some("/p"), name))).unwrap(),
+        None
+    );
+    assert_eq!(block_on(store.lookup_key(&key(None, name))).unwrap(), None);
     for mapping in ["first", "second"] {
         let provider_id = format!("{mapping}-{name}");
         assert_eq!(
-            store.session_for_provider_id("echo", &provider_id).unwrap(),
+            block_on(store.session_for_provider_id("echo", &provider_id)).unwrap(),
             None
         );
     }
-    assert_eq!(store.last_seq(id).unwrap(), 0);
-    assert!(store.read_events(id, 0, 1000).unwrap().is_empty());
-    assert!(store.all_turns(id).unwrap().is_empty());
-    assert!(store.open_turns(id).unwrap().is_empty());
-    assert_eq!(store.turn_for_client_id(id, "c1").unwrap(), None);
-    assert_eq!(store.turn_for_client_id(id, "c2").unwrap(), None);
-    assert!(!store.active_sessions().unwrap().contains(&id));
-    assert!(store
-        .sessions_after(None, usize::MAX)
+    assert_eq!(block_on(store.last_seq(id)).unwrap(), 0);
+    assert!(block_on(store.read_events(id, 0, 1000)).unwrap().is_empty());
+    assert!(block_on(store.all_turns(id)).unwrap().is_empty());
+    assert!(block_on(store.open_turns(id)).unwrap().is_empty());
+    assert_eq!(block_on(store.turn_for_client_id(id, "c1")).unwrap(), None);
+    assert_eq!(block_on(store.turn_for_client_id(id, "c2")).unwrap(), None);
+    assert!(!block_on(store.active_sessions()).unwrap().contains(&id));
+    assert!(block_on(store.sessions_after(None, usize::MAX))
         .unwrap()
         .iter()
         .all(|r| r.id != id));
@@ -152,7 +163,7 @@ fn delete_and_check(store: &dyn Store) -> (SessionId, SessionId) {
     assert_whole(store, neighbour, "neighbour");
     // Deleting again is harmless.
     futures::executor::block_on(store.delete(doomed)).unwrap();
-    assert_eq!(store.stats().unwrap().sessions, 1);
+    assert_eq!(block_on(store.stats()).unwrap().sessions, 1);
     (doomed, neighbour)
 }
 
@@ -171,15 +182,13 @@ fn the_sled_store_removes_everything_of_a_session_and_nothing_else_durably() {
     let store = SledStore::open(dir.path()).unwrap();
     assert_gone(&store, doomed, "doomed");
     assert_whole(&store, neighbour, "neighbour");
-    let page: Vec<SessionId> = store
-        .sessions_after(None, 10)
+    let page: Vec<SessionId> = block_on(store.sessions_after(None, 10))
         .unwrap()
         .iter()
         .map(|r| r.id)
         .collect();
     assert_eq!(page, [neighbour]);
-    assert!(store
-        .sessions_after(Some(neighbour), 10)
+    assert!(block_on(store.sessions_after(Some(neighbour), 10))
         .unwrap()
         .is_empty());
 }

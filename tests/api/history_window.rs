@@ -116,7 +116,12 @@ async fn a_stateless_session_sends_at_most_its_window_with_the_system_prompt_and
 
     // Each attempt says how much history it was sent; the log keeps everything.
     let id: SessionId = session.unwrap().parse().unwrap();
-    let events = app.runtime.store().read_events(id, 0, 10_000).unwrap();
+    let events = app
+        .runtime
+        .store()
+        .read_events(id, 0, 10_000)
+        .await
+        .unwrap();
     let sent: Vec<(usize, usize)> = events
         .iter()
         .filter_map(|e| match &e.body {

@@ -10,9 +10,13 @@ use troupe::actors::{ScopedKey, SessionId};
 use troupe::config::{Age, Config};
 
 /// Polls `check` every 20 ms until it holds; panics with `what` after `limit`.
-async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) {
     let deadline = Instant::now() + limit;
-    while !check() {
+    while !check().await {
         assert!(Instant::now() < deadline, "never happened: {what}");
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
@@ -25,10 +29,11 @@ fn sweep_at_once(config: &mut Config) {
 }
 
 /// Every session the store holds.
-fn stored(app: &TestApp) -> Vec<troupe::actors::record::SessionRecord> {
+async fn stored(app: &TestApp) -> Vec<troupe::actors::record::SessionRecord> {
     app.runtime
         .store()
         .sessions_after(None, usize::MAX)
+        .await
         .expect("store")
 }
 
@@ -106,37 +111,46 @@ async fn two_thousand_keyless_requests_leave_no_actor_and_after_the_sweep_no_ses
     // Each one-off actor stops once its turn ended and its follower left: only the keyed
     // chat session (idle passivation: 900 s) stays live.
     let metrics = app.runtime.metrics().clone();
-    eventually("one-off actors passivated", Duration::from_secs(20), || {
-        metrics
-            .live_sessions
-            .load(std::sync::atomic::Ordering::Relaxed)
-            <= 1
-    })
+    eventually(
+        "one-off actors passivated",
+        Duration::from_secs(20),
+        || async {
+            metrics
+                .live_sessions
+                .load(std::sync::atomic::Ordering::Relaxed)
+                <= 1
+        },
+    )
     .await;
     assert!(metric(&app, "troupe_session_passivations_total").await >= 2000.0);
 
     // The sweeper removes every one of them, and only them.
-    eventually("hidden sessions removed", Duration::from_secs(60), || {
-        stored(&app).iter().all(|r| !r.hidden)
-    })
+    eventually(
+        "hidden sessions removed",
+        Duration::from_secs(60),
+        || async { stored(&app).await.iter().all(|r| !r.hidden) },
+    )
     .await;
-    let left = stored(&app);
+    let left = stored(&app).await;
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(left.iter().any(|r| r.id == keyed));
     let store = app.runtime.store();
     for id in hidden.iter().take(50) {
-        assert_eq!(store.get_session(*id).unwrap(), None);
+        assert_eq!(store.get_session(*id).await.unwrap(), None);
         assert_eq!(
-            store.last_seq(*id).unwrap(),
+            store.last_seq(*id).await.unwrap(),
             0,
             "events of {id} left behind"
         );
-        assert!(store.all_turns(*id).unwrap().is_empty());
+        assert!(store.all_turns(*id).await.unwrap().is_empty());
     }
     // The counter follows once the sweeper has its deletes' confirmations.
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric(&app, "troupe_sessions_expired_total{kind=\"hidden\"}").await < 2000.0 {
-        assert!(Instant::now() < deadline, "expired counter never reached 2000");
+        assert!(
+            Instant::now() < deadline,
+            "expired counter never reached 2000"
+        );
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
@@ -158,7 +172,7 @@ async fn two_thousand_keyless_requests_leave_no_actor_and_after_the_sweep_no_ses
         again.headers()["x-session-id"].to_str().unwrap(),
         keyed.to_string()
     );
-    let turns = store.all_turns(keyed).unwrap();
+    let turns = store.all_turns(keyed).await.unwrap();
     let contents: Vec<&str> = turns.iter().map(|t| t.content.as_str()).collect();
     assert_eq!(contents, ["remember", "still here?"]);
 }
@@ -179,7 +193,7 @@ async fn a_background_response_stays_retrievable_while_its_one_off_session_is_re
     eventually(
         "the one-off actor passivated",
         Duration::from_secs(10),
-        || {
+        || async {
             metrics
                 .live_sessions
                 .load(std::sync::atomic::Ordering::Relaxed)
@@ -224,9 +238,10 @@ async fn archived_sessions_expire_with_their_events_and_keys_and_the_key_starts_
     let (archived, active) = (ids[0].clone(), ids[1].clone());
     let store = app.runtime.store().clone();
     let archived_id: SessionId = archived.parse().unwrap();
-    eventually("the turn ended", Duration::from_secs(10), || {
+    eventually("the turn ended", Duration::from_secs(10), || async {
         store
             .all_turns(archived_id)
+            .await
             .unwrap()
             .iter()
             .all(|t| t.outcome.is_some())
@@ -244,18 +259,21 @@ async fn archived_sessions_expire_with_their_events_and_keys_and_the_key_starts_
     eventually(
         "the archived session removed",
         Duration::from_secs(20),
-        || store.get_session(archived_id).unwrap().is_none(),
+        || async { store.get_session(archived_id).await.unwrap().is_none() },
     )
     .await;
-    assert_eq!(store.last_seq(archived_id).unwrap(), 0);
-    assert!(store.all_turns(archived_id).unwrap().is_empty());
-    assert_eq!(store.turn_for_client_id(archived_id, "m1").unwrap(), None);
+    assert_eq!(store.last_seq(archived_id).await.unwrap(), 0);
+    assert!(store.all_turns(archived_id).await.unwrap().is_empty());
+    assert_eq!(
+        store.turn_for_client_id(archived_id, "m1").await.unwrap(),
+        None
+    );
     let key = ScopedKey {
         owner: "local".into(),
         project: None,
         key: "archived".into(),
     };
-    assert_eq!(store.lookup_key(&key).unwrap(), None);
+    assert_eq!(store.lookup_key(&key).await.unwrap(), None);
     let (status, body) = app
         .get(&format!("/api/v1/sessions/{archived}/events"))
         .await;
