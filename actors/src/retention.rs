@@ -147,11 +147,15 @@ pub struct EndExpire(pub Vec<SessionId>);
 
 /// Starts the sweeper in the current arbiter: one sweep per `sweep_interval`, for as long as the
 /// registry runs. Nothing is started when no kind of session expires.
-pub(crate) fn start(shared: Arc<RuntimeShared>, registry: Addr<SessionRegistry>) {
+pub(crate) fn start(shared: &Arc<RuntimeShared>, registry: &Addr<SessionRegistry>) {
     let retention = shared.settings.retention.clone();
     if !retention.enabled() {
         return;
     }
+    // Weak: the sweeper never keeps a runtime (and its store, and sled's lock on the data
+    // directory) alive; it ends with the runtime.
+    let weak_shared = Arc::downgrade(shared);
+    let weak_registry = registry.downgrade();
     // A thread of its own: an embedded store answers its reads on the thread that asks, so
     // the sweeper's reads never hold up a request or an actor.
     let arbiter = Arbiter::new();
@@ -160,6 +164,10 @@ pub(crate) fn start(shared: Arc<RuntimeShared>, registry: Addr<SessionRegistry>)
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
+            let (Some(shared), Some(registry)) = (weak_shared.upgrade(), weak_registry.upgrade())
+            else {
+                break;
+            };
             if !registry.connected() {
                 break;
             }
