@@ -16,6 +16,7 @@
 //! - [`event_log`], [`turn_queue`], [`subscription`], [`owner_feed`]: the session's parts.
 //! - [`store`]: the [`Store`] trait with sled and in-memory implementations.
 //! - [`provider`]: the [`Provider`] trait and the scripted [`EchoProvider`].
+//! - [`usage`]: tokens and cost normalized, totals per session and owner day, budgets.
 //! - [`event`], [`record`], [`ids`], [`time`]: the data and its wire shapes.
 //!
 //! # Supervision tree
@@ -55,6 +56,7 @@ pub mod store;
 pub mod subscription;
 pub mod time;
 pub mod turn_queue;
+pub mod usage;
 
 pub use error::RuntimeError;
 pub use event::{ErrorInfo, Event, EventBody};
@@ -73,3 +75,4 @@ pub use settings::{FailurePolicy, Settings};
 pub use store::{MemoryStore, SledStore, Store};
 pub use subscription::{CloseReason, Subscription};
 pub use time::Timestamp;
+pub use usage::{Budget, Usage};

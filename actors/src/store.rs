@@ -20,6 +20,7 @@ pub use sled_store::SledStore;
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
 use crate::record::{SessionRecord, TurnRecord};
+use crate::usage::{OwnerDayUsage, UsageIncrement};
 use std::sync::Arc;
 
 /// The schema version this build writes and reads.
@@ -76,6 +77,9 @@ pub struct Batch {
     pub provider_mapping: Option<(String, String)>,
     /// Marks the session as having open turns (`Some(true)`) or none (`Some(false)`).
     pub active: Option<bool>,
+    /// Additions to owners' daily usage totals (read, added to, written back by the store
+    /// within the batch's atomic write, since several sessions add to one owner's day).
+    pub usage: Vec<UsageIncrement>,
 }
 
 impl Batch {
@@ -87,6 +91,7 @@ impl Batch {
             && self.client_ids.is_empty()
             && self.provider_mapping.is_none()
             && self.active.is_none()
+            && self.usage.is_empty()
     }
 
     /// Merges a later batch of the same session into this one, as if both landed in order;
@@ -108,6 +113,7 @@ impl Batch {
         if later.active.is_some() {
             self.active = later.active;
         }
+        self.usage.extend(later.usage);
         Ok(later.events)
     }
 
@@ -119,6 +125,7 @@ impl Batch {
             && self.client_ids.is_empty()
             && self.provider_mapping.is_none()
             && self.active.is_none()
+            && self.usage.is_empty()
     }
 }
 
@@ -238,6 +245,15 @@ pub trait Store: Send + Sync + 'static {
         provider: &str,
         provider_session_id: &str,
     ) -> Result<Option<SessionId>, StoreError>;
+
+    /// Owners' daily usage totals for days `from..=to` (`YYYY-MM-DD`), of one owner or (`None`)
+    /// of all, ordered by owner then day. The one read budgets and the usage route make.
+    fn usage_days(
+        &self,
+        owner: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<OwnerDayUsage>, StoreError>;
 
     /// Forces everything written so far to disk.
     fn flush(&self) -> Result<(), StoreError>;

@@ -85,6 +85,14 @@ impl Store for FailingStore {
     fn session_for_provider_id(&self, p: &str, id: &str) -> Result<Option<SessionId>, StoreError> {
         self.inner.session_for_provider_id(p, id)
     }
+    fn usage_days(
+        &self,
+        owner: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<troupe_actors::usage::OwnerDayUsage>, StoreError> {
+        self.inner.usage_days(owner, from, to)
+    }
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()
     }

@@ -25,6 +25,7 @@ impl Session {
             && !self.deleted
             && !self.record.paused
             && !self.record.failed
+            && !self.record.budget_held
             && !self.record.archived
             && !self.queue.is_empty()
     }
@@ -79,6 +80,7 @@ impl Session {
             last_output: Instant::now(),
             pid: None,
             fresh_retry_used: false,
+            counted: Default::default(),
             _permit: permit,
             metrics: self.shared.metrics.clone(),
         });
@@ -124,8 +126,13 @@ impl Session {
             .collect())
     }
 
-    /// Starts the next attempt of the front turn.
+    /// Starts the next attempt of the front turn, unless a budget is spent.
     pub(super) fn start_attempt(&mut self, ctx: &mut Context<Self>) {
+        match self.budget_reached() {
+            Ok(None) => {}
+            Ok(Some(why)) => return self.fail_over_budget(why, ctx),
+            Err(e) => return self.fail_stop(e, ctx),
+        }
         let Some(provider) = self.shared.providers.get(&self.record.provider).cloned() else {
             let error = ProviderError::terminal(
                 "unknown_provider",
@@ -149,6 +156,7 @@ impl Session {
         run.started_at = Timestamp::now();
         run.last_output = Instant::now();
         run.retry_timer = None;
+        run.counted = Default::default();
         let turn = run.turns.front().expect("a run always has a turn").clone();
         let attempt = run.attempt;
         let cancel = run.cancel.clone();
@@ -339,6 +347,7 @@ impl StreamHandler<Vec<AttemptOutput>> for Session {
                         Some(ProviderEvent::Done(completion)) => self.on_done(completion, ctx),
                         Some(ProviderEvent::Failed(error)) => self.on_failure(error, ctx),
                         Some(ProviderEvent::SessionId(id)) => self.map_provider_session(id),
+                        Some(ProviderEvent::Usage(usage)) => self.on_usage(usage, ctx),
                         Some(_) => unreachable!("plain events are matched above"),
                     }
                     continue;

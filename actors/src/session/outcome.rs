@@ -14,7 +14,7 @@ use actix::prelude::*;
 
 impl Session {
     /// Puts the steered turns of the run (all but the first) back at the front of the queue.
-    fn requeue_riders(&mut self) -> Vec<TurnRecord> {
+    pub(super) fn requeue_riders(&mut self) -> Vec<TurnRecord> {
         let Some(run) = self.run.as_mut() else {
             return Vec::new();
         };
@@ -67,13 +67,15 @@ impl Session {
             turn.completed_at = Some(now);
             log::info!("session {} turn {}: {outcome:?}", self.id(), turn.id);
             RuntimeMetrics::bump(&self.metrics().turns_completed[outcome_index(outcome)]);
+            // The turn's usage over all its attempts, as counted into the totals.
+            let used = (!turn.usage.is_zero()).then_some(turn.usage);
             events.push((
                 Some(turn.id),
                 EventBody::TurnCompleted {
                     outcome,
                     error: error.clone(),
-                    usage: completion.usage.clone(),
-                    cost_usd: completion.cost_usd,
+                    usage: used.map(|u| u.to_json()),
+                    cost_usd: used.map(|u| u.cost_usd),
                     exit_code: completion.exit_code,
                 },
             ));
@@ -108,21 +110,29 @@ impl Session {
     /// The front turn was answered; the run goes on while steered turns remain.
     pub(super) fn on_done(&mut self, completion: Completion, ctx: &mut Context<Self>) {
         let Some(run) = self.run.as_mut() else { return };
-        let turn = run.turns.pop_front().expect("a run always has a turn");
+        let mut turn = run.turns.pop_front().expect("a run always has a turn");
         let finished = run.turns.is_empty();
         self.record.consecutive_failures = 0;
+        let mut batch = Batch::default();
+        let mut events = Vec::new();
         if finished {
             self.stop_attempt(ctx);
+        }
+        let booked = self.settle_answer(&mut turn, &completion, &mut batch);
+        if finished {
             self.run = None;
             self.record.running_since = None;
+        }
+        if booked {
+            events.push(self.usage_updated());
         }
         self.finish_turns(
             vec![turn],
             Outcome::Success,
             None,
             completion,
-            Batch::default(),
-            Vec::new(),
+            batch,
+            events,
         );
         if finished {
             self.dispatch(ctx);
@@ -229,7 +239,7 @@ impl Session {
 
     /// Ends every turn of the run `failed` with `info`, after an `error` event naming the
     /// provider's own failure (not retryable).
-    fn fail_run(
+    pub(super) fn fail_run(
         &mut self,
         error: &ProviderError,
         info: ErrorInfo,
@@ -349,6 +359,7 @@ impl Session {
                     started_at: None,
                     completed_at: None,
                     client_message_id: None,
+                    usage: Default::default(),
                     ..orphan.clone()
                 };
                 self.queue.insert(retry.clone());

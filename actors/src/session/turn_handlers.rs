@@ -69,6 +69,9 @@ impl Session {
         if self.record.failed {
             return Err(RuntimeError::SessionFailed);
         }
+        if let Some(why) = self.owner_cap_reached()? {
+            return Err(RuntimeError::BudgetExceeded(why));
+        }
         let busy =
             self.run.is_some() || !self.queue.is_empty() || self.waiting_for_permit.is_some();
         if msg.mode == BusyMode::Reject && busy {
@@ -104,6 +107,7 @@ impl Session {
             accepted_at: Timestamp::now(),
             started_at: None,
             completed_at: None,
+            usage: Default::default(),
         };
         let turn_id = turn.id;
         if let Some(client_id) = &msg.client_message_id {

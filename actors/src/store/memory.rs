@@ -4,6 +4,7 @@ use super::{Batch, CreateOutcome, Store, StoreError, StoreStats, Write, WriteDon
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
 use crate::record::{SessionRecord, TurnRecord, TurnStatus};
+use crate::usage::{OwnerDayUsage, Usage};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,6 +24,8 @@ struct Inner {
     client_ids: HashMap<(SessionId, String), TurnId>,
     provider_ids: HashMap<(String, String), SessionId>,
     active: HashSet<SessionId>,
+    /// (owner, day) → that day's usage; never removed with a session (the money was spent).
+    usage: BTreeMap<(String, String), Usage>,
 }
 
 impl MemoryStore {
@@ -106,6 +109,13 @@ impl Inner {
                 inner.active.remove(&session);
             }
             None => {}
+        }
+        for increment in batch.usage {
+            let day = inner
+                .usage
+                .entry((increment.owner, increment.day))
+                .or_default();
+            *day = day.plus(&increment.usage);
         }
         if !batch.events.is_empty() {
             inner
@@ -232,6 +242,27 @@ impl Store for MemoryStore {
             .provider_ids
             .get(&(provider.to_string(), provider_session_id.to_string()))
             .copied())
+    }
+
+    fn usage_days(
+        &self,
+        owner: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<OwnerDayUsage>, StoreError> {
+        Ok(self
+            .lock()
+            .usage
+            .iter()
+            .filter(|((o, day), _)| {
+                owner.is_none_or(|owner| owner == o) && day.as_str() >= from && day.as_str() <= to
+            })
+            .map(|((owner, day), usage)| OwnerDayUsage {
+                owner: owner.clone(),
+                day: day.clone(),
+                usage: *usage,
+            })
+            .collect())
     }
 
     fn flush(&self) -> Result<(), StoreError> {
