@@ -51,6 +51,8 @@ pub enum ErrorCode {
     NotRunning,
     /// Cancelling or promoting the turn that runs.
     TurnRunning,
+    /// A budget leaves nothing to spend (the owner's daily cap refuses new turns).
+    BudgetExceeded,
     /// The provider cannot be used now.
     ProviderUnavailable,
     /// The store failed.
@@ -74,7 +76,7 @@ impl ErrorCode {
             SessionBusy | SessionFailed | SessionArchived | NotRunning | TurnRunning => {
                 StatusCode::CONFLICT
             }
-            QueueFull => StatusCode::TOO_MANY_REQUESTS,
+            QueueFull | BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
             ProviderUnavailable | StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -102,6 +104,7 @@ impl ErrorCode {
             SessionArchived => "session_archived",
             NotRunning => "not_running",
             TurnRunning => "turn_running",
+            BudgetExceeded => "budget_exceeded",
             ProviderUnavailable => "provider_unavailable",
             StoreUnavailable => "store_unavailable",
             Internal => "internal",
@@ -123,6 +126,7 @@ impl ErrorCode {
             RuntimeError::SessionArchived => SessionArchived,
             RuntimeError::NotRunning => NotRunning,
             RuntimeError::TurnRunning => TurnRunning,
+            RuntimeError::BudgetExceeded(_) => BudgetExceeded,
             RuntimeError::ProviderUnavailable(_) => ProviderUnavailable,
             RuntimeError::Store(_) => StoreUnavailable,
             RuntimeError::Internal(_) => Internal,
