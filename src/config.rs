@@ -52,8 +52,10 @@ pub struct Config {
 pub struct BudgetsConfig {
     /// Every session's budget, unless the session has its own.
     pub session: Budget,
-    /// Every owner's daily cap (UTC day), unless the owner's token sets its own.
+    /// Every owner's daily cap (UTC day), unless `owners` sets the owner's own.
     pub owner_daily: Budget,
+    /// Per owner (the `owner` of a token), a daily cap that replaces `owner_daily`.
+    pub owners: BTreeMap<String, Budget>,
 }
 
 impl Default for Config {
@@ -146,9 +148,6 @@ pub struct TokenConfig {
     /// Whether it may use the admin endpoints.
     #[serde(default)]
     pub admin: bool,
-    /// The owner's daily cap (UTC day); replaces `budgets.owner_daily` for this owner.
-    #[serde(default)]
-    pub daily_budget: Option<Budget>,
 }
 
 /// Authentication: with no tokens, one implicit owner `local` (loopback only).
@@ -341,8 +340,8 @@ impl Config {
         }
     }
 
-    /// Prices and budgets for the runtime: `[budgets]`, each provider's `budget`, `price` and
-    /// `model_prices`, each token's `daily_budget`.
+    /// Prices and budgets for the runtime: `[budgets]` and each provider's `budget`, `price`
+    /// and `model_prices`.
     pub fn usage_settings(&self, providers: &BTreeMap<String, ProviderConfig>) -> UsageSettings {
         let mut usage = UsageSettings {
             session_budget: self.budgets.session,
@@ -367,14 +366,12 @@ impl Config {
                 );
             }
         }
-        for token in &self.auth.tokens {
-            if let Some(budget) = token.daily_budget {
-                usage
-                    .owner_daily_by_owner
-                    .entry(token.owner.clone())
-                    .or_insert(budget);
-            }
-        }
+        usage.owner_daily_by_owner = self
+            .budgets
+            .owners
+            .iter()
+            .map(|(owner, budget)| (owner.clone(), *budget))
+            .collect();
         usage
     }
 

@@ -319,6 +319,7 @@ mod tests {
             SessionArchived,
             NotRunning,
             TurnRunning,
+            BudgetExceeded,
             ProviderUnavailable,
             StoreUnavailable,
             Internal,
@@ -329,7 +330,7 @@ mod tests {
                 | SessionNotFound | TurnNotFound | NotFound | MethodNotAllowed
                 | UnknownProvider | InvalidSessionKey | ProjectNotAllowed | SessionBusy
                 | QueueFull | SessionFailed | SessionArchived | NotRunning | TurnRunning
-                | ProviderUnavailable | StoreUnavailable | Internal => {}
+                | BudgetExceeded | ProviderUnavailable | StoreUnavailable | Internal => {}
             }
         }
         all
@@ -354,6 +355,7 @@ mod tests {
         let cases = [
             (RuntimeError::SessionNotFound, 404),
             (RuntimeError::QueueFull { max: 3 }, 429),
+            (RuntimeError::BudgetExceeded("spent".into()), 429),
             (RuntimeError::UnknownProvider("x".into()), 400),
             (RuntimeError::SessionBusy, 409),
             (
