@@ -130,6 +130,7 @@ impl Usage {
                     "promptTokenCount",
                 ]),
                 get(&[
+                    "cached_tokens",
                     "cached_input_tokens",
                     "prompt_tokens_details.cached_tokens",
                     "input_tokens_details.cached_tokens",
