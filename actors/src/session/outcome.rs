@@ -391,6 +391,14 @@ impl Session {
             code: "interrupted".into(),
             message: "the process running this turn stopped".into(),
         };
+        // What the cut-off turn used is in the session's record (written with each report),
+        // not in its turn record: its `turn.completed` carries it.
+        let mut orphans = orphans;
+        if let Some(latest) = &self.record.usage.turn {
+            for orphan in orphans.iter_mut().filter(|o| o.id == latest.turn_id) {
+                orphan.usage = latest.usage;
+            }
+        }
         // The interrupted turns complete first, so the re-queued copies follow them in the log;
         // both land in one batch, so a crash never leaves one without the other.
         let (mut completed_turns, mut completed_events) = self.completed(
