@@ -279,7 +279,10 @@ async fn real_claude_usage_from_its_result_line_is_recorded() {
         .expect("the result line has usage");
     assert!(expected.input_tokens >= 10, "{reported:?}");
     assert!(expected.output_tokens >= 3, "{reported:?}");
-    assert!(expected.cost_usd > 0.0, "Claude Code prices its usage: {reported:?}");
+    assert!(
+        expected.cost_usd > 0.0,
+        "Claude Code prices its usage: {reported:?}"
+    );
 
     // The same answer through a session: the turn and the session's totals hold it.
     let rt = runtime_with("claude", provider);

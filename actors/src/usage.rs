@@ -379,7 +379,8 @@ mod tests {
             Usage::from_provider(Some(&openai), None),
             Some(Usage::new(9, 2, 1, 0.0))
         );
-        let gemini = json!({"total_tokens": 30, "input_tokens": 25, "output_tokens": 5, "cached": 2});
+        let gemini =
+            json!({"total_tokens": 30, "input_tokens": 25, "output_tokens": 5, "cached": 2});
         assert_eq!(
             Usage::from_provider(Some(&gemini), None),
             Some(Usage::new(25, 5, 2, 0.0))

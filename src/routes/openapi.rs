@@ -3,9 +3,7 @@
 //! depends on the configuration is filled in when it is served ([`served`]): the configured
 //! providers as the `provider` enum, and the bearer scheme only when tokens are required.
 
-use crate::routes::{
-    admin, controls, events, health, metrics, providers, sessions, turns, usage,
-};
+use crate::routes::{admin, controls, events, health, metrics, providers, sessions, turns, usage};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};

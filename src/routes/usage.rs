@@ -108,7 +108,10 @@ pub async fn check_budget(
     session: &OwnedSession,
     budget: &Budget,
 ) -> Result<(), ApiError> {
-    if budget.max_cost_usd.is_some_and(|c| !(c >= 0.0 && c.is_finite())) {
+    if budget
+        .max_cost_usd
+        .is_some_and(|c| !(c >= 0.0 && c.is_finite()))
+    {
         return Err(
             ApiError::invalid_request("`budget.max_cost_usd` must be a number ≥ 0")
                 .with("field", "budget.max_cost_usd"),

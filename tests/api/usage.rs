@@ -48,7 +48,10 @@ async fn outcome_as(app: &TestApp, token: &str, id: &str, turn: &str) -> String 
         if let Some(outcome) = ended {
             return outcome;
         }
-        assert!(std::time::Instant::now() < deadline, "turn {turn} never ended");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "turn {turn} never ended"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
@@ -161,10 +164,8 @@ async fn usage_past_the_budget_mid_stream_aborts_the_attempt_with_no_retry_and_n
         let mut echo = ProviderConfig::of_kind(ProviderKind::Echo);
         echo.fallback = Some("backup".into());
         c.providers.insert("echo".into(), echo);
-        c.providers.insert(
-            "backup".into(),
-            ProviderConfig::of_kind(ProviderKind::Echo),
-        );
+        c.providers
+            .insert("backup".into(), ProviderConfig::of_kind(ProviderKind::Echo));
         c.budgets.session = Budget {
             max_cost_usd: None,
             max_tokens: Some(25),
@@ -336,7 +337,9 @@ async fn the_owners_daily_cap_refuses_new_turns_across_sessions_and_every_door()
     assert_eq!(answer["type"], "error", "{answer}");
     assert_eq!(answer["code"], "budget_exceeded", "{answer}");
     socket
-        .send(Message::Text(json!({"type": "ping", "id": "p"}).to_string().into()))
+        .send(Message::Text(
+            json!({"type": "ping", "id": "p"}).to_string().into(),
+        ))
         .await
         .unwrap();
 
@@ -394,8 +397,13 @@ async fn the_owners_daily_cap_refuses_new_turns_across_sessions_and_every_door()
         let app = &app;
         let path = format!("/api/v1/sessions/{second}");
         async move {
-            app.call(reqwest::Method::PATCH, &path, Some(token), Some(json!({"budget": budget})))
-                .await
+            app.call(
+                reqwest::Method::PATCH,
+                &path,
+                Some(token),
+                Some(json!({"budget": budget})),
+            )
+            .await
         }
     };
     let lowered = patch("ta", json!({"max_tokens": 100})).await;
@@ -431,7 +439,12 @@ async fn only_an_admin_raises_a_session_budget_above_the_configured_one() {
     let path = format!("/api/v1/sessions/{id}");
     let raise = json!({"budget": {"max_cost_usd": 5.0}});
     let refused = app
-        .call(reqwest::Method::PATCH, &path, Some("tb"), Some(raise.clone()))
+        .call(
+            reqwest::Method::PATCH,
+            &path,
+            Some("tb"),
+            Some(raise.clone()),
+        )
         .await;
     assert_error(&refused, 403, "forbidden");
     let lower = json!({"budget": {"max_cost_usd": 0.5}});
@@ -444,10 +457,8 @@ async fn only_an_admin_raises_a_session_budget_above_the_configured_one() {
 #[actix_rt::test]
 async fn metrics_and_the_usage_route_agree_with_the_sum_of_the_turns() {
     let app = spawn_app_with(|c| {
-        c.providers.insert(
-            "echo".into(),
-            ProviderConfig::of_kind(ProviderKind::Echo),
-        );
+        c.providers
+            .insert("echo".into(), ProviderConfig::of_kind(ProviderKind::Echo));
         // Reports tokens but no cost: the price table fills it in ($1 per 1,000 tokens).
         let mut priced = ProviderConfig::of_kind(ProviderKind::Echo);
         priced.price = Some(Price {
@@ -460,7 +471,10 @@ async fn metrics_and_the_usage_route_agree_with_the_sum_of_the_turns() {
     .await;
     let id = app.create_session().await;
     let turns = [
-        costing("plain", json!({"input_tokens": 7, "output_tokens": 3, "cached_tokens": 2, "cost_usd": 0.125})),
+        costing(
+            "plain",
+            json!({"input_tokens": 7, "output_tokens": 3, "cached_tokens": 2, "cost_usd": 0.125}),
+        ),
         // A transient failure that cost money, then a success: both attempts count.
         json!({"content": "retried", "options": {"script": {"fail": "transient", "fail_attempts": 1,
             "usage": {"input_tokens": 100, "output_tokens": 10, "cost_usd": 0.25}}}}),
@@ -499,10 +513,15 @@ async fn metrics_and_the_usage_route_agree_with_the_sum_of_the_turns() {
     assert!((by_session[1] - 0.01).abs() < 1e-9, "{by_session:?}");
     assert_eq!((sum.0, sum.1, sum.2), (7 + 200 + 2 + 5, 3 + 20 + 4 + 5, 2));
     assert!((sum.3 - 0.76).abs() < 1e-9);
-    assert_eq!(
-        session(&app, &id).await["usage"]["total"]["cost_usd"],
-        0.75
-    );
+    assert_eq!(session(&app, &id).await["usage"]["total"]["cost_usd"], 0.75);
+
+    // The owner feed's news: a `session.updated` with reason `usage` and the new totals.
+    let events = app.all_events(&id).await;
+    let news = events
+        .iter()
+        .rfind(|e| e["kind"] == "session.updated" && e["data"]["reason"] == "usage")
+        .expect("a session.updated with reason usage");
+    assert_eq!(news["data"]["session"]["usage"]["total"]["cost_usd"], 0.75);
 
     let (status, report) = app.get("/api/v1/usage").await;
     assert_eq!(status, 200, "{report}");
