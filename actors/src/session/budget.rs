@@ -151,28 +151,26 @@ impl Session {
     }
 
     /// The attempt answered the front turn: what its result reports beyond what was counted
-    /// is booked in `batch`; returns whether anything was. Counting starts over for the next
-    /// message of a steered run.
+    /// is booked in `batch`. Counting starts over for the next message of a steered run.
     pub(super) fn settle_answer(
         &mut self,
         turn: &mut crate::record::TurnRecord,
         completion: &Completion,
         batch: &mut Batch,
-    ) -> bool {
+    ) {
         let reported = Usage::from_provider(completion.usage.as_ref(), completion.cost_usd);
         let delta = self.take_attempt_usage(reported);
         if let Some(run) = self.run.as_mut() {
             run.counted = Usage::default();
         }
         turn.usage = turn.usage.plus(&delta);
-        if delta.is_zero() {
-            return false;
+        if !delta.is_zero() {
+            self.book_usage(turn.id, turn.usage, delta, batch);
         }
-        self.book_usage(turn.id, turn.usage, delta, batch);
-        true
     }
 
-    /// `session.updated` with reason `usage`: the owner feed's news of new totals.
+    /// `session.updated` with reason `usage`: the owner feed's news of new totals, made when a
+    /// turn that used something ends.
     pub(super) fn usage_updated(&self) -> (Option<TurnId>, EventBody) {
         (
             None,

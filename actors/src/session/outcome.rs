@@ -42,8 +42,13 @@ impl Session {
         mut events: Vec<(Option<TurnId>, EventBody)>,
     ) {
         let (turns, completed) = self.completed(turns, outcome, error, &completion);
+        let used = turns.iter().any(|t| !t.usage.is_zero());
         batch.turns.extend(turns);
         events.extend(completed);
+        if used {
+            // The owner feed's news of the session's new totals.
+            events.push(self.usage_updated());
+        }
         batch.active = Some(self.has_open_turns());
         batch.record = Some(self.record.clone());
         self.persist(batch, events, "turn completed");
@@ -118,13 +123,10 @@ impl Session {
         if finished {
             self.stop_attempt(ctx);
         }
-        let booked = self.settle_answer(&mut turn, &completion, &mut batch);
+        self.settle_answer(&mut turn, &completion, &mut batch);
         if finished {
             self.run = None;
             self.record.running_since = None;
-        }
-        if booked {
-            events.push(self.usage_updated());
         }
         self.finish_turns(
             vec![turn],
