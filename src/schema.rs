@@ -90,15 +90,17 @@ pub struct TurnUsageSchema {
     pub cost_usd: f64,
 }
 
-/// A spending limit (`troupe_actors::Budget`); an absent or null figure is no limit.
-#[derive(ToSchema)]
+/// A spending limit (`troupe_actors::Budget`); an absent or null figure is no limit. Derives
+/// `Deserialize` only so the document says what the server enforces: no other fields.
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[schema(as = Budget)]
 pub struct BudgetSchema {
     /// Most US dollars.
     #[schema(minimum = 0)]
     pub max_cost_usd: Option<f64>,
     /// Most tokens (input plus output).
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
     pub max_tokens: Option<u64>,
 }
 

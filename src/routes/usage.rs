@@ -21,10 +21,10 @@ pub struct UsageQuery {
     #[param(min_length = 1)]
     pub owner: Option<String>,
     /// First UTC day, `YYYY-MM-DD` (default: today).
-    #[param(pattern = r"^\d{4}-\d{2}-\d{2}$")]
+    #[param(format = Date)]
     pub from: Option<String>,
     /// Last UTC day, `YYYY-MM-DD`, inclusive (default: `from`, or today).
-    #[param(pattern = r"^\d{4}-\d{2}-\d{2}$")]
+    #[param(format = Date)]
     pub to: Option<String>,
 }
 
@@ -73,6 +73,9 @@ pub async fn usage(
     caller: Caller,
     query: web::Query<UsageQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    if query.owner.as_deref() == Some("") {
+        return Err(ApiError::invalid_request("`owner` must not be empty").with("field", "owner"));
+    }
     let owner = match (&query.owner, caller.admin) {
         (Some(owner), true) => Some(owner.clone()),
         (None, true) => None,
@@ -117,6 +120,12 @@ pub async fn check_budget(
                 .with("field", "budget.max_cost_usd"),
         );
     }
+    if budget.max_tokens.is_some_and(|t| t > i64::MAX as u64) {
+        return Err(
+            ApiError::invalid_request("`budget.max_tokens` is larger than 2^63 - 1")
+                .with("field", "budget.max_tokens"),
+        );
+    }
     if session.caller.admin {
         return Ok(());
     }
@@ -137,13 +146,20 @@ pub async fn check_budget(
 }
 
 /// Deserializes a field that is present (null included) as `Some`, so `Option<Option<T>>`
-/// tells "absent" (`None`) from "null" (`Some(None)`).
+/// tells "absent" (`None`) from "null" (`Some(None)`). Only an object or null is taken: serde
+/// would read a struct from an array too.
 pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
-    T: Deserialize<'de>,
+    T: serde::de::DeserializeOwned,
 {
-    Option::<T>::deserialize(d).map(Some)
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None => Ok(Some(None)),
+        Some(value @ serde_json::Value::Object(_)) => serde_json::from_value(value)
+            .map(|v| Some(Some(v)))
+            .map_err(serde::de::Error::custom),
+        Some(_) => Err(serde::de::Error::custom("expected an object or null")),
+    }
 }
 
 /// Registers `/usage` (inside `/api/v1`).

@@ -119,7 +119,6 @@ impl Session {
         let finished = run.turns.is_empty();
         self.record.consecutive_failures = 0;
         let mut batch = Batch::default();
-        let mut events = Vec::new();
         if finished {
             self.stop_attempt(ctx);
         }
@@ -134,7 +133,7 @@ impl Session {
             None,
             completion,
             batch,
-            events,
+            Vec::new(),
         );
         if finished {
             self.dispatch(ctx);
