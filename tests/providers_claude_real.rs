@@ -307,7 +307,11 @@ async fn real_claude_usage_from_its_result_line_is_recorded() {
     let view = session.info().await.unwrap();
     assert_eq!(view.usage.total, expected);
     let day = troupe_actors::usage::utc_day();
-    let owner_day = rt.store().usage_days(Some("local"), &day, &day).unwrap();
+    let owner_day = rt
+        .store()
+        .usage_days(Some("local"), &day, &day)
+        .await
+        .unwrap();
     assert_eq!(owner_day.len(), 1);
     assert_eq!(owner_day[0].usage, expected);
 }

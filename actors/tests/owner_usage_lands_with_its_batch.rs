@@ -48,6 +48,16 @@ fn commit_all(store: &dyn Store, batches: Vec<(SessionId, Batch)>) -> Vec<Result
     results.into_iter().map(Option::unwrap).collect()
 }
 
+/// `usage_days`, awaited.
+fn days(
+    store: &dyn Store,
+    owner: Option<&str>,
+    from: &str,
+    to: &str,
+) -> Vec<troupe_actors::usage::OwnerDayUsage> {
+    futures::executor::block_on(store.usage_days(owner, from, to)).expect("read")
+}
+
 fn check(store: &dyn Store) {
     let (a, b) = (SessionId::new(), SessionId::new());
     let batch = |session, seq, usage| Batch {
@@ -69,25 +79,18 @@ fn check(store: &dyn Store) {
     assert!(results[..4].iter().all(Result::is_ok), "{results:?}");
     assert!(matches!(results[4], Err(StoreError::SeqConflict { .. })));
 
-    let alice = store
-        .usage_days(Some("alice"), "2026-11-01", "2026-12-31")
-        .unwrap();
-    let days: Vec<(&str, f64, u64)> = alice
+    let alice = days(store, Some("alice"), "2026-11-01", "2026-12-31");
+    let figures: Vec<(&str, f64, u64)> = alice
         .iter()
         .map(|d| (d.day.as_str(), d.usage.cost_usd, d.usage.total_tokens))
         .collect();
-    assert_eq!(days, [("2026-11-30", 0.75, 60), ("2026-12-01", 1.0, 2)]);
-    let one_day = store
-        .usage_days(Some("alice"), "2026-12-01", "2026-12-01")
-        .unwrap();
+    assert_eq!(figures, [("2026-11-30", 0.75, 60), ("2026-12-01", 1.0, 2)]);
+    let one_day = days(store, Some("alice"), "2026-12-01", "2026-12-01");
     assert_eq!(one_day.len(), 1);
-    let everyone = store.usage_days(None, "2026-12-01", "2026-12-01").unwrap();
+    let everyone = days(store, None, "2026-12-01", "2026-12-01");
     let owners: Vec<&str> = everyone.iter().map(|d| d.owner.as_str()).collect();
     assert_eq!(owners, ["alice", "bob"]);
-    assert!(store
-        .usage_days(Some("carol"), "2026-01-01", "2026-12-31")
-        .unwrap()
-        .is_empty());
+    assert!(days(store, Some("carol"), "2026-01-01", "2026-12-31").is_empty());
 }
 
 #[test]
@@ -103,8 +106,6 @@ fn sled_store_adds_owner_usage_atomically_and_keeps_it() {
         check(&store);
     }
     let reopened = SledStore::open(dir.path()).expect("reopen");
-    let alice = reopened
-        .usage_days(Some("alice"), "2026-11-30", "2026-11-30")
-        .unwrap();
+    let alice = days(&reopened, Some("alice"), "2026-11-30", "2026-11-30");
     assert_eq!(alice[0].usage.cost_usd, 0.75);
 }

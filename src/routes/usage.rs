@@ -94,6 +94,7 @@ pub async fn usage(
         .runtime
         .store()
         .usage_days(owner.as_deref(), &from, &to)
+        .await
         .map_err(troupe_actors::RuntimeError::from)?;
     let total = days.iter().fold(Usage::default(), |t, d| t.plus(&d.usage));
     Ok(HttpResponse::Ok().json(UsageReport {

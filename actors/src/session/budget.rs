@@ -6,7 +6,7 @@ use super::Session;
 use crate::event::{ErrorInfo, EventBody};
 use crate::ids::TurnId;
 use crate::provider::{Completion, ProviderError};
-use crate::store::{Batch, StoreError};
+use crate::store::{Batch, StoreRead};
 use crate::usage::{utc_day, Budget, TurnUsage, Usage, UsageIncrement};
 use actix::prelude::*;
 use serde_json::json;
@@ -23,60 +23,79 @@ impl Session {
         })
     }
 
-    /// Why the owner's daily cap leaves nothing to spend today, if it does (`passed`: only once
-    /// gone past it, the check made while a turn streams). Reads the owner's day from the store:
-    /// the one read usage needs, and only when a cap is configured.
-    fn owner_cap(&self, passed: bool) -> Result<Option<String>, StoreError> {
+    /// The owner's usage today, read from the store: the one read usage needs, made only when
+    /// an owner's daily cap is configured (`None` otherwise).
+    pub(super) fn owner_today(&self) -> Option<StoreRead<Usage>> {
         let cap = self
             .shared
             .settings
             .usage
             .owner_daily_budget(&self.record.owner);
         if cap.is_unlimited() {
-            return Ok(None);
+            return None;
         }
         let day = utc_day();
-        let today = self
+        let read = self
             .shared
             .store
-            .usage_days(Some(&self.record.owner), &day, &day)?
-            .into_iter()
-            .next()
-            .map(|d| d.usage)
-            .unwrap_or_default();
+            .usage_days(Some(&self.record.owner), &day, &day);
+        Some(Box::pin(async move {
+            Ok(read
+                .await?
+                .into_iter()
+                .next()
+                .map(|d| d.usage)
+                .unwrap_or_default())
+        }))
+    }
+
+    /// Why the owner's daily cap leaves nothing more to spend, given what the owner used
+    /// `today` (`None`: no cap, nothing read); `passed`: only once gone past it (the check
+    /// while a turn streams).
+    pub(super) fn owner_cap(&self, today: Option<&Usage>, passed: bool) -> Option<String> {
+        let today = today?;
+        let cap = self
+            .shared
+            .settings
+            .usage
+            .owner_daily_budget(&self.record.owner);
         let what = "the owner's daily";
-        Ok(if passed {
-            cap.passed(&today, what)
+        if passed {
+            cap.passed(today, what)
         } else {
-            cap.reached(&today, what)
-        })
+            cap.reached(today, what)
+        }
     }
 
-    /// Why a new turn is refused (`budget_exceeded`): the owner's daily cap is spent.
-    pub(super) fn owner_cap_reached(&self) -> Result<Option<String>, StoreError> {
-        self.owner_cap(false)
-    }
-
-    /// Why an attempt may not start: a budget is spent.
-    pub(super) fn budget_reached(&self) -> Result<Option<String>, StoreError> {
-        if let Some(why) = self
-            .session_budget()
+    /// Why an attempt may not start: the session's budget is spent.
+    fn session_budget_reached(&self) -> Option<String> {
+        self.session_budget()
             .reached(&self.record.usage.total, "the session's")
-        {
-            return Ok(Some(why));
-        }
-        self.owner_cap(false)
     }
 
-    /// Why a running attempt must stop: it went past a budget.
-    fn budget_passed(&self) -> Result<Option<String>, StoreError> {
-        if let Some(why) = self
-            .session_budget()
-            .passed(&self.record.usage.total, "the session's")
-        {
-            return Ok(Some(why));
+    /// Checks the budgets, then starts the next attempt of the front turn, or fails the turn
+    /// `budget_exceeded` when one is spent. The owner's day is read first when a daily cap is
+    /// configured; the actor handles nothing else meanwhile, so the run it checked is the run
+    /// it starts.
+    pub(super) fn start_attempt(&mut self, ctx: &mut Context<Self>) {
+        if let Some(why) = self.session_budget_reached() {
+            return self.fail_over_budget(why, ctx);
         }
-        self.owner_cap(true)
+        let Some(read) = self.owner_today() else {
+            return self.start_attempt_unchecked(ctx);
+        };
+        ctx.wait(read.into_actor(self).map(|today, session, ctx| {
+            if session.run.is_none() {
+                return;
+            }
+            match today {
+                Ok(today) => match session.owner_cap(Some(&today), false) {
+                    Some(why) => session.fail_over_budget(why, ctx),
+                    None => session.start_attempt_unchecked(ctx),
+                },
+                Err(e) => session.fail_stop(e, ctx),
+            }
+        }));
     }
 
     /// Fills in the cost from the configured price table when the provider gave none.
@@ -143,11 +162,29 @@ impl Session {
             }));
             self.persist(batch, vec![(Some(turn_id), status)], "usage");
         }
-        match self.budget_passed() {
-            Ok(Some(why)) => self.fail_over_budget(why, ctx),
-            Ok(None) => {}
-            Err(e) => self.fail_stop(e, ctx),
+        if let Some(why) = self
+            .session_budget()
+            .passed(&self.record.usage.total, "the session's")
+        {
+            return self.fail_over_budget(why, ctx);
         }
+        let Some(read) = self.owner_today() else {
+            return;
+        };
+        let attempt_id = self.run.as_ref().map(|r| r.attempt_id);
+        ctx.wait(read.into_actor(self).map(move |today, session, ctx| {
+            if session.run.as_ref().map(|r| r.attempt_id) != attempt_id {
+                return;
+            }
+            match today {
+                Ok(today) => {
+                    if let Some(why) = session.owner_cap(Some(&today), true) {
+                        session.fail_over_budget(why, ctx);
+                    }
+                }
+                Err(e) => session.fail_stop(e, ctx),
+            }
+        }));
     }
 
     /// The attempt answered the front turn: what its result reports beyond what was counted
@@ -216,12 +253,12 @@ impl Session {
     }
 
     /// A new budget (`None`: back to the configured one); a held queue is released when the
-    /// budget leaves something to spend (the caller dispatches once this is persisted).
-    pub(super) fn set_budget(&mut self, budget: Option<Budget>) -> Result<(), StoreError> {
+    /// session's budget leaves something to spend (the caller dispatches once this is
+    /// persisted; an owner's spent daily cap fails the next turn again).
+    pub(super) fn set_budget(&mut self, budget: Option<Budget>) {
         self.record.budget = budget;
-        if self.record.budget_held && self.budget_reached()?.is_none() {
+        if self.record.budget_held && self.session_budget_reached().is_none() {
             self.record.budget_held = false;
         }
-        Ok(())
     }
 }

@@ -12,8 +12,10 @@ use crate::provider::Completion;
 use crate::record::{BusyMode, Outcome, TurnRecord, TurnStatus};
 use crate::store::Batch;
 use crate::time::Timestamp;
+use crate::usage::Usage;
 use actix::prelude::*;
 use std::time::Instant;
+use tokio::sync::oneshot;
 
 impl Session {
     fn receipt_for(&self, turn_id: TurnId) -> Result<TurnReceipt, RuntimeError> {
@@ -45,10 +47,31 @@ impl Session {
 }
 
 impl Session {
+    /// [`Session::accept_turn`] with its writes gathered into one: a turn accepted into an
+    /// idle session is accepted and started with one store write.
+    fn accept_turn_gathered(
+        &mut self,
+        msg: SendTurn,
+        stored: Option<TurnId>,
+        owner_today: Option<Usage>,
+        ctx: &mut Context<Self>,
+    ) -> Result<TurnReceipt, RuntimeError> {
+        self.journal.hold();
+        let result = self.accept_turn(msg, stored, owner_today, ctx);
+        let id = self.id();
+        self.journal.release(self.shared.store.as_ref(), id);
+        result
+    }
+
     /// Accepts a turn by its busy mode; the acceptance is on disk before the answer.
+    /// `stored` is the turn the store holds for the message's `client_message_id`, when the
+    /// caller looked it up (an id this activation has not seen); `owner_today` what the owner
+    /// used today, when a daily cap is configured.
     fn accept_turn(
         &mut self,
         msg: SendTurn,
+        stored: Option<TurnId>,
+        owner_today: Option<Usage>,
         ctx: &mut Context<Self>,
     ) -> Result<TurnReceipt, RuntimeError> {
         self.last_activity = Instant::now();
@@ -58,10 +81,7 @@ impl Session {
             return Err(RuntimeError::SessionArchived);
         }
         if let Some(client_id) = &msg.client_message_id {
-            let known = match self.client_ids.get(client_id) {
-                Some(turn_id) => Some(*turn_id),
-                None => self.shared.store.turn_for_client_id(self.id(), client_id)?,
-            };
+            let known = self.client_ids.get(client_id).copied().or(stored);
             if let Some(turn_id) = known {
                 return self.receipt_for(turn_id);
             }
@@ -69,7 +89,7 @@ impl Session {
         if self.record.failed {
             return Err(RuntimeError::SessionFailed);
         }
-        if let Some(why) = self.owner_cap_reached()? {
+        if let Some(why) = self.owner_cap(owner_today.as_ref(), false) {
             return Err(RuntimeError::BudgetExceeded(why));
         }
         let busy =
@@ -221,7 +241,50 @@ impl Session {
     }
 }
 
-answered_when_durable!(SendTurn => accept_turn, TurnReceipt);
+impl Handler<SendTurn> for Session {
+    type Result = ResponseFuture<Result<TurnReceipt, RuntimeError>>;
+
+    /// Answered once the acceptance is durable.
+    fn handle(&mut self, msg: SendTurn, ctx: &mut Context<Self>) -> Self::Result {
+        let unseen = msg
+            .client_message_id
+            .as_ref()
+            .filter(|id| !self.client_ids.contains_key(*id));
+        // Whether an earlier activation accepted this id is in the store, and what the owner
+        // spent today when a daily cap is configured. The actor handles nothing else until the
+        // reads answer, so a repeat sent meanwhile cannot be accepted twice.
+        let client_read = unseen.map(|id| self.shared.store.turn_for_client_id(self.id(), id));
+        let owner_read = self.owner_today();
+        if client_read.is_none() && owner_read.is_none() {
+            let result = self.accept_turn_gathered(msg, None, None, ctx);
+            return self.reply_when_durable(result);
+        }
+        let reads = async move {
+            let stored = match client_read {
+                Some(read) => read.await?,
+                None => None,
+            };
+            let today = match owner_read {
+                Some(read) => Some(read.await?),
+                None => None,
+            };
+            Ok::<_, crate::store::StoreError>((stored, today))
+        };
+        let (tx, rx) = oneshot::channel();
+        ctx.wait(reads.into_actor(self).map(move |reads, session, ctx| {
+            let result = reads
+                .map_err(RuntimeError::Store)
+                .and_then(|(stored, today)| session.accept_turn_gathered(msg, stored, today, ctx));
+            let _ = tx.send(session.reply_when_durable(result));
+        }));
+        Box::pin(async move {
+            let reply = rx.await.map_err(|_| {
+                RuntimeError::Internal("the session stopped before it answered".into())
+            })?;
+            reply.await
+        })
+    }
+}
 
 impl Session {
     /// Aborts the running attempt only while it answers this turn, so a caller that raced the
