@@ -16,6 +16,8 @@
 //! - [`event_log`], [`turn_queue`], [`subscription`], [`owner_feed`]: the session's parts.
 //! - [`store`]: the [`Store`] trait with sled and in-memory implementations.
 //! - [`provider`]: the [`Provider`] trait and the scripted [`EchoProvider`].
+//! - [`process_groups`]: the durable record of running agent process groups, read by the
+//!   reaper that kills what a crashed server left behind.
 //! - [`event`], [`record`], [`ids`], [`time`]: the data and its wire shapes.
 //!
 //! # Supervision tree
@@ -44,6 +46,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod metrics;
 pub mod owner_feed;
+pub mod process_groups;
 pub mod provider;
 pub mod record;
 pub mod registry;
@@ -65,6 +68,7 @@ pub use provider::{
     AttemptRequest, Capabilities, Completion, EchoProvider, FailureClass, Provider, ProviderError,
     ProviderEvent, ProviderRun, ProviderSet,
 };
+pub use process_groups::{ProcessLedger, RecordedGroup, SpawnedGroup};
 pub use record::{BusyMode, Outcome, SessionState, SessionView, TurnStatus, TurnView};
 pub use registry::NewSession;
 pub use runtime::{Runtime, RuntimeBuilder, SessionFilter};

@@ -19,6 +19,7 @@ pub use sled_store::SledStore;
 
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
+use crate::process_groups::{ProcessGroupChange, ProcessGroupRecord};
 use crate::record::{SessionRecord, TurnRecord};
 use std::sync::Arc;
 
@@ -152,6 +153,10 @@ pub enum Write {
     },
     /// Deletes a session with its keys, turns, idempotency keys and events.
     Delete(SessionId),
+    /// Records a running agent process group, or forgets one that is gone
+    /// ([`process_groups`](crate::process_groups)). Kept apart from the sessions: a group is
+    /// cleared when it is dead, which can be after its session was deleted.
+    ProcessGroup(ProcessGroupChange),
 }
 
 /// What a confirmed [`Write`] did.
@@ -238,6 +243,9 @@ pub trait Store: Send + Sync + 'static {
         provider: &str,
         provider_session_id: &str,
     ) -> Result<Option<SessionId>, StoreError>;
+
+    /// Every recorded process group, for the reaper at startup.
+    fn process_groups(&self) -> Result<Vec<ProcessGroupRecord>, StoreError>;
 
     /// Forces everything written so far to disk.
     fn flush(&self) -> Result<(), StoreError>;

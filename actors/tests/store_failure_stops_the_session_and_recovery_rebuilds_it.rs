@@ -49,6 +49,11 @@ impl Store for FailingStore {
     fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {
         self.inner.active_sessions()
     }
+    fn process_groups(
+        &self,
+    ) -> Result<Vec<troupe_actors::process_groups::ProcessGroupRecord>, StoreError> {
+        self.inner.process_groups()
+    }
     fn read_events(
         &self,
         s: SessionId,

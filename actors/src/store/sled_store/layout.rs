@@ -2,6 +2,7 @@
 
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
+use crate::process_groups::ProcessGroupKey;
 use crate::store::StoreError;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -123,6 +124,11 @@ pub(super) fn provider_key(provider: &str, provider_id: &str) -> Vec<u8> {
 
 pub(super) fn active_key(id: SessionId) -> Vec<u8> {
     key(b'a', &[id.as_bytes()])
+}
+
+pub(super) fn process_group_key(group: ProcessGroupKey) -> Vec<u8> {
+    let (pgid, start) = (group.pgid.to_be_bytes(), group.leader_start.to_be_bytes());
+    key(b'g', &[&pgid, &start])
 }
 
 pub(super) fn session_id_from(bytes: &[u8]) -> Result<SessionId, StoreError> {
