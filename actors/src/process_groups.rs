@@ -205,6 +205,12 @@ impl RecordedGroup {
     }
 }
 
+impl std::fmt::Debug for RecordedGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RecordedGroup({:?})", self.key)
+    }
+}
+
 impl Drop for RecordedGroup {
     fn drop(&mut self) {
         let key = self.key;
