@@ -195,7 +195,7 @@ fn kill_9_takes_the_agent_along_and_the_restart_reaps_the_rest_before_rerunning_
     std::fs::remove_file(&pids).expect("remove the pid file");
     let server = start(dir.path(), &config);
     // The server listens only after reaping: the grandchild is gone by now.
-    wait_until(Duration::from_secs(1), "the grandchild to be reaped", || {
+    wait_until(Duration::from_secs(5), "the grandchild to be reaped", || {
         !alive(grandchild)
     });
     let grandchild_gone = killed.elapsed();
@@ -292,7 +292,7 @@ fn a_reused_pid_is_left_alone_and_a_recorded_live_group_is_killed() {
     }
 
     let server = start(dir.path(), &config);
-    wait_until(Duration::from_secs(1), "the recorded group to be killed", || {
+    wait_until(Duration::from_secs(5), "the recorded group to be killed", || {
         recorded.try_wait().expect("try_wait").is_some()
     });
     assert!(

@@ -54,7 +54,9 @@ impl ProcessGroupRecord {
 }
 
 /// What names a recorded group: its id and its leader's start time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct ProcessGroupKey {
     /// The process group id.
     pub pgid: i32,
