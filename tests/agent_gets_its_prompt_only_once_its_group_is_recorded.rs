@@ -90,7 +90,12 @@ impl Store for RecordGate {
     fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {
         self.inner.active_sessions()
     }
-    fn read_events(&self, s: SessionId, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    fn read_events(
+        &self,
+        s: SessionId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         self.inner.read_events(s, after, limit)
     }
     fn last_seq(&self, s: SessionId) -> Result<u64, StoreError> {
@@ -160,7 +165,10 @@ async fn the_prompt_waits_until_the_group_is_durably_recorded() {
     assert_eq!((record.session_id, record.turn_id), (session, turn));
     assert_eq!(record.boot_id, proc_table::boot_id().expect("boot id"));
     // The agent reads until its stdin closes, and stdin holds nothing before the record lands.
-    assert!(fake.records().is_empty(), "the agent got work before its record");
+    assert!(
+        fake.records().is_empty(),
+        "the agent got work before its record"
+    );
     assert!(store.process_groups().expect("read").is_empty());
 
     store.release();

@@ -145,10 +145,8 @@ fn agent_processes(marker: &Path) -> BTreeSet<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| alive(*pid))
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                env.split(|b| *b == 0)
-                    .any(|var| var == needle.as_bytes())
-            })
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
         })
         .collect()
 }
@@ -182,9 +180,11 @@ fn kill_9_takes_the_agent_along_and_the_restart_reaps_the_rest_before_rerunning_
 
     let killed = Instant::now();
     server.kill9();
-    wait_until(Duration::from_secs(5), "the agent to die with the server", || {
-        !alive(agent)
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "the agent to die with the server",
+        || !alive(agent),
+    );
     let agent_gone = killed.elapsed();
     // Nothing but the reaper can stop the grandchild: it ignores SIGTERM and lost its parent.
     assert!(
@@ -195,9 +195,11 @@ fn kill_9_takes_the_agent_along_and_the_restart_reaps_the_rest_before_rerunning_
     std::fs::remove_file(&pids).expect("remove the pid file");
     let server = start(dir.path(), &config);
     // The server listens only after reaping: the grandchild is gone by now.
-    wait_until(Duration::from_secs(5), "the grandchild to be reaped", || {
-        !alive(grandchild)
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "the grandchild to be reaped",
+        || !alive(grandchild),
+    );
     let grandchild_gone = killed.elapsed();
     eprintln!(
         "kill -9 → agent gone in {} ms (parent-death signal), grandchild gone in {} ms \
@@ -292,9 +294,11 @@ fn a_reused_pid_is_left_alone_and_a_recorded_live_group_is_killed() {
     }
 
     let server = start(dir.path(), &config);
-    wait_until(Duration::from_secs(5), "the recorded group to be killed", || {
-        recorded.try_wait().expect("try_wait").is_some()
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "the recorded group to be killed",
+        || recorded.try_wait().expect("try_wait").is_some(),
+    );
     assert!(
         alive(unrelated.id() as i32),
         "a process that only shares a recorded pid is never killed"

@@ -64,11 +64,11 @@ pub use event::{ErrorInfo, Event, EventBody};
 pub use follow::{Follow, FollowEnd};
 pub use handle::SessionHandle;
 pub use ids::{ScopedKey, SessionId, TurnId};
+pub use process_groups::{ProcessLedger, RecordedGroup, SpawnedGroup};
 pub use provider::{
     AttemptRequest, Capabilities, Completion, EchoProvider, FailureClass, Provider, ProviderError,
     ProviderEvent, ProviderRun, ProviderSet,
 };
-pub use process_groups::{ProcessLedger, RecordedGroup, SpawnedGroup};
 pub use record::{BusyMode, Outcome, SessionState, SessionView, TurnStatus, TurnView};
 pub use registry::NewSession;
 pub use runtime::{Runtime, RuntimeBuilder, SessionFilter};

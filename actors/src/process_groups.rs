@@ -222,7 +222,10 @@ impl Drop for RecordedGroup {
                 // A record left behind is harmless: at the next start its leader is gone (or
                 // another process), so it is only cleared, never acted on wrongly.
                 if let Err(e) = result {
-                    log::warn!("process group {}: clearing its record failed: {e}", key.pgid);
+                    log::warn!(
+                        "process group {}: clearing its record failed: {e}",
+                        key.pgid
+                    );
                 }
             }),
         );

@@ -78,7 +78,9 @@ async fn ledger_round_trip(store: &Arc<dyn Store>) {
         .expect("a tracking ledger hands back a guard");
     let found = sorted(store);
     assert_eq!(found.len(), before + 1);
-    assert!(found.iter().any(|r| r.key() == guard.key() && r.attempt == 1));
+    assert!(found
+        .iter()
+        .any(|r| r.key() == guard.key() && r.attempt == 1));
     drop(guard);
     // The clear is submitted on drop; a later write's confirmation means it landed before.
     change(store, ProcessGroupChange::Ended(ProcessGroupKey::default())).await;
