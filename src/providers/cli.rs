@@ -444,10 +444,19 @@ impl Attempt {
     /// attempt ended first (aborted, or the record could not be written: the session stops).
     async fn record_group(&mut self, process: &mut RunningProcess) -> bool {
         if let Some(group) = process.spawned_group(self.kill_grace) {
+            let ledger = self.processes.clone();
+            let mut recording = Box::pin(async move { ledger.record(group).await });
             let recorded = tokio::select! {
-                recorded = self.processes.record(group) => recorded,
-                _ = self.cancel.cancelled() => return false,
-                _ = self.tx.closed() => return false,
+                recorded = &mut recording => recorded,
+                _ = self.cancel.cancelled() => {
+                    // The record may still land: let it, and clear it (drop) once it has.
+                    tokio::spawn(recording);
+                    return false;
+                }
+                _ = self.tx.closed() => {
+                    tokio::spawn(recording);
+                    return false;
+                }
             };
             match recorded {
                 Ok(record) => process.group.keep_record(record),
