@@ -440,41 +440,18 @@ impl Attempt {
         }
     }
 
-    /// Records the process group durably, then hands the agent its prompt. `false` when the
-    /// attempt ended first (aborted, or the record could not be written: the session stops).
-    async fn record_group(&mut self, process: &mut RunningProcess) -> bool {
-        if let Some(group) = process.spawned_group(self.kill_grace) {
-            let ledger = self.processes.clone();
-            let mut recording = Box::pin(async move { ledger.record(group).await });
-            let recorded = tokio::select! {
-                recorded = &mut recording => recorded,
-                _ = self.cancel.cancelled() => {
-                    // The record may still land: let it, and clear it (drop) once it has.
-                    tokio::spawn(recording);
-                    return false;
-                }
-                _ = self.tx.closed() => {
-                    tokio::spawn(recording);
-                    return false;
-                }
-            };
-            match recorded {
-                Ok(record) => process.group.keep_record(record),
-                Err(e) => {
-                    log::error!("{}: could not record the process group: {e}", self.label);
-                    return false;
-                }
-            }
-        }
-        if let Some(stdin) = &process.stdin {
-            // The writer task holds the other end until stdin is closed, which is later.
-            let _ = stdin.send(std::mem::take(&mut self.prompt));
-        }
-        true
-    }
-
     async fn drive(mut self, mut process: RunningProcess) {
-        if !self.record_group(&mut process).await {
+        let prompt = std::mem::take(&mut self.prompt);
+        let stop = async {
+            tokio::select! {
+                _ = self.cancel.cancelled() => {}
+                _ = self.tx.closed() => {}
+            }
+        };
+        let recorded = process
+            .record_then_prompt(&self.processes, prompt, self.kill_grace, stop)
+            .await;
+        if !recorded {
             process
                 .group
                 .terminate(&mut process.child, self.kill_grace)

@@ -15,6 +15,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -22,7 +23,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
-use troupe_actors::{RecordedGroup, SpawnedGroup};
+use troupe_actors::{ProcessLedger, RecordedGroup, SpawnedGroup};
 
 /// Variables a child inherits from Troupe's own environment; everything else is dropped so
 /// Troupe's secrets never leak into an agent that did not ask for them.
@@ -418,6 +419,43 @@ impl RunningProcess {
             boot_id: super::proc_table::boot_id()?,
             kill_grace_ms: kill_grace.as_millis() as u64,
         })
+    }
+
+    /// Records the group through `ledger` and, once the record is durable, writes `prompt` to
+    /// stdin: the agent gets no work that a crashed server could not find again. `false` when
+    /// `stop` came first or the store refused the record (the ledger told the session); the
+    /// caller then terminates the group.
+    pub async fn record_then_prompt(
+        &mut self,
+        ledger: &ProcessLedger,
+        prompt: Vec<u8>,
+        kill_grace: Duration,
+        stop: impl Future<Output = ()>,
+    ) -> bool {
+        if let Some(group) = self.spawned_group(kill_grace) {
+            let ledger = ledger.clone();
+            let mut recording = Box::pin(async move { ledger.record(group).await });
+            let recorded = tokio::select! {
+                recorded = &mut recording => recorded,
+                () = stop => {
+                    // The record may still land: let it, and clear it (drop) once it has.
+                    tokio::spawn(recording);
+                    return false;
+                }
+            };
+            match recorded {
+                Ok(record) => self.group.keep_record(record),
+                Err(e) => {
+                    log::error!("process group {}: could not record it: {e}", self.pid);
+                    return false;
+                }
+            }
+        }
+        if let Some(stdin) = &self.stdin {
+            // The writer task holds the other end until stdin is closed, which is later.
+            let _ = stdin.send(prompt);
+        }
+        true
     }
 
     /// Waits until stderr is closed and fully read.

@@ -40,7 +40,7 @@ use super::{
 };
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
-use crate::process_groups::{ProcessGroupChange, ProcessGroupRecord};
+use crate::process_groups::ProcessGroupRecord;
 use crate::record::{SessionRecord, TurnRecord};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
@@ -529,16 +529,6 @@ impl SledEngine {
                 result.map(|()| Written::Done).map_err(engine_err)
             }
         }
-    }
-}
-
-/// The key and value (`None`: remove) a process group change writes.
-fn process_group_write(change: &ProcessGroupChange) -> (Vec<u8>, Option<Vec<u8>>) {
-    match change {
-        ProcessGroupChange::Started(record) => {
-            (process_group_key(record.key()), Some(encode(record)))
-        }
-        ProcessGroupChange::Ended(key) => (process_group_key(*key), None),
     }
 }
 

@@ -153,7 +153,7 @@ impl SledEngine {
                 Some(Ok(self.prepare_create(record, first, key.as_ref(), ends)))
             }
             Write::ProcessGroup(change) => Some(Ok(Prepared::Plain {
-                writes: vec![super::process_group_write(change)],
+                writes: vec![process_group_write(change)],
             })),
             Write::ClaimKey { .. } | Write::Delete(_) => None,
         }
