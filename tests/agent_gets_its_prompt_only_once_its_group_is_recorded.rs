@@ -13,10 +13,8 @@ use troupe_actors::event::Event;
 use troupe_actors::ids::ScopedKey;
 use troupe_actors::process_groups::{ProcessGroupChange, ProcessGroupRecord};
 use troupe_actors::record::{SessionRecord, TurnRecord};
-use troupe_actors::store::{StoreError, StoreStats, Write, WriteDone};
-use troupe_actors::{
-    MemoryStore, ProcessLedger, Provider, ProviderEvent, SessionId, Store, TurnId,
-};
+use troupe_actors::store::{EmbeddedStore, StoreError, StoreStats, Write, WriteDone};
+use troupe_actors::{MemoryStore, ProcessLedger, Provider, ProviderEvent, SessionId, TurnId};
 
 /// What the test store does with a process group's record.
 #[derive(Clone, Copy, PartialEq)]
@@ -61,12 +59,12 @@ impl RecordGate {
     /// Lets the held records land.
     fn release(&self) {
         for (write, done) in self.held.lock().unwrap().drain(..) {
-            self.inner.submit(write, done);
+            EmbeddedStore::submit(&self.inner, write, done);
         }
     }
 }
 
-impl Store for RecordGate {
+impl EmbeddedStore for RecordGate {
     fn submit(&self, write: Write, done: WriteDone) {
         match (&write, self.on_record) {
             (Write::ProcessGroup(ProcessGroupChange::Started(_)), OnRecord::Hold) => {
@@ -75,20 +73,20 @@ impl Store for RecordGate {
             (Write::ProcessGroup(ProcessGroupChange::Started(_)), OnRecord::Fail) => {
                 done(Err(StoreError::Engine("disk full (test double)".into())));
             }
-            _ => self.inner.submit(write, done),
+            _ => EmbeddedStore::submit(&self.inner, write, done),
         }
     }
     fn lookup_key(&self, key: &ScopedKey) -> Result<Option<SessionId>, StoreError> {
-        self.inner.lookup_key(key)
+        EmbeddedStore::lookup_key(&self.inner, key)
     }
     fn get_session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        self.inner.get_session(id)
+        EmbeddedStore::get_session(&self.inner, id)
     }
     fn list_sessions(&self, owner: &str) -> Result<Vec<SessionRecord>, StoreError> {
-        self.inner.list_sessions(owner)
+        EmbeddedStore::list_sessions(&self.inner, owner)
     }
     fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {
-        self.inner.active_sessions()
+        EmbeddedStore::active_sessions(&self.inner)
     }
     fn read_events(
         &self,
@@ -96,37 +94,37 @@ impl Store for RecordGate {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        self.inner.read_events(s, after, limit)
+        EmbeddedStore::read_events(&self.inner, s, after, limit)
     }
     fn last_seq(&self, s: SessionId) -> Result<u64, StoreError> {
-        self.inner.last_seq(s)
+        EmbeddedStore::last_seq(&self.inner, s)
     }
     fn open_turns(&self, s: SessionId) -> Result<Vec<TurnRecord>, StoreError> {
-        self.inner.open_turns(s)
+        EmbeddedStore::open_turns(&self.inner, s)
     }
     fn all_turns(&self, s: SessionId) -> Result<Vec<TurnRecord>, StoreError> {
-        self.inner.all_turns(s)
+        EmbeddedStore::all_turns(&self.inner, s)
     }
     fn get_turn(&self, s: SessionId, t: TurnId) -> Result<Option<TurnRecord>, StoreError> {
-        self.inner.get_turn(s, t)
+        EmbeddedStore::get_turn(&self.inner, s, t)
     }
     fn turn_for_client_id(&self, s: SessionId, id: &str) -> Result<Option<TurnId>, StoreError> {
-        self.inner.turn_for_client_id(s, id)
+        EmbeddedStore::turn_for_client_id(&self.inner, s, id)
     }
     fn session_for_provider_id(&self, p: &str, id: &str) -> Result<Option<SessionId>, StoreError> {
-        self.inner.session_for_provider_id(p, id)
+        EmbeddedStore::session_for_provider_id(&self.inner, p, id)
     }
     fn process_groups(&self) -> Result<Vec<ProcessGroupRecord>, StoreError> {
-        self.inner.process_groups()
+        EmbeddedStore::process_groups(&self.inner)
     }
     fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush()
+        EmbeddedStore::flush(&self.inner)
     }
     fn check_writable(&self) -> Result<(), StoreError> {
-        self.inner.check_writable()
+        EmbeddedStore::check_writable(&self.inner)
     }
     fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.inner.stats()
+        EmbeddedStore::stats(&self.inner)
     }
 }
 
@@ -169,14 +167,18 @@ async fn the_prompt_waits_until_the_group_is_durably_recorded() {
         fake.records().is_empty(),
         "the agent got work before its record"
     );
-    assert!(store.process_groups().expect("read").is_empty());
+    assert!(EmbeddedStore::process_groups(&*store)
+        .expect("read")
+        .is_empty());
 
     store.release();
     let events = collect(run).await;
     done(&events);
     assert_eq!(fake.records()[0]["stdin"], "hello there");
     assert!(
-        store.process_groups().expect("read").is_empty(),
+        EmbeddedStore::process_groups(&*store)
+            .expect("read")
+            .is_empty(),
         "the record is cleared once the group is gone"
     );
 }
@@ -237,7 +239,7 @@ async fn a_session_whose_agent_cannot_be_recorded_stops_fail_stop() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     // The store still says the turn runs: the next activation recovers it.
-    let open = store.open_turns(session.id()).expect("open turns");
+    let open = EmbeddedStore::open_turns(&*store, session.id()).expect("open turns");
     assert_eq!(open.len(), 1);
     assert!(fake.records().is_empty(), "the agent never got its prompt");
 }

@@ -290,7 +290,8 @@ fn a_reused_pid_is_left_alone_and_a_recorded_live_group_is_killed() {
             let write = store.write(Write::ProcessGroup(ProcessGroupChange::Started(record)));
             futures::executor::block_on(write).expect("record the group");
         }
-        assert_eq!(store.process_groups().expect("read back").len(), 2);
+        let recorded = futures::executor::block_on(store.process_groups()).expect("read back");
+        assert_eq!(recorded.len(), 2);
     }
 
     let server = start(dir.path(), &config);

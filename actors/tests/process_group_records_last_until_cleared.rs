@@ -31,8 +31,8 @@ async fn change(store: &Arc<dyn Store>, change: ProcessGroupChange) {
         .expect("write");
 }
 
-fn sorted(store: &Arc<dyn Store>) -> Vec<ProcessGroupRecord> {
-    let mut records = store.process_groups().expect("read");
+async fn sorted(store: &Arc<dyn Store>) -> Vec<ProcessGroupRecord> {
+    let mut records = store.process_groups().await.expect("read");
     records.sort_by_key(|r| r.key());
     records
 }
@@ -47,15 +47,15 @@ async fn record_and_clear(store: &Arc<dyn Store>) -> Vec<ProcessGroupRecord> {
     for written in futures::future::join_all(both).await {
         written.expect("write");
     }
-    assert_eq!(sorted(store), vec![a.clone(), b.clone()]);
+    assert_eq!(sorted(store).await, vec![a.clone(), b.clone()]);
     let reused = ProcessGroupKey {
         pgid: 4100,
         leader_start: 8,
     };
     change(store, ProcessGroupChange::Ended(reused)).await;
-    assert_eq!(sorted(store), vec![a.clone(), b.clone()]);
+    assert_eq!(sorted(store).await, vec![a.clone(), b.clone()]);
     change(store, ProcessGroupChange::Ended(a.key())).await;
-    assert_eq!(sorted(store), vec![b.clone()]);
+    assert_eq!(sorted(store).await, vec![b.clone()]);
     vec![b]
 }
 
@@ -64,7 +64,7 @@ async fn ledger_round_trip(store: &Arc<dyn Store>) {
     let ledger = ProcessLedger::new(store.clone(), SessionId::new(), TurnId::new(), 1, |e| {
         panic!("no store error expected: {e}")
     });
-    let before = sorted(store).len();
+    let before = sorted(store).await.len();
     let guard = ledger
         .record(SpawnedGroup {
             pgid: 5100,
@@ -76,7 +76,7 @@ async fn ledger_round_trip(store: &Arc<dyn Store>) {
         .await
         .expect("recorded")
         .expect("a tracking ledger hands back a guard");
-    let found = sorted(store);
+    let found = sorted(store).await;
     assert_eq!(found.len(), before + 1);
     assert!(found
         .iter()
@@ -84,7 +84,7 @@ async fn ledger_round_trip(store: &Arc<dyn Store>) {
     drop(guard);
     // The clear is submitted on drop; a later write's confirmation means it landed before.
     change(store, ProcessGroupChange::Ended(ProcessGroupKey::default())).await;
-    assert_eq!(sorted(store).len(), before);
+    assert_eq!(sorted(store).await.len(), before);
     assert!(ProcessLedger::untracked()
         .record(SpawnedGroup {
             pgid: 1,
@@ -113,6 +113,6 @@ async fn sled_store_keeps_process_groups_across_reopen_until_cleared() {
         record_and_clear(&store).await
     };
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("reopen"));
-    assert_eq!(sorted(&store), left);
+    assert_eq!(sorted(&store).await, left);
     ledger_round_trip(&store).await;
 }

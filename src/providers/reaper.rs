@@ -64,7 +64,7 @@ enum Verdict {
 /// recorded `kill_grace_ms` plus a moment.
 pub async fn reap_orphans(store: &Arc<dyn Store>) -> Result<ReapReport, StoreError> {
     let started = Instant::now();
-    let records = store.process_groups()?;
+    let records = store.process_groups().await?;
     let mut report = ReapReport {
         recorded: records.len(),
         ..ReapReport::default()
