@@ -38,6 +38,8 @@ pub struct RuntimeMetrics {
     pub store_failures: AtomicU64,
     /// Usage counted, by provider (tokens and cost of every attempt).
     pub usage: std::sync::Mutex<std::collections::BTreeMap<String, crate::usage::Usage>>,
+    /// Agent process groups a previous server left alive, killed at startup.
+    pub process_groups_reaped: AtomicU64,
 }
 
 /// Every outcome, in the order of [`RuntimeMetrics::turns_completed`].

@@ -19,6 +19,7 @@ pub use sled_store::SledStore;
 
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
+use crate::process_groups::{ProcessGroupChange, ProcessGroupRecord};
 use crate::record::{SessionRecord, TurnRecord};
 use crate::usage::{OwnerDayUsage, UsageIncrement};
 use futures::future::BoxFuture;
@@ -166,6 +167,10 @@ pub enum Write {
     },
     /// Deletes a session with its keys, turns, idempotency keys and events.
     Delete(SessionId),
+    /// Records a running agent process group, or forgets one that is gone
+    /// ([`process_groups`](crate::process_groups)). Kept apart from the sessions: a group is
+    /// cleared when it is dead, which can be after its session was deleted.
+    ProcessGroup(ProcessGroupChange),
 }
 
 impl Write {
@@ -274,6 +279,8 @@ pub trait Store: Send + Sync + 'static {
         from: &str,
         to: &str,
     ) -> StoreRead<Vec<OwnerDayUsage>>;
+    /// Every recorded agent process group, for the reaper at startup.
+    fn process_groups(&self) -> StoreRead<Vec<ProcessGroupRecord>>;
 
     /// Counts of sessions and events, for operators and benchmarks.
     fn stats(&self) -> StoreRead<StoreStats>;
@@ -333,6 +340,8 @@ pub trait EmbeddedStore: Send + Sync + 'static {
         from: &str,
         to: &str,
     ) -> Result<Vec<OwnerDayUsage>, StoreError>;
+    /// See [`Store::process_groups`].
+    fn process_groups(&self) -> Result<Vec<ProcessGroupRecord>, StoreError>;
     /// See [`Store::flush`].
     fn flush(&self) -> Result<(), StoreError>;
     /// See [`Store::check_writable`].
@@ -411,6 +420,9 @@ impl<S: EmbeddedStore> Store for S {
         to: &str,
     ) -> StoreRead<Vec<OwnerDayUsage>> {
         ready(EmbeddedStore::usage_days(self, owner, from, to))
+    }
+    fn process_groups(&self) -> StoreRead<Vec<ProcessGroupRecord>> {
+        ready(EmbeddedStore::process_groups(self))
     }
     fn stats(&self) -> StoreRead<StoreStats> {
         ready(EmbeddedStore::stats(self))

@@ -5,6 +5,7 @@ use super::{
 };
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
+use crate::process_groups::{ProcessGroupChange, ProcessGroupKey, ProcessGroupRecord};
 use crate::record::{SessionRecord, TurnRecord, TurnStatus};
 use crate::usage::{OwnerDayUsage, Usage};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -28,6 +29,7 @@ struct Inner {
     active: HashSet<SessionId>,
     /// (owner, day) → that day's usage; never removed with a session (the money was spent).
     usage: BTreeMap<(String, String), Usage>,
+    process_groups: BTreeMap<ProcessGroupKey, ProcessGroupRecord>,
 }
 
 impl MemoryStore {
@@ -73,6 +75,14 @@ impl Inner {
             Write::ClaimKey { key, session } => Ok(Written::Claimed(self.claim_key(key, session))),
             Write::Delete(id) => {
                 self.delete_session(id);
+                Ok(Written::Done)
+            }
+            Write::ProcessGroup(ProcessGroupChange::Started(record)) => {
+                self.process_groups.insert(record.key(), record);
+                Ok(Written::Done)
+            }
+            Write::ProcessGroup(ProcessGroupChange::Ended(key)) => {
+                self.process_groups.remove(&key);
                 Ok(Written::Done)
             }
         }
@@ -265,6 +275,9 @@ impl EmbeddedStore for MemoryStore {
                 usage: *usage,
             })
             .collect())
+    }
+    fn process_groups(&self) -> Result<Vec<ProcessGroupRecord>, StoreError> {
+        Ok(self.lock().process_groups.values().cloned().collect())
     }
 
     fn flush(&self) -> Result<(), StoreError> {

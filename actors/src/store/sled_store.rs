@@ -18,6 +18,8 @@
 //! p provider 0 id     provider session id -> sid
 //! a sid               session has open turns
 //! u owner 0 day       the owner's usage that UTC day (JSON), added to inside commits
+//! g pgid start        running agent process group (JSON); pgid 4 bytes, leader start 8 bytes,
+//!                     both big-endian
 //!
 //! tree `events`:
 //! e sid seq           a block of consecutive events starting at seq:
@@ -40,6 +42,7 @@ use super::{
 };
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
+use crate::process_groups::ProcessGroupRecord;
 use crate::record::{SessionRecord, TurnRecord};
 use crate::usage::OwnerDayUsage;
 use serde::de::DeserializeOwned;
@@ -550,6 +553,14 @@ impl SledEngine {
             Write::Create { record, first, key } => self.create(&record, &first, key.as_ref()),
             Write::ClaimKey { key, session } => self.claim_key(&key, session).map(Written::Claimed),
             Write::Delete(id) => self.delete_session(id).map(|()| Written::Done),
+            Write::ProcessGroup(change) => {
+                let (k, v) = process_group_write(&change);
+                let result = match v {
+                    Some(v) => self.tree.insert(k, v).map(|_| ()),
+                    None => self.tree.remove(k).map(|_| ()),
+                };
+                result.map(|()| Written::Done).map_err(engine_err)
+            }
         }
     }
 }
@@ -638,6 +649,9 @@ impl EmbeddedStore for SledStore {
         to: &str,
     ) -> Result<Vec<OwnerDayUsage>, StoreError> {
         self.engine.usage_days(owner, from, to)
+    }
+    fn process_groups(&self) -> Result<Vec<ProcessGroupRecord>, StoreError> {
+        self.engine.scan_prefix(vec![b'g'])
     }
 
     fn flush(&self) -> Result<(), StoreError> {

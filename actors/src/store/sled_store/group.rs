@@ -43,6 +43,8 @@ pub(super) enum Prepared {
         owner: Vec<u8>,
         blocks: Vec<(Vec<u8>, Vec<u8>)>,
     },
+    /// Plain writes of records outside any session (a process group's record).
+    Plain { writes: Vec<KeyWrite> },
 }
 
 /// What one prepared write did in a transaction: a commit landed (`None`), a create made the
@@ -159,6 +161,9 @@ impl SledEngine {
             Write::Create { record, first, key } => {
                 Some(Ok(self.prepare_create(record, first, key.as_ref(), ends)))
             }
+            Write::ProcessGroup(change) => Some(Ok(Prepared::Plain {
+                writes: vec![process_group_write(change)],
+            })),
             Write::ClaimKey { .. } | Write::Delete(_) => None,
         }
     }
@@ -230,6 +235,15 @@ impl SledEngine {
                             etx.insert(k.as_slice(), v.as_slice())?;
                         }
                         landed.push(Some(None));
+                    }
+                    Prepared::Plain { writes } => {
+                        for (k, v) in writes {
+                            match v {
+                                Some(v) => tx.insert(k.as_slice(), v.as_slice())?,
+                                None => tx.remove(k.as_slice())?,
+                            };
+                        }
+                        landed.push(None);
                     }
                 }
             }
