@@ -123,8 +123,10 @@ impl Session {
             self.stop_attempt(ctx);
         }
         self.settle_answer(&mut turn, &completion, &mut batch);
+        // The run (and its slot of `max_concurrent_runs`) goes once its turn's end is written,
+        // so no other session's attempt starts before this turn's `turn.completed`.
+        let ended = if finished { self.run.take() } else { None };
         if finished {
-            self.run = None;
             self.record.running_since = None;
         }
         self.finish_turns(
@@ -135,6 +137,7 @@ impl Session {
             batch,
             Vec::new(),
         );
+        drop(ended);
         if finished {
             self.dispatch(ctx);
         }
