@@ -17,6 +17,9 @@
 //! - [`event_log`], [`turn_queue`], [`subscription`], [`owner_feed`]: the session's parts.
 //! - [`store`]: the [`Store`] trait with sled and in-memory implementations.
 //! - [`provider`]: the [`Provider`] trait and the scripted [`EchoProvider`].
+//! - [`usage`]: tokens and cost normalized, totals per session and owner day, budgets.
+//! - [`process_groups`]: the durable record of running agent process groups, read by the
+//!   reaper that kills what a crashed server left behind.
 //! - [`event`], [`record`], [`ids`], [`time`]: the data and its wire shapes.
 //!
 //! # Supervision tree
@@ -45,6 +48,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod metrics;
 pub mod owner_feed;
+pub mod process_groups;
 pub mod provider;
 pub mod record;
 pub mod registry;
@@ -57,12 +61,14 @@ pub mod store;
 pub mod subscription;
 pub mod time;
 pub mod turn_queue;
+pub mod usage;
 
 pub use error::RuntimeError;
 pub use event::{ErrorInfo, Event, EventBody};
 pub use follow::{Follow, FollowEnd};
 pub use handle::SessionHandle;
 pub use ids::{ScopedKey, SessionId, TurnId};
+pub use process_groups::{ProcessLedger, RecordedGroup, SpawnedGroup};
 pub use provider::{
     AttemptRequest, Capabilities, Completion, EchoProvider, FailureClass, Provider, ProviderError,
     ProviderEvent, ProviderRun, ProviderSet,
@@ -75,3 +81,4 @@ pub use settings::{FailurePolicy, Settings};
 pub use store::{MemoryStore, SledStore, Store};
 pub use subscription::{CloseReason, Subscription};
 pub use time::Timestamp;
+pub use usage::{Budget, Usage};

@@ -51,6 +51,8 @@ pub struct Settings {
     pub workers: usize,
     /// Which sessions the store keeps for how long (the sweeper removes the rest).
     pub retention: crate::retention::Retention,
+    /// Prices and budgets (session, provider, owner per day).
+    pub usage: crate::usage::UsageSettings,
 }
 
 impl Default for Settings {
@@ -73,6 +75,7 @@ impl Default for Settings {
             panic_window: Duration::from_secs(60),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             retention: Default::default(),
+            usage: Default::default(),
         }
     }
 }

@@ -1,16 +1,23 @@
 //! `Write::Delete` removes everything of a session, in both stores: record, both forms of its
 //! key (with the project and, after a backfill, without), every provider-id mapping it ever
 //! had, turns (open and completed), idempotency keys, the open-turn mark and the event log. A
-//! neighbour is untouched, and the sled store says so again after a reopen.
+//! neighbour is untouched, and the sled store says so again after a reopen. What is not the
+//! session's alone stays: the owner's daily usage totals (the money was spent) and the record of
+//! an agent process group the session started (cleared only when the group is dead).
 
 use futures::executor::block_on;
 use std::sync::Arc;
+use troupe_actors::process_groups::{ProcessGroupChange, ProcessGroupRecord};
 use troupe_actors::record::{BusyMode, TurnRecord, TurnStatus};
-use troupe_actors::store::Batch;
+use troupe_actors::store::{Batch, Write};
+use troupe_actors::usage::UsageIncrement;
 use troupe_actors::{
     Event, EventBody, MemoryStore, NewSession, ScopedKey, SessionId, SledStore, Store, Timestamp,
-    TurnId,
+    TurnId, Usage,
 };
+
+/// The UTC day both sessions spend on.
+const DAY: &str = "2026-12-01";
 
 fn key(project: Option<&str>, name: &str) -> ScopedKey {
     ScopedKey {
@@ -53,8 +60,28 @@ fn message(session: SessionId, seq: u64) -> Arc<Event> {
 }
 
 /// A session with a key (claimed with and without a project), two provider mappings, an open
-/// and a completed turn with idempotency keys, and 60 events.
-fn populate(store: &dyn Store, name: &str) -> SessionId {
+/// and a completed turn with idempotency keys, 60 events, a dollar of alice's day and a
+/// running agent process group (pgid 5000 + `pgid`).
+fn populate(store: &dyn Store, name: &str, pgid: i32) -> SessionId {
+    let id = populate_records(store, name);
+    block_on(store.write(Write::ProcessGroup(ProcessGroupChange::Started(
+        ProcessGroupRecord {
+            pgid: 5000 + pgid,
+            leader_pid: 5000 + pgid,
+            leader_start: 1,
+            boot_id: "boot".into(),
+            kill_grace_ms: 100,
+            session_id: id,
+            turn_id: TurnId::new(),
+            attempt: 1,
+            started_at: Timestamp::now(),
+        },
+    ))))
+    .unwrap();
+    id
+}
+
+fn populate_records(store: &dyn Store, name: &str) -> SessionId {
     let (mut record, first) = NewSession {
         owner: "alice".into(),
         project: Some("/p".into()),
@@ -94,6 +121,11 @@ fn populate(store: &dyn Store, name: &str) -> SessionId {
                     client_ids: vec![("c2".into(), TurnId::new())],
                     events: (31..=60).map(|seq| message(id, seq)).collect(),
                     active: Some(true),
+                    usage: vec![UsageIncrement {
+                        owner: "alice".into(),
+                        day: DAY.into(),
+                        usage: Usage::new(10, 5, 0, 1.0),
+                    }],
                 },
             )
             .await
@@ -154,13 +186,29 @@ fn assert_gone(store: &dyn Store, id: SessionId, name: &str) {
         .all(|r| r.id != id));
 }
 
+/// Alice's day (spent by both sessions) and the sessions whose process groups are recorded.
+fn kept(store: &dyn Store) -> (f64, Vec<SessionId>) {
+    let days = block_on(store.usage_days(Some("alice"), DAY, DAY)).unwrap();
+    let mut groups: Vec<_> = block_on(store.process_groups())
+        .unwrap()
+        .into_iter()
+        .map(|g| g.session_id)
+        .collect();
+    groups.sort();
+    (days.iter().map(|d| d.usage.cost_usd).sum(), groups)
+}
+
 fn delete_and_check(store: &dyn Store) -> (SessionId, SessionId) {
-    let doomed = populate(store, "doomed");
-    let neighbour = populate(store, "neighbour");
+    let doomed = populate(store, "doomed", 1);
+    let neighbour = populate(store, "neighbour", 2);
+    let mut both = vec![doomed, neighbour];
+    both.sort();
+    assert_eq!(kept(store), (2.0, both.clone()));
     assert_whole(store, doomed, "doomed");
     futures::executor::block_on(store.delete(doomed)).unwrap();
     assert_gone(store, doomed, "doomed");
     assert_whole(store, neighbour, "neighbour");
+    assert_eq!(kept(store), (2.0, both));
     // Deleting again is harmless.
     futures::executor::block_on(store.delete(doomed)).unwrap();
     assert_eq!(block_on(store.stats()).unwrap().sessions, 1);
@@ -182,6 +230,9 @@ fn the_sled_store_removes_everything_of_a_session_and_nothing_else_durably() {
     let store = SledStore::open(dir.path()).unwrap();
     assert_gone(&store, doomed, "doomed");
     assert_whole(&store, neighbour, "neighbour");
+    let mut both = vec![doomed, neighbour];
+    both.sort();
+    assert_eq!(kept(&store), (2.0, both));
     let page: Vec<SessionId> = block_on(store.sessions_after(None, 10))
         .unwrap()
         .iter()

@@ -3,7 +3,7 @@
 //! depends on the configuration is filled in when it is served ([`served`]): the configured
 //! providers as the `provider` enum, and the bearer scheme only when tokens are required.
 
-use crate::routes::{admin, controls, events, health, metrics, providers, sessions, turns};
+use crate::routes::{admin, controls, events, health, metrics, providers, sessions, turns, usage};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         controls::abort, controls::pause, controls::resume, controls::reset,
         events::page, events::stream,
         providers::list,
+        usage::usage,
         admin::actors,
         health::healthz, health::readyz, metrics::metrics,
         openapi_json,
@@ -34,6 +35,7 @@ use utoipa::{Modify, OpenApi};
         (name = "controls", description = "Abort, pause, resume, reset"),
         (name = "events", description = "The event log: pages and SSE"),
         (name = "providers", description = "Configured agent backends"),
+        (name = "usage", description = "Tokens and cost per owner and day"),
         (name = "operators", description = "Probes, metrics, the actor table"),
     )
 )]

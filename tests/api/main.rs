@@ -23,4 +23,5 @@ mod shutdown;
 mod smoke;
 mod supervision;
 mod turns;
+mod usage;
 mod ws;
