@@ -42,6 +42,7 @@ fn turn(session: SessionId, status: TurnStatus, client_id: &str) -> TurnRecord {
         accepted_at: Timestamp::now(),
         started_at: None,
         completed_at: None,
+        usage: Default::default(),
     }
 }
 
