@@ -16,6 +16,7 @@
 //! - [`event_log`], [`turn_queue`], [`subscription`], [`owner_feed`]: the session's parts.
 //! - [`store`]: the [`Store`] trait with sled and in-memory implementations.
 //! - [`provider`]: the [`Provider`] trait and the scripted [`EchoProvider`].
+//! - [`transfer`]: sessions made from others (fork at a turn, import of an export).
 //! - [`event`], [`record`], [`ids`], [`time`]: the data and its wire shapes.
 //!
 //! # Supervision tree
@@ -54,6 +55,7 @@ pub mod shared;
 pub mod store;
 pub mod subscription;
 pub mod time;
+pub mod transfer;
 pub mod turn_queue;
 
 pub use error::RuntimeError;

@@ -73,6 +73,7 @@ impl NewSession {
             archived: false,
             consecutive_failures: 0,
             running_since: None,
+            handover: None,
         };
         let created = Arc::new(Event {
             encoded: Default::default(),
@@ -82,6 +83,7 @@ impl NewSession {
             ts: now,
             body: EventBody::SessionCreated {
                 session: SessionView::new(&record, false, 1, 0),
+                origin: None,
             },
         });
         (record, created)

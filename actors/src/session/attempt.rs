@@ -6,7 +6,7 @@ use crate::event::EventBody;
 use crate::ids::TurnId;
 use crate::metrics::RuntimeMetrics;
 use crate::provider::{AttemptRequest, HistoryMessage, ProviderError, ProviderEvent};
-use crate::record::TurnStatus;
+use crate::record::{Handover, TurnStatus};
 use crate::store::{Batch, StoreError};
 use crate::time::Timestamp;
 use actix::prelude::*;
@@ -104,7 +104,7 @@ impl Session {
     }
 
     /// The conversation so far, without the current turn, for stateless providers.
-    fn history(&mut self, current: TurnId) -> Result<Vec<HistoryMessage>, StoreError> {
+    pub(super) fn history(&mut self, current: TurnId) -> Result<Vec<HistoryMessage>, StoreError> {
         if self.conversation.is_none() {
             // The durable log from the store, then what is still on its way there.
             let durable = self.log.durable_seq() as usize;
@@ -168,7 +168,8 @@ impl Session {
             turn_id: turn.id,
             attempt,
             provider_session_id: self.record.provider_session_id.clone(),
-            prompt: turn.content.clone(),
+            fork_session: self.record.handover == Some(Handover::Fork),
+            prompt: Handover::prompt(self.record.handover.as_ref(), &turn.content),
             history,
             project: self.record.project.clone(),
             model: self.record.model.clone(),
@@ -256,6 +257,10 @@ impl Session {
             return;
         }
         self.record.provider_session_id = Some(provider_session_id.clone());
+        if self.record.handover == Some(Handover::Fork) {
+            // The fork has its own id now; resuming it is plain resuming.
+            self.record.handover = None;
+        }
         let batch = Batch {
             record: Some(self.record.clone()),
             provider_mapping: Some((self.record.provider.clone(), provider_session_id)),

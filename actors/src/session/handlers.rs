@@ -11,7 +11,7 @@ use crate::error::RuntimeError;
 use crate::event::EventBody;
 use crate::metrics::RuntimeMetrics;
 use crate::provider::Completion;
-use crate::record::{Outcome, SessionView, TurnView};
+use crate::record::{Handover, Outcome, SessionView, TurnView};
 use crate::store::{Batch, Write};
 use crate::subscription::Subscription;
 use actix::prelude::*;
@@ -165,6 +165,17 @@ impl Session {
                 reasons.push("project_backfilled");
             }
         }
+        if (msg.model.is_some() || msg.provider.is_some()) && self.record.archived {
+            return Err(RuntimeError::SessionArchived);
+        }
+        if let Some(provider) = msg.provider.filter(|p| *p != self.record.provider) {
+            self.switch_provider(provider)?;
+            reasons.push("provider_changed");
+        }
+        if let Some(model) = msg.model.filter(|m| self.record.model.as_ref() != Some(m)) {
+            self.record.model = Some(model);
+            reasons.push("model_changed");
+        }
         if let Some(title) = msg.title {
             if self.record.archived {
                 return Err(RuntimeError::SessionArchived);
@@ -228,6 +239,35 @@ impl Session {
 }
 
 answered_when_durable!(UpdateSession => update_now, SessionView);
+
+impl Session {
+    /// Hands the session to another provider from the next attempt on: a stateless one reads
+    /// the history from the log; any other starts fresh with a transcript of the conversation.
+    fn switch_provider(&mut self, provider: String) -> Result<(), RuntimeError> {
+        let caps = self
+            .shared
+            .providers
+            .get(&provider)
+            .ok_or_else(|| RuntimeError::UnknownProvider(provider.clone()))?
+            .capabilities();
+        let handover = if caps.stateless {
+            None
+        } else {
+            // No turn's messages are left out: a fresh id matches none.
+            let text: String = self
+                .history(crate::ids::TurnId::new())?
+                .iter()
+                .map(|m| format!("{}: {}\n\n", m.role, m.text))
+                .collect();
+            (!text.is_empty()).then_some(Handover::Transcript { text })
+        };
+        self.record.provider = provider;
+        self.record.provider_session_id = None;
+        self.record.model = None;
+        self.record.handover = handover;
+        Ok(())
+    }
+}
 
 impl Handler<DeleteSession> for Session {
     type Result = ResponseFuture<Result<(), RuntimeError>>;

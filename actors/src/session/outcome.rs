@@ -111,6 +111,8 @@ impl Session {
         let turn = run.turns.pop_front().expect("a run always has a turn");
         let finished = run.turns.is_empty();
         self.record.consecutive_failures = 0;
+        // The provider has the conversation now (forked, or told by the transcript).
+        self.record.handover = None;
         if finished {
             self.stop_attempt(ctx);
             self.run = None;

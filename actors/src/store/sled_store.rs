@@ -272,8 +272,10 @@ impl SledEngine {
         record: &SessionRecord,
         first: &Arc<Event>,
         key: Option<&ScopedKey>,
+        rest: &Batch,
     ) -> Result<Written, StoreError> {
-        let prepared = self.prepare_create(record, first, key, &mut group::Ends::new());
+        let mut ends = group::Ends::new();
+        let prepared = self.prepare_create(record, first, key, rest, &mut ends)?;
         match self.transact(std::slice::from_ref(&prepared)) {
             // One prepared write, one answer.
             Ok(mut landed) => landed.pop().map_or_else(
@@ -514,7 +516,12 @@ impl SledEngine {
     fn apply_one(&self, write: Write) -> Result<Written, StoreError> {
         match write {
             Write::Commit { session, batch } => self.commit(session, batch).map(|()| Written::Done),
-            Write::Create { record, first, key } => self.create(&record, &first, key.as_ref()),
+            Write::Create {
+                record,
+                first,
+                key,
+                rest,
+            } => self.create(&record, &first, key.as_ref(), &rest),
             Write::ClaimKey { key, session } => self.claim_key(&key, session).map(Written::Claimed),
             Write::Delete(id) => self.delete_session(id).map(|()| Written::Done),
         }

@@ -148,7 +148,7 @@ async fn target_of(
     if let Some(previous) = &body.previous_response_id {
         let not_found = || OpenAiError::response_not_found(previous).param("previous_response_id");
         let (session, _) = parse_response_id(previous).ok_or_else(not_found)?;
-        return sessions::continued(state, owner, session, choice).map_err(|e| {
+        return sessions::continued(state, owner, session, choice).await.map_err(|e| {
             if e.code == "session_not_found" {
                 not_found()
             } else {

@@ -34,7 +34,12 @@ fn create(key: Option<&str>) -> (Write, SessionId) {
         project: None,
         key: k.clone(),
     });
-    (Write::Create { record, first, key }, id)
+    (Write::Create {
+            record,
+            first,
+            key,
+            rest: Batch::default(),
+        }, id)
 }
 
 fn deltas(session: SessionId, seqs: std::ops::RangeInclusive<u64>, active: bool) -> Write {
