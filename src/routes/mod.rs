@@ -2,7 +2,7 @@
 //! runtime's actors.
 //!
 //! - [`health`]: `/healthz`, `/readyz`; [`metrics`]: `/metrics`.
-//! - Under `/api/v1`: [`sessions`] (CRUD), [`turns`] (send, list, cancel, promote),
+//! - Under `/api/v1`: [`sessions`] (CRUD), [`transfer`] (fork, export, import), [`turns`] (send, list, cancel, promote),
 //!   [`controls`] (abort, pause, resume, reset), [`events`] (page, SSE stream),
 //!   [`providers`], [`admin`] (actor table), [`openapi`] (the generated document).
 //!
@@ -18,6 +18,7 @@ pub mod openai;
 pub mod openapi;
 pub mod providers;
 pub mod sessions;
+pub mod transfer;
 pub mod turns;
 pub mod ws;
 
@@ -41,6 +42,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
         .configure(ws::configure)
         .service(
             web::scope(API_PREFIX)
+                .configure(transfer::configure)
                 .configure(sessions::configure)
                 .configure(turns::configure)
                 .configure(controls::configure)

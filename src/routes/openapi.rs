@@ -3,7 +3,9 @@
 //! depends on the configuration is filled in when it is served ([`served`]): the configured
 //! providers as the `provider` enum, and the bearer scheme only when tokens are required.
 
-use crate::routes::{admin, controls, events, health, metrics, providers, sessions, turns};
+use crate::routes::{
+    admin, controls, events, health, metrics, providers, sessions, transfer, turns,
+};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
@@ -19,6 +21,7 @@ use utoipa::{Modify, OpenApi};
     ),
     paths(
         sessions::create, sessions::list, sessions::get, sessions::patch, sessions::delete,
+        transfer::fork, transfer::export, transfer::import,
         turns::send, turns::list, turns::cancel, turns::promote,
         controls::abort, controls::pause, controls::resume, controls::reset,
         events::page, events::stream,
@@ -29,7 +32,7 @@ use utoipa::{Modify, OpenApi};
     ),
     modifiers(&BearerAuth),
     tags(
-        (name = "sessions", description = "Create, find, list, change and delete sessions"),
+        (name = "sessions", description = "Create, find, list, change, fork, export, import and delete sessions"),
         (name = "turns", description = "Send messages, list, cancel and promote turns"),
         (name = "controls", description = "Abort, pause, resume, reset"),
         (name = "events", description = "The event log: pages and SSE"),
@@ -194,7 +197,10 @@ pub async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(served(
         ApiDoc::openapi(),
         &state,
-        &["/components/schemas/CreateSession/properties/provider"],
+        &[
+            "/components/schemas/CreateSession/properties/provider",
+            "/components/schemas/PatchSession/properties/provider",
+        ],
         &[],
     ))
 }
