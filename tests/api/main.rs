@@ -8,6 +8,7 @@ mod events;
 mod external;
 mod fuzz;
 mod helpers;
+mod model_switch;
 mod openai;
 mod openai_python;
 mod openapi;
@@ -17,6 +18,7 @@ mod schemathesis;
 #[path = "../support/server_process.rs"]
 mod server_process;
 mod sessions;
+mod transfer;
 mod shutdown;
 mod smoke;
 mod supervision;
