@@ -69,20 +69,40 @@ impl SessionCopy {
     /// completed by then and the events up to there that belong to them or to no turn.
     /// `turn_not_found` when `at_turn` is not a completed turn of the session.
     pub fn cut(self, at_turn: Option<TurnId>) -> Result<Cut, RuntimeError> {
+        self.cut_at(Some(at_turn))
+    }
+
+    /// The whole copy but for the turns that had not completed (and their events).
+    pub fn completed_part(self) -> Cut {
+        // Without a turn to find, the cut cannot fail.
+        self.cut_at(None)
+            .expect("a cut at the end of the log finds no turn")
+    }
+
+    /// `Some(turn)`: as [`SessionCopy::cut`]; `None`: up to the end of the log.
+    fn cut_at(self, at_turn: Option<Option<TurnId>>) -> Result<Cut, RuntimeError> {
         let completed_at = |turn: TurnId| {
             self.events.iter().find_map(|e| {
                 (e.turn_id == Some(turn) && matches!(e.body, EventBody::TurnCompleted { .. }))
                     .then_some(e.seq)
             })
         };
+        let last_completed = self
+            .events
+            .iter()
+            .rev()
+            .find(|e| matches!(e.body, EventBody::TurnCompleted { .. }))
+            .map_or((1, None), |e| (e.seq, e.turn_id));
         let (end_seq, last_turn) = match at_turn {
-            Some(turn) => (completed_at(turn).ok_or(RuntimeError::TurnNotFound)?, Some(turn)),
-            None => self
-                .events
-                .iter()
-                .rev()
-                .find(|e| matches!(e.body, EventBody::TurnCompleted { .. }))
-                .map_or((1, None), |e| (e.seq, e.turn_id)),
+            Some(Some(turn)) => (
+                completed_at(turn).ok_or(RuntimeError::TurnNotFound)?,
+                Some(turn),
+            ),
+            Some(None) => last_completed,
+            None => (
+                self.events.last().map_or(1, |e| e.seq),
+                last_completed.1,
+            ),
         };
         let kept: HashSet<TurnId> = self
             .events
@@ -372,13 +392,13 @@ impl crate::runtime::Runtime {
         plant(self.shared(), copy.cut(at_turn)?, spec, OriginKind::Fork).await
     }
 
-    /// Makes a new session of `spec.owner` from an exported one (up to its last completed
-    /// turn).
+    /// Makes a new session of `spec.owner` from an exported one: its whole log but the turns
+    /// that had not completed.
     pub async fn import(
         &self,
         copy: SessionCopy,
         spec: CopySpec,
     ) -> Result<SessionView, RuntimeError> {
-        plant(self.shared(), copy.cut(None)?, spec, OriginKind::Import).await
+        plant(self.shared(), copy.completed_part(), spec, OriginKind::Import).await
     }
 }

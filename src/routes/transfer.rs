@@ -162,7 +162,7 @@ pub async fn export(
         .body(body))
 }
 
-/// Makes a new session of the caller from an export (up to its last completed turn).
+/// Makes a new session of the caller from an export (its turns that had completed).
 #[utoipa::path(
     post, path = "/api/v1/sessions/import", operation_id = "import_session", tag = "sessions",
     params(ImportQuery),
