@@ -37,6 +37,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// The OpenAI-compatible routes.
     pub openai: OpenAiConfig,
+    /// The AG-UI route.
+    pub agui: AguiConfig,
     /// Seconds running attempts get to finish at shutdown before they are interrupted.
     pub shutdown_grace_secs: u64,
     /// Providers by name (`[providers.NAME]` tables); empty means `echo` plus every CLI on
@@ -57,6 +59,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             runtime: RuntimeConfig::default(),
             openai: OpenAiConfig::default(),
+            agui: AguiConfig::default(),
             shutdown_grace_secs: 10,
             providers: BTreeMap::new(),
         }
@@ -183,6 +186,23 @@ impl Default for LimitsConfig {
 pub struct OpenAiConfig {
     /// What a request naming another model (or provider) for an existing session does.
     pub model_switch: ModelSwitch,
+}
+
+/// The AG-UI route (`POST /api/v1/agui`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AguiConfig {
+    /// The provider (or `provider/model`) of a session a new `threadId` creates, when the
+    /// request's `forwardedProps.model` names none.
+    pub model: String,
+}
+
+impl Default for AguiConfig {
+    fn default() -> Self {
+        AguiConfig {
+            model: "echo".into(),
+        }
+    }
 }
 
 /// What an OpenAI request naming another model for an existing session does.

@@ -2,7 +2,7 @@
 //! runtime's actors.
 //!
 //! - [`health`]: `/healthz`, `/readyz`; [`metrics`]: `/metrics`.
-//! - Under `/api/v1`: [`sessions`] (CRUD), [`transfer`] (fork, export, import), [`turns`] (send, list, cancel, promote),
+//! - Under `/api/v1`: [`sessions`] (CRUD), [`transfer`] (fork, export, import), [`agui`] (AG-UI runs), [`turns`] (send, list, cancel, promote),
 //!   [`controls`] (abort, pause, resume, reset), [`events`] (page, SSE stream),
 //!   [`providers`], [`admin`] (actor table), [`openapi`] (the generated document).
 //!
@@ -10,6 +10,7 @@
 //! `Allow` (given its body by [`crate::error::method_not_allowed`]), never 404.
 
 pub mod admin;
+pub mod agui;
 pub mod controls;
 pub mod events;
 pub mod health;
@@ -43,6 +44,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
         .service(
             web::scope(API_PREFIX)
                 .configure(transfer::configure)
+                .configure(agui::configure)
                 .configure(sessions::configure)
                 .configure(turns::configure)
                 .configure(controls::configure)

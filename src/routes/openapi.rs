@@ -4,7 +4,7 @@
 //! providers as the `provider` enum, and the bearer scheme only when tokens are required.
 
 use crate::routes::{
-    admin, controls, events, health, metrics, providers, sessions, transfer, turns,
+    admin, agui, controls, events, health, metrics, providers, sessions, transfer, turns,
 };
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
@@ -22,7 +22,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         sessions::create, sessions::list, sessions::get, sessions::patch, sessions::delete,
         transfer::fork, transfer::export, transfer::import,
-        turns::send, turns::list, turns::cancel, turns::promote,
+        turns::send, turns::list, turns::cancel, turns::promote, agui::run,
         controls::abort, controls::pause, controls::resume, controls::reset,
         events::page, events::stream,
         providers::list,
