@@ -1,6 +1,7 @@
 //! Black-box tests of the server: each starts it on 127.0.0.1:0 and talks over real sockets.
 //! One test binary with modules, so it links once.
 
+mod agui;
 mod auth;
 mod contract;
 mod events;
