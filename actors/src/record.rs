@@ -101,9 +101,9 @@ impl Handover {
     /// The prompt an attempt sends: `prompt` as is, or after the transcript.
     pub fn prompt(handover: Option<&Handover>, prompt: &str) -> String {
         match handover {
-            Some(Handover::Transcript { text }) if !text.is_empty() => format!(
-                "The conversation so far:\n\n{text}The user's new message:\n\n{prompt}"
-            ),
+            Some(Handover::Transcript { text }) if !text.is_empty() => {
+                format!("The conversation so far:\n\n{text}The user's new message:\n\n{prompt}")
+            }
             _ => prompt.to_string(),
         }
     }

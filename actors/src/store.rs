@@ -145,7 +145,7 @@ pub enum Write {
         /// The rest of a session made from another (a fork, an import): its events after the
         /// first (seq 2, 3, …), its turns and the like, landing in the same transaction so a
         /// crash never leaves half a session. Empty for a new session; its `record` is unused.
-        rest: Batch,
+        rest: Box<Batch>,
     },
     /// Maps `key` to `session` unless it maps to something already (compare-and-set).
     ClaimKey {
@@ -303,7 +303,7 @@ impl dyn Store {
             record,
             first,
             key,
-            rest,
+            rest: Box::new(rest),
         };
         match self.write(write).await? {
             Written::Created(outcome) => Ok(outcome),

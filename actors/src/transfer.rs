@@ -99,10 +99,7 @@ impl SessionCopy {
                 Some(turn),
             ),
             Some(None) => last_completed,
-            None => (
-                self.events.last().map_or(1, |e| e.seq),
-                last_completed.1,
-            ),
+            None => (self.events.last().map_or(1, |e| e.seq), last_completed.1),
         };
         let kept: HashSet<TurnId> = self
             .events
@@ -207,7 +204,11 @@ pub(crate) async fn plant(
         .ok_or_else(|| RuntimeError::UnknownProvider(provider_name.clone()))?;
     let caps = provider.capabilities();
     let same_provider = provider_name == cut.record.provider;
-    let source_conversation = cut.record.provider_session_id.clone().filter(|_| same_provider);
+    let source_conversation = cut
+        .record
+        .provider_session_id
+        .clone()
+        .filter(|_| same_provider);
     let transcript = cut.transcript();
     let (provider_session_id, handover) = if caps.stateless {
         (None, None)
@@ -399,6 +400,12 @@ impl crate::runtime::Runtime {
         copy: SessionCopy,
         spec: CopySpec,
     ) -> Result<SessionView, RuntimeError> {
-        plant(self.shared(), copy.completed_part(), spec, OriginKind::Import).await
+        plant(
+            self.shared(),
+            copy.completed_part(),
+            spec,
+            OriginKind::Import,
+        )
+        .await
     }
 }

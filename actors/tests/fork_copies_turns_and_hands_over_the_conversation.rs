@@ -208,7 +208,10 @@ async fn a_fork_at_a_middle_turn_copies_that_far_and_leaves_the_source_alone() {
     assert_eq!(origin.kind, OriginKind::Fork);
     let again_turns = f.rt.store().all_turns(again.id).unwrap();
     assert_eq!(again_turns.len(), 3);
-    assert_eq!(again_turns[..2].iter().map(|t| t.id).collect::<Vec<_>>(), vec![one, two]);
+    assert_eq!(
+        again_turns[..2].iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![one, two]
+    );
 
     // A turn that is not a completed turn of the session is `turn_not_found`.
     let missing = f.rt.fork(source.id(), Some(TurnId::new()), spec()).await;
@@ -224,7 +227,10 @@ async fn a_forking_provider_resumes_the_source_conversation_as_a_fork() {
     let source_conversation = source.info().await.unwrap().provider_session_id.unwrap();
 
     let fork = f.rt.fork(source.id(), None, spec()).await.unwrap();
-    assert_eq!(fork.provider_session_id.as_deref(), Some(source_conversation.as_str()));
+    assert_eq!(
+        fork.provider_session_id.as_deref(),
+        Some(source_conversation.as_str())
+    );
     let forked = f.rt.handle(fork.id);
     turn(&forked, "three").await;
     turn(&forked, "four").await;
@@ -232,7 +238,10 @@ async fn a_forking_provider_resumes_the_source_conversation_as_a_fork() {
     let seen = f.forking.lock().unwrap().clone();
     // The fork's first attempt resumes the source's conversation as a fork; its next one
     // resumes the fork's own conversation; the source goes on with its own.
-    assert_eq!(seen[2], ("three".into(), Some(source_conversation.clone()), true));
+    assert_eq!(
+        seen[2],
+        ("three".into(), Some(source_conversation.clone()), true)
+    );
     let fork_conversation = forked.info().await.unwrap().provider_session_id.unwrap();
     assert_ne!(fork_conversation, source_conversation);
     assert_eq!(seen[3], ("four".into(), Some(fork_conversation), false));
@@ -277,6 +286,8 @@ async fn a_provider_that_cannot_fork_starts_fresh_with_a_transcript_and_says_so(
     let fork = f.rt.fork(plain.id(), None, spec()).await.unwrap();
     turn(&f.rt.handle(fork.id), "beta").await;
     let seen = f.plain.lock().unwrap().clone();
-    assert!(seen[1].0.starts_with("The conversation so far:\n\nuser: alpha\n\n"));
+    assert!(seen[1]
+        .0
+        .starts_with("The conversation so far:\n\nuser: alpha\n\n"));
     assert_eq!(seen[1].1, None);
 }

@@ -249,8 +249,10 @@ pub async fn patch(
 ) -> Result<HttpResponse, ApiError> {
     for (field, value) in [("model", &body.model), ("provider", &body.provider)] {
         if value.as_deref() == Some("") {
-            return Err(ApiError::invalid_request(format!("`{field}` must not be empty"))
-                .with("field", field));
+            return Err(
+                ApiError::invalid_request(format!("`{field}` must not be empty"))
+                    .with("field", field),
+            );
         }
     }
     let session = session

@@ -143,9 +143,11 @@ pub async fn export(
             let lines = format::jsonl(copy);
             let stream = futures::stream::iter(lines)
                 .map(|line| Ok::<_, actix_web::Error>(web::Bytes::from(line)));
-            ("application/x-ndjson", "jsonl", actix_web::body::BoxBody::new(
-                actix_web::body::BodyStream::new(stream),
-            ))
+            (
+                "application/x-ndjson",
+                "jsonl",
+                actix_web::body::BoxBody::new(actix_web::body::BodyStream::new(stream)),
+            )
         }
         ExportFormat::Markdown => (
             "text/markdown; charset=utf-8",

@@ -21,7 +21,11 @@ fn input(thread: &str, run: &str, prompt: &str) -> Value {
 }
 
 /// POSTs a run; status and the SSE frames as (id, event).
-async fn post_run(app: &TestApp, body: Value, last_event_id: Option<u64>) -> (u16, Vec<(u64, Value)>) {
+async fn post_run(
+    app: &TestApp,
+    body: Value,
+    last_event_id: Option<u64>,
+) -> (u16, Vec<(u64, Value)>) {
     let mut request = app
         .client
         .post(app.url("/api/v1/agui"))
@@ -63,7 +67,12 @@ fn types(frames: &[(u64, Value)]) -> Vec<String> {
 #[actix_rt::test]
 async fn an_agui_run_with_a_tool_call_streams_and_resumes() {
     let app = spawn_app().await;
-    let (status, frames) = post_run(&app, input("agui-1", "run-1", &tool_prompt("hi there agui")), None).await;
+    let (status, frames) = post_run(
+        &app,
+        input("agui-1", "run-1", &tool_prompt("hi there agui")),
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(
         types(&frames),
@@ -81,12 +90,18 @@ async fn an_agui_run_with_a_tool_call_streams_and_resumes() {
         ]
     );
     let ids: Vec<u64> = frames.iter().map(|(id, _)| *id).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids only grow: {ids:?}");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids only grow: {ids:?}"
+    );
     let (_, started) = &frames[0];
     assert_eq!(started["threadId"], "agui-1");
     assert_eq!(started["runId"], "run-1");
     assert_eq!(frames[1].1["toolCallName"], "echo");
-    assert_eq!(frames[2].1["delta"], json!({"text": "hi there agui"}).to_string());
+    assert_eq!(
+        frames[2].1["delta"],
+        json!({"text": "hi there agui"}).to_string()
+    );
     assert_eq!(frames[4].1["content"], "hi there agui");
     let text: String = frames
         .iter()
@@ -123,7 +138,8 @@ async fn an_agui_run_with_a_tool_call_streams_and_resumes() {
     assert_eq!(turns["turns"].as_array().unwrap().len(), 2);
 
     // A failed turn ends with RUN_ERROR carrying its code.
-    let failing = json!({"script": {"fail": "terminal", "fail_code": "prompt_too_long"}, "text": "x"});
+    let failing =
+        json!({"script": {"fail": "terminal", "fail_code": "prompt_too_long"}, "text": "x"});
     let (_, frames) = post_run(&app, input("agui-1", "run-3", &failing.to_string()), None).await;
     let (_, last) = frames.last().unwrap();
     assert_eq!(last["type"], "RUN_ERROR");
@@ -186,7 +202,10 @@ fn the_official_agui_client_runs_and_replays_against_troupe() {
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the AG-UI client failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "the AG-UI client failed:\n{stdout}\n{stderr}"
+    );
     let result: Value = serde_json::from_str(stdout.trim()).expect("the script's JSON");
     let first = &result["first"];
     assert_eq!(

@@ -19,9 +19,9 @@ mod schemathesis;
 #[path = "../support/server_process.rs"]
 mod server_process;
 mod sessions;
-mod transfer;
 mod shutdown;
 mod smoke;
 mod supervision;
+mod transfer;
 mod turns;
 mod ws;

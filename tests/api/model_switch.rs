@@ -19,7 +19,12 @@ fn model_of_turn(events: &[Value], turn: &str) -> Option<Value> {
 
 /// With the blocking client against a server process: sends a turn and waits for its end;
 /// the session's whole log.
-fn run_turn(client: &reqwest::blocking::Client, base: &str, id: &str, text: &str) -> (String, Vec<Value>) {
+fn run_turn(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    id: &str,
+    text: &str,
+) -> (String, Vec<Value>) {
     let receipt: Value = client
         .post(format!("{base}/api/v1/sessions/{id}/turns"))
         .json(&json!({"content": text}))
@@ -43,7 +48,10 @@ fn run_turn(client: &reqwest::blocking::Client, base: &str, id: &str, text: &str
         {
             return (turn, events);
         }
-        assert!(Instant::now() < deadline, "the turn never ended: {events:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the turn never ended: {events:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -128,12 +136,20 @@ async fn a_patch_switches_the_provider_and_refuses_bad_values() {
         .await;
     assert_eq!(started["data"]["provider"], "other");
 
-    assert_error(&app.patch(&path, json!({"provider": "nope"})).await, 400, "unknown_provider");
+    assert_error(
+        &app.patch(&path, json!({"provider": "nope"})).await,
+        400,
+        "unknown_provider",
+    );
     let answer = app.patch(&path, json!({"model": ""})).await;
     assert_error(&answer, 400, "invalid_request");
     assert_eq!(answer.1["error"]["field"], "model");
     app.patch(&path, json!({"archived": true})).await;
-    assert_error(&app.patch(&path, json!({"model": "m9"})).await, 409, "session_archived");
+    assert_error(
+        &app.patch(&path, json!({"model": "m9"})).await,
+        409,
+        "session_archived",
+    );
 }
 
 /// A chat completion on key `key` with `model`; the session id and the answer.
@@ -185,10 +201,15 @@ async fn an_openai_request_naming_another_model_switches_the_keyed_session() {
         .all_events(&id)
         .await
         .into_iter()
-        .filter(|e| e["kind"] == "session.updated" && e["data"]["reason"] != "provider_session_mapped")
+        .filter(|e| {
+            e["kind"] == "session.updated" && e["data"]["reason"] != "provider_session_mapped"
+        })
         .map(|e| e["data"]["reason"].clone())
         .collect();
-    assert_eq!(reasons, vec![json!("model_changed"), json!("provider_changed")]);
+    assert_eq!(
+        reasons,
+        vec![json!("model_changed"), json!("provider_changed")]
+    );
 }
 
 #[actix_rt::test]

@@ -141,7 +141,10 @@ async fn a_fork_at_a_middle_turn_copies_up_to_it_and_the_source_stays() {
         .await;
     assert_error(&answer, 404, "turn_not_found");
     let answer = app
-        .post(&format!("/api/v1/sessions/{source}/fork"), json!({"key": "fork-1"}))
+        .post(
+            &format!("/api/v1/sessions/{source}/fork"),
+            json!({"key": "fork-1"}),
+        )
         .await;
     assert_error(&answer, 400, "invalid_session_key");
     let answer = app

@@ -86,7 +86,7 @@ impl Inner {
                 first,
                 key,
                 rest,
-            } => self.create(record, first, key, rest).map(Written::Created),
+            } => self.create(record, first, key, *rest).map(Written::Created),
             Write::ClaimKey { key, session } => Ok(Written::Claimed(self.claim_key(key, session))),
             Write::Delete(id) => {
                 self.delete_session(id);

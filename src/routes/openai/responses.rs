@@ -148,13 +148,15 @@ async fn target_of(
     if let Some(previous) = &body.previous_response_id {
         let not_found = || OpenAiError::response_not_found(previous).param("previous_response_id");
         let (session, _) = parse_response_id(previous).ok_or_else(not_found)?;
-        return sessions::continued(state, owner, session, choice).await.map_err(|e| {
-            if e.code == "session_not_found" {
-                not_found()
-            } else {
-                e
-            }
-        });
+        return sessions::continued(state, owner, session, choice)
+            .await
+            .map_err(|e| {
+                if e.code == "session_not_found" {
+                    not_found()
+                } else {
+                    e
+                }
+            });
     }
     let key = sessions::header_key(req)?;
     sessions::keyed_or_one_off(state, owner, choice, key).await

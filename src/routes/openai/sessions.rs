@@ -10,11 +10,11 @@ use super::errors::OpenAiError;
 use super::models::ModelChoice;
 use crate::config::ModelSwitch;
 use crate::state::AppState;
-use troupe_actors::session::UpdateSession;
 use actix_web::HttpRequest;
 use serde_json::{json, Map, Value};
 use troupe_actors::ids::validate_session_key;
 use troupe_actors::provider::HistoryMessage;
+use troupe_actors::session::UpdateSession;
 use troupe_actors::MAX_CLIENT_MESSAGE_ID_BYTES;
 use troupe_actors::{BusyMode, NewSession, RuntimeError, SendTurn, SessionHandle, SessionId};
 

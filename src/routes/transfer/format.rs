@@ -65,7 +65,10 @@ pub fn jsonl(copy: SessionCopy) -> Vec<String> {
     }
     for event in copy.events {
         // The event's own encoding, as the store and every wire carry it.
-        lines.push(format!("{{\"type\":\"event\",\"event\":{}}}\n", event.json()));
+        lines.push(format!(
+            "{{\"type\":\"event\",\"event\":{}}}\n",
+            event.json()
+        ));
     }
     lines
 }
@@ -87,7 +90,10 @@ pub fn parse(body: &str) -> Result<SessionCopy, ApiError> {
         match (line, record.is_some()) {
             (
                 Line::Session {
-                    format, version, session, ..
+                    format,
+                    version,
+                    session,
+                    ..
                 },
                 false,
             ) => {
@@ -152,7 +158,11 @@ pub fn markdown(copy: &SessionCopy) -> String {
             EventBody::ToolResult {
                 output, is_error, ..
             } => {
-                let label = if *is_error { "tool error" } else { "tool result" };
+                let label = if *is_error {
+                    "tool error"
+                } else {
+                    "tool result"
+                };
                 out.push_str(&format!("> {label}: `{}`\n\n", json!(output)));
             }
             EventBody::TurnCompleted { outcome, error, .. } if *outcome != Outcome::Success => {

@@ -111,7 +111,11 @@ impl SledEngine {
         rest: &Batch,
         ends: &mut Ends,
     ) -> Result<Prepared, StoreError> {
-        if rest.events.first().is_some_and(|next| next.seq != first.seq + 1) {
+        if rest
+            .events
+            .first()
+            .is_some_and(|next| next.seq != first.seq + 1)
+        {
             return Err(self.conflict(record.id, first.seq + 1));
         }
         let events: Vec<Arc<Event>> = std::iter::once(first.clone())

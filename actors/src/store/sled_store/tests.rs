@@ -34,12 +34,15 @@ fn create(key: Option<&str>) -> (Write, SessionId) {
         project: None,
         key: k.clone(),
     });
-    (Write::Create {
+    (
+        Write::Create {
             record,
             first,
             key,
-            rest: Batch::default(),
-        }, id)
+            rest: Box::default(),
+        },
+        id,
+    )
 }
 
 fn deltas(session: SessionId, seqs: std::ops::RangeInclusive<u64>, active: bool) -> Write {
@@ -183,7 +186,7 @@ fn a_create_with_its_rest_lands_whole_or_not_at_all() {
                 record,
                 first,
                 key,
-                rest,
+                rest: Box::new(rest),
             },
             id,
         )
