@@ -44,7 +44,7 @@ pub struct ForkSession {
 pub struct ExportQuery {
     /// `jsonl` (default: the file `POST /sessions/import` reads) or `markdown` (a transcript
     /// for people).
-    #[param(value_type = Option<ExportFormat>)]
+    #[param(value_type = Option<ExportFormat>, inline)]
     pub format: Option<ExportFormat>,
 }
 
