@@ -291,3 +291,61 @@ async fn a_provider_that_cannot_fork_starts_fresh_with_a_transcript_and_says_so(
         .starts_with("The conversation so far:\n\nuser: alpha\n\n"));
     assert_eq!(seen[1].1, None);
 }
+
+#[actix_rt::test]
+async fn a_switch_to_a_provider_that_keeps_its_own_conversation_hands_over_a_transcript() {
+    let f = fixture();
+    let session = session_on(&f.rt, "echo").await;
+    turn(&session, "one").await;
+    let view = session
+        .update(troupe_actors::session::UpdateSession {
+            provider: Some("plain".into()),
+            model: Some("big".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (view.provider.as_str(), view.model.as_deref()),
+        ("plain", Some("big"))
+    );
+    assert_eq!(view.provider_session_id, None);
+    turn(&session, "two").await;
+    turn(&session, "three").await;
+    let seen = f.plain.lock().unwrap().clone();
+    assert_eq!(
+        seen[0],
+        (
+            "The conversation so far:\n\nuser: one\n\nassistant: one\n\n\
+             The user's new message:\n\ntwo"
+                .into(),
+            None,
+            false
+        )
+    );
+    assert_eq!(seen[1].0, "three");
+    let reasons: Vec<_> = stored_events(f.rt.store(), session.id())
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::SessionUpdated { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        reasons.contains(&"provider_changed".to_string()),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"model_changed".to_string()),
+        "{reasons:?}"
+    );
+    // An unknown provider is refused and changes nothing.
+    let refused = session
+        .update(troupe_actors::session::UpdateSession {
+            provider: Some("nope".into()),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(refused.unwrap_err().code(), "unknown_provider");
+    assert_eq!(session.info().await.unwrap().provider, "plain");
+}
