@@ -102,6 +102,23 @@ async fn read_for(socket: &mut Socket, seen: &mut Seen, window: Duration, seed: 
     }
 }
 
+/// GETs `url` as JSON. A GET is idempotent, so a request cut off by a connection the server
+/// closed (a keep-alive race under load) is tried again, as any client would.
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match client.get(url).send().await {
+            Ok(resp) => return resp.json().await.expect("JSON body"),
+            Err(e) if tries < 3 && e.is_request() => {
+                eprintln!("GET {url} tried again after: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("GET {url}: {e}"),
+        }
+    }
+}
+
 /// The whole stored log of a session, by REST (only what the server calls durable).
 async fn stored_log(client: &reqwest::Client, base: &str, session: &str) -> Vec<Value> {
     stored_log_after(client, base, session, 0).await
@@ -119,16 +136,11 @@ async fn stored_log_after(
         let after = out
             .last()
             .map_or(from, |e: &Value| e["seq"].as_u64().unwrap());
-        let page: Value = client
-            .get(format!(
-                "{base}/api/v1/sessions/{session}/events?after_seq={after}&limit=1000"
-            ))
-            .send()
-            .await
-            .expect("GET events")
-            .json()
-            .await
-            .expect("events JSON");
+        let page = get_json(
+            client,
+            &format!("{base}/api/v1/sessions/{session}/events?after_seq={after}&limit=1000"),
+        )
+        .await;
         let events = page["events"].as_array().expect("events").clone();
         if events.is_empty() {
             return out;
@@ -205,6 +217,7 @@ async fn kill_9_never_rewrites_an_event_a_client_saw() {
     let mut rewritten_checks = 0usize;
     let mut checked = [0u64; SESSIONS];
     let started = Instant::now();
+    let mut restarts = Duration::ZERO;
 
     for kill in 0..kills {
         let base = server.base();
@@ -240,7 +253,19 @@ async fn kill_9_never_rewrites_an_event_a_client_saw() {
         // Restarted: everything any client was shown since the last check is in the log,
         // unchanged, and the log goes on gapless from there (blocks are never rewritten, so
         // what was checked stays checked; the end runs one full check as well).
+        let restart = Instant::now();
         server = ServerProcess::start(data.path(), &[], ENV);
+        restarts += restart.elapsed();
+        if (kill + 1) % 50 == 0 {
+            eprintln!(
+                "kill {}: {} turns acknowledged, {rewritten_checks} shown events checked, \
+                 restart {:?} on average, {:?} in all",
+                kill + 1,
+                accepted.len(),
+                restarts / (kill as u32 + 1),
+                started.elapsed()
+            );
+        }
         for (i, session) in sessions.iter().enumerate() {
             let from = checked[i];
             let log = stored_log_after(&client, &server.base(), session, from).await;
@@ -254,14 +279,7 @@ async fn kill_9_never_rewrites_an_event_a_client_saw() {
     let deadline = Instant::now() + Duration::from_secs(120);
     for (i, session) in sessions.iter().enumerate() {
         loop {
-            let turns: Value = client
-                .get(format!("{base}/api/v1/sessions/{session}/turns"))
-                .send()
-                .await
-                .expect("turns")
-                .json()
-                .await
-                .expect("turns JSON");
+            let turns = get_json(&client, &format!("{base}/api/v1/sessions/{session}/turns")).await;
             let open = turns["turns"]
                 .as_array()
                 .expect("turns")

@@ -95,17 +95,27 @@ pub enum Handover {
         /// The earlier conversation, as `role: text` paragraphs.
         text: String,
     },
+    /// Start a fresh provider conversation whose first prompt carries a transcript of this
+    /// session's own conversation so far, read from its log (a switch to another provider).
+    TranscriptOfLog,
 }
 
 impl Handover {
-    /// The prompt an attempt sends: `prompt` as is, or after the transcript.
+    /// The prompt an attempt sends: `prompt` as is, or after a copied transcript
+    /// ([`Handover::TranscriptOfLog`] is made by the session, which has the log).
     pub fn prompt(handover: Option<&Handover>, prompt: &str) -> String {
         match handover {
-            Some(Handover::Transcript { text }) if !text.is_empty() => {
-                format!("The conversation so far:\n\n{text}The user's new message:\n\n{prompt}")
-            }
+            Some(Handover::Transcript { text }) => Self::with_transcript(text, prompt),
             _ => prompt.to_string(),
         }
+    }
+
+    /// `prompt` after the transcript `text` (`prompt` alone when there is none).
+    pub fn with_transcript(text: &str, prompt: &str) -> String {
+        if text.is_empty() {
+            return prompt.to_string();
+        }
+        format!("The conversation so far:\n\n{text}The user's new message:\n\n{prompt}")
     }
 }
 

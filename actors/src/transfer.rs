@@ -43,15 +43,15 @@ pub struct SessionCopy {
 
 impl SessionCopy {
     /// Reads a whole session: the one place a fork or an export reads the store.
-    pub fn read(store: &dyn Store, id: SessionId) -> Result<Option<SessionCopy>, StoreError> {
-        let Some(record) = store.get_session(id)? else {
+    pub async fn read(store: &dyn Store, id: SessionId) -> Result<Option<SessionCopy>, StoreError> {
+        let Some(record) = store.get_session(id).await? else {
             return Ok(None);
         };
-        let turns = store.all_turns(id)?;
+        let turns = store.all_turns(id).await?;
         let mut events = Vec::new();
         loop {
             let after = events.last().map_or(0, |e: &Event| e.seq);
-            let page = store.read_events(id, after, READ_PAGE)?;
+            let page = store.read_events(id, after, READ_PAGE).await?;
             let full = page.len() == READ_PAGE;
             events.extend(page);
             if !full {
@@ -370,8 +370,8 @@ fn rehome(body: EventBody, record: &SessionRecord) -> EventBody {
 impl crate::runtime::Runtime {
     /// The caller's session `id` as the store holds it (for an export); `session_not_found`
     /// when it is not theirs.
-    pub fn copy_of(&self, owner: &str, id: SessionId) -> Result<SessionCopy, RuntimeError> {
-        match SessionCopy::read(self.store().as_ref(), id)? {
+    pub async fn copy_of(&self, owner: &str, id: SessionId) -> Result<SessionCopy, RuntimeError> {
+        match SessionCopy::read(self.store().as_ref(), id).await? {
             Some(copy) if copy.record.owner == owner => Ok(copy),
             _ => Err(RuntimeError::SessionNotFound),
         }
@@ -385,7 +385,7 @@ impl crate::runtime::Runtime {
         at_turn: Option<TurnId>,
         spec: CopySpec,
     ) -> Result<SessionView, RuntimeError> {
-        let copy = self.copy_of(&spec.owner, id)?;
+        let copy = self.copy_of(&spec.owner, id).await?;
         let spec = CopySpec {
             project: spec.project.or(copy.record.project.clone()),
             ..spec

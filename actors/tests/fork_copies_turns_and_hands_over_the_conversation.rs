@@ -126,8 +126,8 @@ fn msg(role: &str, text: &str) -> HistoryMessage {
     }
 }
 
-fn origin_of(rt: &Runtime, id: SessionId) -> Origin {
-    match &stored_events(rt.store(), id)[0].body {
+async fn origin_of(rt: &Runtime, id: SessionId) -> Origin {
+    match &stored_events(rt.store(), id).await[0].body {
         EventBody::SessionCreated {
             origin: Some(origin),
             ..
@@ -143,14 +143,14 @@ async fn a_fork_at_a_middle_turn_copies_that_far_and_leaves_the_source_alone() {
     let one = turn(&source, "one").await;
     let two = turn(&source, "two").await;
     let three = turn(&source, "three").await;
-    let source_log = stored_events(f.rt.store(), source.id());
+    let source_log = stored_events(f.rt.store(), source.id()).await;
 
     let fork = f.rt.fork(source.id(), Some(two), spec()).await.unwrap();
-    let log = stored_events(f.rt.store(), fork.id);
+    let log = stored_events(f.rt.store(), fork.id).await;
     assert_gapless(&log, 1);
     assert_eq!(fork.last_seq, log.len() as u64);
     assert_eq!(
-        origin_of(&f.rt, fork.id),
+        origin_of(&f.rt, fork.id).await,
         Origin {
             kind: OriginKind::Fork,
             session_id: source.id(),
@@ -176,7 +176,7 @@ async fn a_fork_at_a_middle_turn_copies_that_far_and_leaves_the_source_alone() {
     assert_eq!(forked, copied);
     assert!(log.iter().all(|e| e.session_id == fork.id));
     assert!(!log.iter().any(|e| e.turn_id == Some(three)));
-    let turns = f.rt.store().all_turns(fork.id).unwrap();
+    let turns = f.rt.store().all_turns(fork.id).await.unwrap();
     assert_eq!(
         turns.iter().map(|t| t.id).collect::<Vec<_>>(),
         vec![one, two]
@@ -199,14 +199,14 @@ async fn a_fork_at_a_middle_turn_copies_that_far_and_leaves_the_source_alone() {
     );
 
     // The source is untouched by the fork and by the fork's turn.
-    assert_eq!(stored_events(f.rt.store(), source.id()), source_log);
+    assert_eq!(stored_events(f.rt.store(), source.id()).await, source_log);
 
     // A fork of the fork (at its last turn) names the fork as its origin.
     let again = f.rt.fork(fork.id, None, spec()).await.unwrap();
-    let origin = origin_of(&f.rt, again.id);
+    let origin = origin_of(&f.rt, again.id).await;
     assert_eq!(origin.session_id, fork.id);
     assert_eq!(origin.kind, OriginKind::Fork);
-    let again_turns = f.rt.store().all_turns(again.id).unwrap();
+    let again_turns = f.rt.store().all_turns(again.id).await.unwrap();
     assert_eq!(again_turns.len(), 3);
     assert_eq!(
         again_turns[..2].iter().map(|t| t.id).collect::<Vec<_>>(),
@@ -257,7 +257,7 @@ async fn a_provider_that_cannot_fork_starts_fresh_with_a_transcript_and_says_so(
     turn(&source, "two").await;
     let fork = f.rt.fork(source.id(), Some(one), spec()).await.unwrap();
     assert_eq!(fork.provider_session_id, None);
-    let log = stored_events(f.rt.store(), fork.id);
+    let log = stored_events(f.rt.store(), fork.id).await;
     assert!(matches!(
         &log.last().unwrap().body,
         EventBody::SessionUpdated { reason, .. } if reason == "transcript_seeded"
@@ -325,6 +325,7 @@ async fn a_switch_to_a_provider_that_keeps_its_own_conversation_hands_over_a_tra
     );
     assert_eq!(seen[1].0, "three");
     let reasons: Vec<_> = stored_events(f.rt.store(), session.id())
+        .await
         .iter()
         .filter_map(|e| match &e.body {
             EventBody::SessionUpdated { reason, .. } => Some(reason.clone()),

@@ -113,6 +113,7 @@ pub async fn run(
     let known = runtime
         .store()
         .turn_for_client_id(handle.id(), &client_id)
+        .await
         .map_err(troupe_actors::RuntimeError::from)?;
     let (follower, turn) = match known {
         Some(turn) => (TurnFollower::replay(runtime, handle, turn).await?, turn),
@@ -149,7 +150,7 @@ async fn thread(
     input: &RunAgentInput,
 ) -> Result<SessionHandle, ApiError> {
     if let Ok(id) = input.thread_id.parse::<SessionId>() {
-        if let Ok(handle) = state.runtime.session_of(&caller.owner, id) {
+        if let Ok(handle) = state.runtime.session_of(&caller.owner, id).await {
             return Ok(handle);
         }
     }

@@ -136,7 +136,7 @@ pub async fn export(
     query: web::Query<ExportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = session.handle.id();
-    let copy = state.runtime.copy_of(&session.caller.owner, id)?;
+    let copy = state.runtime.copy_of(&session.caller.owner, id).await?;
     let format = query.into_inner().format.unwrap_or_default();
     let (content_type, extension, body) = match format {
         ExportFormat::Jsonl => {

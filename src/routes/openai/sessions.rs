@@ -139,7 +139,7 @@ pub async fn continued(
     id: SessionId,
     choice: &ModelChoice,
 ) -> Result<Target, OpenAiError> {
-    let handle = state.runtime.session_of(owner, id)?;
+    let handle = state.runtime.session_of(owner, id).await?;
     follow_model(state, &handle, choice).await?;
     target(state, handle, false, choice)
 }
@@ -153,7 +153,7 @@ async fn follow_model(
     choice: &ModelChoice,
 ) -> Result<(), OpenAiError> {
     if state.config.openai.model_switch == ModelSwitch::Refuse {
-        return check_provider(state, handle.id(), choice);
+        return check_provider(state, handle.id(), choice).await;
     }
     let session = handle.info().await?;
     let provider = (session.provider != choice.provider).then(|| choice.provider.clone());
@@ -193,7 +193,7 @@ fn target(
 
 /// With `openai.model_switch = "refuse"` a session keeps the provider it was made with: a
 /// request naming another one is refused rather than silently answered by a different backend.
-fn check_provider(
+async fn check_provider(
     state: &AppState,
     id: SessionId,
     choice: &ModelChoice,
@@ -202,6 +202,7 @@ fn check_provider(
         .runtime
         .store()
         .get_session(id)
+        .await
         .map_err(troupe_actors::RuntimeError::from)?;
     match record {
         Some(record) if record.provider != choice.provider => {
