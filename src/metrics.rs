@@ -334,6 +334,12 @@ impl Collector for RuntimeCollector {
         )?;
         counter(
             &mut encoder,
+            "process_groups_reaped",
+            "Agent process groups a previous server left alive, killed at startup",
+            &m.process_groups_reaped,
+        )?;
+        counter(
+            &mut encoder,
             "session_panics",
             "Session actors restarted after a panic",
             &m.panics,

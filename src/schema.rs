@@ -264,6 +264,8 @@ pub struct RegistryFiguresSchema {
     pub passivated: u64,
     /// Activations since start.
     pub activations: u64,
+    /// Agent process groups a previous server left alive, killed at this start.
+    pub reaped_process_groups: u64,
 }
 
 /// Every error answer: `{"error": {"code", "message", …}}`.

@@ -17,6 +17,8 @@
 //! - [`store`]: the [`Store`] trait with sled and in-memory implementations.
 //! - [`provider`]: the [`Provider`] trait and the scripted [`EchoProvider`].
 //! - [`transfer`]: sessions made from others (fork at a turn, import of an export).
+//! - [`process_groups`]: the durable record of running agent process groups, read by the
+//!   reaper that kills what a crashed server left behind.
 //! - [`event`], [`record`], [`ids`], [`time`]: the data and its wire shapes.
 //!
 //! # Supervision tree
@@ -45,6 +47,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod metrics;
 pub mod owner_feed;
+pub mod process_groups;
 pub mod provider;
 pub mod record;
 pub mod registry;
@@ -63,6 +66,7 @@ pub use event::{ErrorInfo, Event, EventBody};
 pub use follow::{Follow, FollowEnd};
 pub use handle::SessionHandle;
 pub use ids::{ScopedKey, SessionId, TurnId};
+pub use process_groups::{ProcessLedger, RecordedGroup, SpawnedGroup};
 pub use provider::{
     AttemptRequest, Capabilities, Completion, EchoProvider, FailureClass, Provider, ProviderError,
     ProviderEvent, ProviderRun, ProviderSet,

@@ -36,6 +36,8 @@ pub struct RuntimeMetrics {
     pub panics: AtomicU64,
     /// Sessions stopped because a store write failed (fail-stop).
     pub store_failures: AtomicU64,
+    /// Agent process groups a previous server left alive, killed at startup.
+    pub process_groups_reaped: AtomicU64,
 }
 
 /// Every outcome, in the order of [`RuntimeMetrics::turns_completed`].

@@ -7,6 +7,7 @@ mod echo;
 pub use echo::{EchoProvider, EchoScript};
 
 use crate::ids::{SessionId, TurnId};
+use crate::process_groups::ProcessLedger;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -193,6 +194,9 @@ pub struct AttemptRequest {
     pub options: Value,
     /// Cancelled when the attempt is aborted; fresh for every attempt.
     pub cancel: CancellationToken,
+    /// Where a provider that starts processes records their process group, durably, before
+    /// it gives them any work (untracked outside a runtime).
+    pub processes: ProcessLedger,
 }
 
 /// A started attempt.

@@ -21,6 +21,7 @@ mod handlers;
 mod journal;
 mod messages;
 mod outcome;
+mod processes;
 mod turn_handlers;
 
 pub use messages::*;

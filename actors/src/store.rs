@@ -19,6 +19,7 @@ pub use sled_store::SledStore;
 
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
+use crate::process_groups::{ProcessGroupChange, ProcessGroupRecord};
 use crate::record::{SessionRecord, TurnRecord};
 use futures::future::BoxFuture;
 use std::sync::Arc;
@@ -163,6 +164,10 @@ pub enum Write {
     },
     /// Deletes a session with its keys, turns, idempotency keys and events.
     Delete(SessionId),
+    /// Records a running agent process group, or forgets one that is gone
+    /// ([`process_groups`](crate::process_groups)). Kept apart from the sessions: a group is
+    /// cleared when it is dead, which can be after its session was deleted.
+    ProcessGroup(ProcessGroupChange),
 }
 
 impl Write {
@@ -263,6 +268,9 @@ pub trait Store: Send + Sync + 'static {
         provider_session_id: &str,
     ) -> StoreRead<Option<SessionId>>;
 
+    /// Every recorded agent process group, for the reaper at startup.
+    fn process_groups(&self) -> StoreRead<Vec<ProcessGroupRecord>>;
+
     /// Counts of sessions and events, for operators and benchmarks.
     fn stats(&self) -> StoreRead<StoreStats>;
 
@@ -314,6 +322,8 @@ pub trait EmbeddedStore: Send + Sync + 'static {
         provider: &str,
         provider_session_id: &str,
     ) -> Result<Option<SessionId>, StoreError>;
+    /// See [`Store::process_groups`].
+    fn process_groups(&self) -> Result<Vec<ProcessGroupRecord>, StoreError>;
     /// See [`Store::flush`].
     fn flush(&self) -> Result<(), StoreError>;
     /// See [`Store::check_writable`].
@@ -384,6 +394,9 @@ impl<S: EmbeddedStore> Store for S {
             provider,
             provider_session_id,
         ))
+    }
+    fn process_groups(&self) -> StoreRead<Vec<ProcessGroupRecord>> {
+        ready(EmbeddedStore::process_groups(self))
     }
     fn stats(&self) -> StoreRead<StoreStats> {
         ready(EmbeddedStore::stats(self))

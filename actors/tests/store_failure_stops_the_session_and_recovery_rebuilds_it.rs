@@ -49,6 +49,11 @@ impl EmbeddedStore for FailingStore {
     fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {
         EmbeddedStore::active_sessions(&self.inner)
     }
+    fn process_groups(
+        &self,
+    ) -> Result<Vec<troupe_actors::process_groups::ProcessGroupRecord>, StoreError> {
+        EmbeddedStore::process_groups(&self.inner)
+    }
     fn read_events(
         &self,
         s: SessionId,

@@ -204,6 +204,7 @@ impl Session {
             model: self.record.model.clone(),
             options: turn.options.clone(),
             cancel,
+            processes: self.process_ledger(turn.id, attempt, ctx),
         };
         RuntimeMetrics::bump(&self.metrics().attempts);
         let mut turn_record = turn.clone();

@@ -5,6 +5,7 @@ use super::{
 };
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
+use crate::process_groups::{ProcessGroupChange, ProcessGroupKey, ProcessGroupRecord};
 use crate::record::{SessionRecord, TurnRecord, TurnStatus};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,6 +26,7 @@ struct Inner {
     client_ids: HashMap<(SessionId, String), TurnId>,
     provider_ids: HashMap<(String, String), SessionId>,
     active: HashSet<SessionId>,
+    process_groups: BTreeMap<ProcessGroupKey, ProcessGroupRecord>,
 }
 
 impl MemoryStore {
@@ -92,6 +94,14 @@ impl Inner {
             Write::ClaimKey { key, session } => Ok(Written::Claimed(self.claim_key(key, session))),
             Write::Delete(id) => {
                 self.delete_session(id);
+                Ok(Written::Done)
+            }
+            Write::ProcessGroup(ProcessGroupChange::Started(record)) => {
+                self.process_groups.insert(record.key(), record);
+                Ok(Written::Done)
+            }
+            Write::ProcessGroup(ProcessGroupChange::Ended(key)) => {
+                self.process_groups.remove(&key);
                 Ok(Written::Done)
             }
         }
@@ -256,6 +266,10 @@ impl EmbeddedStore for MemoryStore {
             .provider_ids
             .get(&(provider.to_string(), provider_session_id.to_string()))
             .copied())
+    }
+
+    fn process_groups(&self) -> Result<Vec<ProcessGroupRecord>, StoreError> {
+        Ok(self.lock().process_groups.values().cloned().collect())
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -17,6 +17,8 @@
 //! c sid client_id     idempotency key -> turn id
 //! p provider 0 id     provider session id -> sid
 //! a sid               session has open turns
+//! g pgid start        running agent process group (JSON); pgid 4 bytes, leader start 8 bytes,
+//!                     both big-endian
 //!
 //! tree `events`:
 //! e sid seq           a block of consecutive events starting at seq:
@@ -39,6 +41,7 @@ use super::{
 };
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
+use crate::process_groups::ProcessGroupRecord;
 use crate::record::{SessionRecord, TurnRecord};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
@@ -525,6 +528,14 @@ impl SledEngine {
             } => self.create(&record, &first, key.as_ref(), &rest),
             Write::ClaimKey { key, session } => self.claim_key(&key, session).map(Written::Claimed),
             Write::Delete(id) => self.delete_session(id).map(|()| Written::Done),
+            Write::ProcessGroup(change) => {
+                let (k, v) = process_group_write(&change);
+                let result = match v {
+                    Some(v) => self.tree.insert(k, v).map(|_| ()),
+                    None => self.tree.remove(k).map(|_| ()),
+                };
+                result.map(|()| Written::Done).map_err(engine_err)
+            }
         }
     }
 }
@@ -604,6 +615,10 @@ impl EmbeddedStore for SledStore {
     ) -> Result<Option<SessionId>, StoreError> {
         self.engine
             .session_for_provider_id(provider, provider_session_id)
+    }
+
+    fn process_groups(&self) -> Result<Vec<ProcessGroupRecord>, StoreError> {
+        self.engine.scan_prefix(vec![b'g'])
     }
 
     fn flush(&self) -> Result<(), StoreError> {

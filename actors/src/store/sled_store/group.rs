@@ -41,6 +41,8 @@ pub(super) enum Prepared {
         writes: Vec<KeyWrite>,
         blocks: Vec<(Vec<u8>, Vec<u8>)>,
     },
+    /// Plain writes of records outside any session (a process group's record).
+    Plain { writes: Vec<KeyWrite> },
 }
 
 /// What one prepared write did in a transaction: a commit landed (`None`), a create made the
@@ -145,6 +147,9 @@ impl SledEngine {
                 key,
                 rest,
             } => Some(self.prepare_create(record, first, key.as_ref(), rest, ends)),
+            Write::ProcessGroup(change) => Some(Ok(Prepared::Plain {
+                writes: vec![process_group_write(change)],
+            })),
             Write::ClaimKey { .. } | Write::Delete(_) => None,
         }
     }
@@ -213,6 +218,15 @@ impl SledEngine {
                             etx.insert(k.as_slice(), v.as_slice())?;
                         }
                         landed.push(Some(None));
+                    }
+                    Prepared::Plain { writes } => {
+                        for (k, v) in writes {
+                            match v {
+                                Some(v) => tx.insert(k.as_slice(), v.as_slice())?,
+                                None => tx.remove(k.as_slice())?,
+                            };
+                        }
+                        landed.push(None);
                     }
                 }
             }
