@@ -51,6 +51,8 @@ pub enum ErrorCode {
     NotRunning,
     /// Cancelling or promoting the turn that runs.
     TurnRunning,
+    /// A budget leaves nothing to spend (the owner's daily cap refuses new turns).
+    BudgetExceeded,
     /// The provider cannot be used now.
     ProviderUnavailable,
     /// The store failed.
@@ -74,7 +76,7 @@ impl ErrorCode {
             SessionBusy | SessionFailed | SessionArchived | NotRunning | TurnRunning => {
                 StatusCode::CONFLICT
             }
-            QueueFull => StatusCode::TOO_MANY_REQUESTS,
+            QueueFull | BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
             ProviderUnavailable | StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -102,6 +104,7 @@ impl ErrorCode {
             SessionArchived => "session_archived",
             NotRunning => "not_running",
             TurnRunning => "turn_running",
+            BudgetExceeded => "budget_exceeded",
             ProviderUnavailable => "provider_unavailable",
             StoreUnavailable => "store_unavailable",
             Internal => "internal",
@@ -123,6 +126,7 @@ impl ErrorCode {
             RuntimeError::SessionArchived => SessionArchived,
             RuntimeError::NotRunning => NotRunning,
             RuntimeError::TurnRunning => TurnRunning,
+            RuntimeError::BudgetExceeded(_) => BudgetExceeded,
             RuntimeError::ProviderUnavailable(_) => ProviderUnavailable,
             RuntimeError::Store(_) => StoreUnavailable,
             RuntimeError::Internal(_) => Internal,
@@ -315,6 +319,7 @@ mod tests {
             SessionArchived,
             NotRunning,
             TurnRunning,
+            BudgetExceeded,
             ProviderUnavailable,
             StoreUnavailable,
             Internal,
@@ -325,7 +330,7 @@ mod tests {
                 | SessionNotFound | TurnNotFound | NotFound | MethodNotAllowed
                 | UnknownProvider | InvalidSessionKey | ProjectNotAllowed | SessionBusy
                 | QueueFull | SessionFailed | SessionArchived | NotRunning | TurnRunning
-                | ProviderUnavailable | StoreUnavailable | Internal => {}
+                | BudgetExceeded | ProviderUnavailable | StoreUnavailable | Internal => {}
             }
         }
         all
@@ -350,6 +355,7 @@ mod tests {
         let cases = [
             (RuntimeError::SessionNotFound, 404),
             (RuntimeError::QueueFull { max: 3 }, 429),
+            (RuntimeError::BudgetExceeded("spent".into()), 429),
             (RuntimeError::UnknownProvider("x".into()), 400),
             (RuntimeError::SessionBusy, 409),
             (

@@ -117,6 +117,14 @@ impl EmbeddedStore for RecordGate {
     fn process_groups(&self) -> Result<Vec<ProcessGroupRecord>, StoreError> {
         EmbeddedStore::process_groups(&self.inner)
     }
+    fn usage_days(
+        &self,
+        owner: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<troupe_actors::usage::OwnerDayUsage>, StoreError> {
+        EmbeddedStore::usage_days(&self.inner, owner, from, to)
+    }
     fn flush(&self) -> Result<(), StoreError> {
         EmbeddedStore::flush(&self.inner)
     }

@@ -49,6 +49,9 @@ pub enum RuntimeError {
     /// The turn runs already; abort it instead.
     #[error("turn is running; abort it instead")]
     TurnRunning,
+    /// A budget (the owner's daily cap) leaves nothing to spend.
+    #[error("{0}")]
+    BudgetExceeded(String),
     /// The provider cannot be used now.
     #[error("provider unavailable: {0}")]
     ProviderUnavailable(String),
@@ -77,6 +80,7 @@ impl RuntimeError {
             RuntimeError::SessionArchived => "session_archived",
             RuntimeError::NotRunning => "not_running",
             RuntimeError::TurnRunning => "turn_running",
+            RuntimeError::BudgetExceeded(_) => "budget_exceeded",
             RuntimeError::ProviderUnavailable(_) => "provider_unavailable",
             RuntimeError::Store(_) => "store_unavailable",
             RuntimeError::Internal(_) => "internal",

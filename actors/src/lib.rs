@@ -17,6 +17,7 @@
 //! - [`store`]: the [`Store`] trait with sled and in-memory implementations.
 //! - [`provider`]: the [`Provider`] trait and the scripted [`EchoProvider`].
 //! - [`transfer`]: sessions made from others (fork at a turn, import of an export).
+//! - [`usage`]: tokens and cost normalized, totals per session and owner day, budgets.
 //! - [`process_groups`]: the durable record of running agent process groups, read by the
 //!   reaper that kills what a crashed server left behind.
 //! - [`event`], [`record`], [`ids`], [`time`]: the data and its wire shapes.
@@ -60,6 +61,7 @@ pub mod subscription;
 pub mod time;
 pub mod transfer;
 pub mod turn_queue;
+pub mod usage;
 
 pub use error::RuntimeError;
 pub use event::{ErrorInfo, Event, EventBody};
@@ -79,3 +81,4 @@ pub use settings::{FailurePolicy, Settings};
 pub use store::{MemoryStore, SledStore, Store};
 pub use subscription::{CloseReason, Subscription};
 pub use time::Timestamp;
+pub use usage::{Budget, Usage};

@@ -136,6 +136,10 @@ pub enum ProviderEvent {
     },
     /// Usage, budget, cost or other status.
     Status(Value),
+    /// The attempt's usage so far (cumulative: each report replaces the one before), sent
+    /// mid-run or before a failure, so budgets are checked while a turn streams and failed
+    /// attempts are counted. A `Done`'s own figures, when it has them, are the final ones.
+    Usage(crate::usage::Usage),
     /// The current user message was answered (one per user message in a steered run).
     Done(Completion),
     /// The attempt failed.

@@ -74,6 +74,9 @@ impl NewSession {
             consecutive_failures: 0,
             running_since: None,
             handover: None,
+            usage: Default::default(),
+            budget: None,
+            budget_held: false,
         };
         let created = Arc::new(Event {
             encoded: Default::default(),

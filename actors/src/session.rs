@@ -13,10 +13,12 @@
 //! - `journal`: persisting writes and delivering their events once the store confirms them;
 //! - `attempt`: dispatching turns and running their attempts on the provider;
 //! - `outcome`: how turns end (success, failure, retry, fallback, recovery);
+//! - `budget`: usage counted into the totals, and the budget checks;
 //! - `turn_handlers` and `handlers`: the messages that act on turns and on the session;
 //! - `messages`: the messages themselves and their answers.
 
 mod attempt;
+mod budget;
 mod handlers;
 mod journal;
 mod messages;
@@ -91,6 +93,8 @@ struct ActiveRun {
     pid: Option<u32>,
     /// A resume-lost failure already got its one fresh start.
     fresh_retry_used: bool,
+    /// Usage of the current attempt (and message) already counted into the totals.
+    counted: crate::usage::Usage,
     /// A slot of `max_concurrent_runs`, released when the run ends.
     _permit: OwnedSemaphorePermit,
     /// Keeps the running-attempts gauge true however the run ends.

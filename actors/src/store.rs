@@ -21,6 +21,7 @@ use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
 use crate::process_groups::{ProcessGroupChange, ProcessGroupRecord};
 use crate::record::{SessionRecord, TurnRecord};
+use crate::usage::{OwnerDayUsage, UsageIncrement};
 use futures::future::BoxFuture;
 use std::sync::Arc;
 
@@ -78,6 +79,9 @@ pub struct Batch {
     pub provider_mapping: Option<(String, String)>,
     /// Marks the session as having open turns (`Some(true)`) or none (`Some(false)`).
     pub active: Option<bool>,
+    /// Additions to owners' daily usage totals (read, added to, written back by the store
+    /// within the batch's atomic write, since several sessions add to one owner's day).
+    pub usage: Vec<UsageIncrement>,
 }
 
 impl Batch {
@@ -89,6 +93,7 @@ impl Batch {
             && self.client_ids.is_empty()
             && self.provider_mapping.is_none()
             && self.active.is_none()
+            && self.usage.is_empty()
     }
 
     /// Merges a later batch of the same session into this one, as if both landed in order;
@@ -110,6 +115,7 @@ impl Batch {
         if later.active.is_some() {
             self.active = later.active;
         }
+        self.usage.extend(later.usage);
         Ok(later.events)
     }
 
@@ -121,6 +127,7 @@ impl Batch {
             && self.client_ids.is_empty()
             && self.provider_mapping.is_none()
             && self.active.is_none()
+            && self.usage.is_empty()
     }
 }
 
@@ -268,6 +275,14 @@ pub trait Store: Send + Sync + 'static {
         provider_session_id: &str,
     ) -> StoreRead<Option<SessionId>>;
 
+    /// Owners' daily usage totals for days `from..=to` (`YYYY-MM-DD`), of one owner or (`None`)
+    /// of all, ordered by owner then day. The one read budgets and the usage route make.
+    fn usage_days(
+        &self,
+        owner: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> StoreRead<Vec<OwnerDayUsage>>;
     /// Every recorded agent process group, for the reaper at startup.
     fn process_groups(&self) -> StoreRead<Vec<ProcessGroupRecord>>;
 
@@ -322,6 +337,13 @@ pub trait EmbeddedStore: Send + Sync + 'static {
         provider: &str,
         provider_session_id: &str,
     ) -> Result<Option<SessionId>, StoreError>;
+    /// See [`Store::usage_days`].
+    fn usage_days(
+        &self,
+        owner: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<OwnerDayUsage>, StoreError>;
     /// See [`Store::process_groups`].
     fn process_groups(&self) -> Result<Vec<ProcessGroupRecord>, StoreError>;
     /// See [`Store::flush`].
@@ -394,6 +416,14 @@ impl<S: EmbeddedStore> Store for S {
             provider,
             provider_session_id,
         ))
+    }
+    fn usage_days(
+        &self,
+        owner: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> StoreRead<Vec<OwnerDayUsage>> {
+        ready(EmbeddedStore::usage_days(self, owner, from, to))
     }
     fn process_groups(&self) -> StoreRead<Vec<ProcessGroupRecord>> {
         ready(EmbeddedStore::process_groups(self))

@@ -12,6 +12,10 @@
 //! conversation when the cut is the source's latest turn; any other starts fresh with a
 //! transcript of the copied turns, announced with `session.updated` reason
 //! `transcript_seeded`.
+//!
+//! Usage: the copied turns keep their own usage (turn records, `turn.completed`), as history;
+//! the new session's totals start at zero and its budget is the configured one. The spend
+//! was the source's, already counted for it and for its owner's day.
 
 use crate::error::RuntimeError;
 use crate::event::{Event, EventBody};
@@ -246,6 +250,12 @@ pub(crate) async fn plant(
         consecutive_failures: 0,
         running_since: None,
         handover,
+        // The copied turns' spend was the source's, counted for it and its owner's day: the
+        // new session starts with nothing spent, and under the configured budget (a budget
+        // an admin raised for the source does not travel with a copy of it).
+        usage: Default::default(),
+        budget: None,
+        budget_held: false,
     };
     let origin = Origin {
         kind,
@@ -347,11 +357,14 @@ fn origin_of(created: &Event) -> String {
     }
 }
 
-/// A copied event's body, with the session objects it carries naming the new session.
+/// A copied event's body, with the session objects it carries naming the new session: its id,
+/// owner, usage and budget (nothing in the copy's log claims the source's spend).
 fn rehome(body: EventBody, record: &SessionRecord) -> EventBody {
     let rehomed = |mut session: SessionView| {
         session.id = record.id;
         session.owner = record.owner.clone();
+        session.usage = record.usage.clone();
+        session.budget = record.budget;
         session
     };
     match body {

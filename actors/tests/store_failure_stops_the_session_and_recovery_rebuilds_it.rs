@@ -90,6 +90,14 @@ impl EmbeddedStore for FailingStore {
     fn session_for_provider_id(&self, p: &str, id: &str) -> Result<Option<SessionId>, StoreError> {
         EmbeddedStore::session_for_provider_id(&self.inner, p, id)
     }
+    fn usage_days(
+        &self,
+        owner: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<troupe_actors::usage::OwnerDayUsage>, StoreError> {
+        EmbeddedStore::usage_days(&self.inner, owner, from, to)
+    }
     fn flush(&self) -> Result<(), StoreError> {
         EmbeddedStore::flush(&self.inner)
     }

@@ -4,7 +4,8 @@
 //! - [`health`]: `/healthz`, `/readyz`; [`metrics`]: `/metrics`.
 //! - Under `/api/v1`: [`sessions`] (CRUD), [`transfer`] (fork, export, import), [`agui`] (AG-UI runs), [`turns`] (send, list, cancel, promote),
 //!   [`controls`] (abort, pause, resume, reset), [`events`] (page, SSE stream),
-//!   [`providers`], [`admin`] (actor table), [`openapi`] (the generated document).
+//!   [`providers`], [`usage`] (owners' usage per day), [`admin`] (actor table), [`openapi`]
+//!   (the generated document).
 //!
 //! Every route is a `web::resource`, so a path answers a method it does not serve with 405 and
 //! `Allow` (given its body by [`crate::error::method_not_allowed`]), never 404.
@@ -21,6 +22,7 @@ pub mod providers;
 pub mod sessions;
 pub mod transfer;
 pub mod turns;
+pub mod usage;
 pub mod ws;
 
 use crate::config::Config;
@@ -50,6 +52,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
                 .configure(controls::configure)
                 .configure(events::configure)
                 .configure(providers::configure)
+                .configure(usage::configure)
                 .configure(admin::configure)
                 .configure(openapi::configure),
         );

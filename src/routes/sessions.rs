@@ -3,12 +3,12 @@
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, OwnedSession};
-use crate::schema::{ErrorBodySchema, SessionSchema, SessionStateSchema};
+use crate::schema::{BudgetSchema, ErrorBodySchema, SessionSchema, SessionStateSchema};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use troupe_actors::session::UpdateSession;
-use troupe_actors::{NewSession, SessionFilter, SessionId, SessionState, SessionView};
+use troupe_actors::{Budget, NewSession, SessionFilter, SessionId, SessionState, SessionView};
 use utoipa::{IntoParams, ToSchema};
 
 /// The largest page of `GET /sessions`.
@@ -107,6 +107,12 @@ pub struct PatchSession {
     /// transcript. Clears the model unless `model` is given too.
     #[schema(min_length = 1)]
     pub provider: Option<String>,
+    /// The session's own budget (null: back to the configured one). Above the configured
+    /// budget only with an admin token; a held queue runs again once the budget leaves
+    /// something to spend.
+    #[serde(default, deserialize_with = "crate::routes::usage::present")]
+    #[schema(value_type = Option<BudgetSchema>)]
+    pub budget: Option<Option<Budget>>,
 }
 
 /// Creates a session, or finds the one `key` names in the caller's scope.
@@ -238,12 +244,14 @@ pub async fn get(session: OwnedSession) -> Result<HttpResponse, ApiError> {
         (status = 200, description = "The session after the change", body = SessionBody),
         (status = 400, description = "`invalid_json`, `invalid_request`, `unknown_provider`", body = ErrorBodySchema),
         (status = 401, description = "`unauthorized`", body = ErrorBodySchema),
+        (status = 403, description = "`forbidden`: a budget above the configured one without an admin token", body = ErrorBodySchema),
         (status = 404, description = "`session_not_found`", body = ErrorBodySchema),
         (status = 409, description = "`session_archived`: renaming or switching an archived session", body = ErrorBodySchema),
     ),
     security(("bearer" = []))
 )]
 pub async fn patch(
+    state: web::Data<AppState>,
     session: OwnedSession,
     ApiJson(body): ApiJson<PatchSession>,
 ) -> Result<HttpResponse, ApiError> {
@@ -255,6 +263,9 @@ pub async fn patch(
             );
         }
     }
+    if let Some(Some(budget)) = &body.budget {
+        crate::routes::usage::check_budget(&state, &session, budget).await?;
+    }
     let session = session
         .handle
         .update(UpdateSession {
@@ -263,6 +274,7 @@ pub async fn patch(
             project: None,
             model: body.model,
             provider: body.provider,
+            budget: body.budget,
         })
         .await?;
     Ok(HttpResponse::Ok().json(SessionBody { session }))

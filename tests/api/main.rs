@@ -24,4 +24,5 @@ mod smoke;
 mod supervision;
 mod transfer;
 mod turns;
+mod usage;
 mod ws;

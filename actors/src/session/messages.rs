@@ -197,6 +197,9 @@ pub struct UpdateSession {
     /// one reads the history from the log; any other starts a fresh conversation whose first
     /// prompt carries a transcript of this one. The model is cleared unless `model` is given.
     pub provider: Option<String>,
+    /// A new budget of the session (`Some(None)`: back to the configured one). A held queue
+    /// runs again when the new budget leaves something to spend.
+    pub budget: Option<Option<crate::usage::Budget>>,
 }
 
 /// Aborts, cancels the queue, deletes the log and stops the actor.

@@ -63,6 +63,11 @@ pub(super) fn scoped_key(k: &ScopedKey) -> Vec<u8> {
     )
 }
 
+/// An owner's usage on a UTC day: `u owner 0 day`.
+pub(super) fn usage_key(owner: &str, day: &str) -> Vec<u8> {
+    key(b'u', &[owner.as_bytes(), &[0], day.as_bytes()])
+}
+
 pub(super) fn event_key(id: SessionId, seq: u64) -> Vec<u8> {
     key(b'e', &[id.as_bytes(), &seq.to_be_bytes()])
 }
