@@ -172,6 +172,7 @@ fn a_create_with_its_rest_lands_whole_or_not_at_all() {
             accepted_at: Timestamp::now(),
             started_at: None,
             completed_at: None,
+            usage: Default::default(),
         };
         let Write::Commit { batch, .. } = deltas(id, first_rest_seq..=first_rest_seq + 2, false)
         else {
