@@ -202,7 +202,9 @@ async fn an_openai_request_naming_another_model_switches_the_keyed_session() {
         .await
         .into_iter()
         .filter(|e| {
-            e["kind"] == "session.updated" && e["data"]["reason"] != "provider_session_mapped"
+            e["kind"] == "session.updated"
+                && !["provider_session_mapped", "usage"]
+                    .contains(&e["data"]["reason"].as_str().unwrap())
         })
         .map(|e| e["data"]["reason"].clone())
         .collect();

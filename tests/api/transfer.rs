@@ -38,7 +38,9 @@ fn lines(export: &str) -> Vec<Value> {
         .collect()
 }
 
-/// An event without what differs between two sessions with the same history.
+/// An event without what differs between two sessions with the same history: ids, and the
+/// session's usage totals and budget (a copy starts with nothing spent and the configured
+/// budget; the turns keep their own usage).
 fn without_ids(mut event: Value) -> Value {
     let object = event.as_object_mut().unwrap();
     object.remove("session_id");
@@ -47,7 +49,14 @@ fn without_ids(mut event: Value) -> Value {
         .and_then(|d| d.get_mut("session"))
         .and_then(Value::as_object_mut)
     {
-        for field in ["id", "updated_at", "created_at", "last_seq"] {
+        for field in [
+            "id",
+            "updated_at",
+            "created_at",
+            "last_seq",
+            "usage",
+            "budget",
+        ] {
             session.remove(field);
         }
     }
@@ -66,6 +75,11 @@ async fn a_fork_at_a_middle_turn_copies_up_to_it_and_the_source_stays() {
     )
     .await;
     let three = turn(&app, &source, json!({"content": "three"})).await;
+    let budget = json!({"budget": {"max_tokens": 100000}});
+    let (status, patched) = app
+        .patch(&format!("/api/v1/sessions/{source}"), budget)
+        .await;
+    assert_eq!(status, 200, "{patched}");
     let source_events = app.all_events(&source).await;
 
     let (status, body) = app
@@ -75,6 +89,11 @@ async fn a_fork_at_a_middle_turn_copies_up_to_it_and_the_source_stays() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    // The spend and the budget were the source's: the fork starts with nothing spent, under
+    // the configured budget.
+    assert_eq!(body["session"]["usage"]["total"]["total_tokens"], 0);
+    assert_eq!(body["session"]["budget"], Value::Null);
+    assert!(patched["session"]["usage"]["total"]["total_tokens"].as_u64() > Some(0));
     let fork = body["session"]["id"].as_str().unwrap().to_string();
     assert_ne!(fork, source);
     assert_eq!(body["session"]["title"], "the other way");
@@ -201,6 +220,13 @@ async fn an_export_imports_into_an_equal_session_with_new_ids() {
     assert_eq!(body["session"]["title"], "to move");
     assert_eq!(body["session"]["model"], "m1");
     assert_eq!(body["session"]["owner"], "local");
+    assert_eq!(
+        body["session"]["usage"],
+        json!({"total": {"input_tokens": 0, "output_tokens": 0, "cached_tokens": 0,
+            "total_tokens": 0, "cost_usd": 0.0}, "turn": null}),
+        "an import has spent nothing here"
+    );
+    assert_eq!(exported[0]["session"]["usage"]["total"]["total_tokens"], 10);
 
     // Exported again, it is the same session but for its ids (and the new `session.created`).
     let (_, _, again) = export(&app, &imported, "").await;
@@ -223,6 +249,14 @@ async fn an_export_imports_into_an_equal_session_with_new_ids() {
             .collect()
     };
     assert_eq!(events(&again), events(&exported));
+    for event in again.iter().filter(|l| l["type"] == "event") {
+        if let Some(usage) = event["event"]["data"]["session"].get("usage") {
+            assert_eq!(
+                usage["total"]["total_tokens"], 0,
+                "no copied session object claims the source's spend: {event}"
+            );
+        }
+    }
     let created = &again.iter().find(|l| l["type"] == "event").unwrap()["event"];
     assert_eq!(created["data"]["origin"]["kind"], "import");
     assert_eq!(created["data"]["origin"]["session_id"], source.as_str());
