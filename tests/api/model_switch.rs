@@ -136,6 +136,18 @@ async fn a_patch_switches_the_provider_and_refuses_bad_values() {
         .await;
     assert_eq!(started["data"]["provider"], "other");
 
+    // One PATCH takes a model and a budget together; both stick.
+    let (status, body) = app
+        .patch(
+            &path,
+            json!({"model": "m3", "budget": {"max_tokens": 5000}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, session) = app.get(&path).await;
+    assert_eq!(session["session"]["model"], "m3");
+    assert_eq!(session["session"]["budget"]["max_tokens"], 5000);
+
     assert_error(
         &app.patch(&path, json!({"provider": "nope"})).await,
         400,
