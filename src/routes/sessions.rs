@@ -246,7 +246,7 @@ pub async fn get(session: OwnedSession) -> Result<HttpResponse, ApiError> {
         (status = 401, description = "`unauthorized`", body = ErrorBodySchema),
         (status = 403, description = "`forbidden`: a budget above the configured one without an admin token", body = ErrorBodySchema),
         (status = 404, description = "`session_not_found`", body = ErrorBodySchema),
-        (status = 409, description = "`session_archived`: renaming or switching an archived session", body = ErrorBodySchema),
+        (status = 409, description = "`session_archived`: renaming, switching or budgeting an archived session (a refused body changes nothing)", body = ErrorBodySchema),
     ),
     security(("bearer" = []))
 )]

@@ -156,12 +156,28 @@ async fn a_patch_switches_the_provider_and_refuses_bad_values() {
     let answer = app.patch(&path, json!({"model": ""})).await;
     assert_error(&answer, 400, "invalid_request");
     assert_eq!(answer.1["error"]["field"], "model");
-    app.patch(&path, json!({"archived": true})).await;
-    assert_error(
-        &app.patch(&path, json!({"model": "m9"})).await,
-        409,
-        "session_archived",
-    );
+    // Archived with a budget in the same update: both land; then no change is taken, and a
+    // refused update changes nothing.
+    let (status, body) = app
+        .patch(
+            &path,
+            json!({"archived": true, "budget": {"max_tokens": 6000}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["session"]["state"], "archived");
+    assert_eq!(body["session"]["budget"]["max_tokens"], 6000);
+    for change in [
+        json!({"model": "m9"}),
+        json!({"budget": {"max_tokens": 7000}}),
+        json!({"title": "t", "provider": "echo"}),
+    ] {
+        assert_error(&app.patch(&path, change).await, 409, "session_archived");
+    }
+    let (_, session) = app.get(&path).await;
+    assert_eq!(session["session"]["model"], "m3");
+    assert_eq!(session["session"]["provider"], "other");
+    assert_eq!(session["session"]["budget"]["max_tokens"], 6000);
 }
 
 /// A chat completion on key `key` with `model`; the session id and the answer.

@@ -172,7 +172,13 @@ impl Session {
                 reasons.push("project_backfilled");
             }
         }
-        if (msg.model.is_some() || msg.provider.is_some()) && self.record.archived {
+        // Every refusal comes before any change, so a refused update changes nothing: an
+        // archived session takes no change but unarchiving (in the same update, or before).
+        let changes = msg.model.is_some()
+            || msg.provider.is_some()
+            || msg.title.is_some()
+            || msg.budget.is_some();
+        if changes && self.record.archived && msg.archived != Some(false) {
             return Err(RuntimeError::SessionArchived);
         }
         if let Some(provider) = msg.provider.filter(|p| *p != self.record.provider) {
@@ -184,9 +190,6 @@ impl Session {
             reasons.push("model_changed");
         }
         if let Some(title) = msg.title {
-            if self.record.archived {
-                return Err(RuntimeError::SessionArchived);
-            }
             self.record.title = Some(title);
             reasons.push("renamed");
         }
@@ -219,9 +222,6 @@ impl Session {
             _ => {}
         }
         if let Some(budget) = msg.budget {
-            if self.record.archived {
-                return Err(RuntimeError::SessionArchived);
-            }
             self.set_budget(budget);
             reasons.push("budget");
         }
