@@ -111,14 +111,35 @@ impl SledStore {
     }
 }
 
+/// How long an open waits for the directory's lock: a store of this process that was just
+/// dropped releases it when sled's last I/O thread lets go of the file, a moment later.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens sled in `dir`, waiting up to [`LOCK_WAIT`] for a lock another handle still holds.
+fn open_db(dir: &Path, flush_every_ms: Option<u64>) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .flush_every_ms(flush_every_ms)
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                // sled reports a held lock as an `Other` error with this text.
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            opened => return opened.map_err(engine_err),
+        }
+    }
+}
+
 impl SledEngine {
     fn open(dir: impl AsRef<Path>, flush_every_ms: Option<u64>) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_path_buf();
-        let db = sled::Config::new()
-            .path(&dir)
-            .flush_every_ms(flush_every_ms)
-            .open()
-            .map_err(engine_err)?;
+        let db = open_db(&dir, flush_every_ms)?;
         let tree = db.open_tree("troupe").map_err(engine_err)?;
         let events = db.open_tree("events").map_err(engine_err)?;
         let store = SledEngine {
