@@ -74,6 +74,7 @@ impl NewSession {
             archived: false,
             consecutive_failures: 0,
             running_since: None,
+            handover: None,
             usage: Default::default(),
             budget: None,
             budget_held: false,
@@ -86,6 +87,7 @@ impl NewSession {
             ts: now,
             body: EventBody::SessionCreated {
                 session: SessionView::new(&record, false, 1, 0),
+                origin: None,
             },
         });
         (record, created)

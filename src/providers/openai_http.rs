@@ -163,6 +163,7 @@ impl Provider for OpenAiHttp {
             resume: false,
             steer: false,
             stateless: true,
+            fork: false,
         }
     }
 
