@@ -51,6 +51,10 @@ pub enum ErrorCode {
     NotRunning,
     /// Cancelling or promoting the turn that runs.
     TurnRunning,
+    /// No permission request of that id waits in the session.
+    PermissionNotFound,
+    /// The permission request was answered already, or ended with its attempt.
+    PermissionResolved,
     /// The provider cannot be used now.
     ProviderUnavailable,
     /// The store failed.
@@ -68,12 +72,13 @@ impl ErrorCode {
             | ProjectNotAllowed => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
-            SessionNotFound | TurnNotFound | NotFound => StatusCode::NOT_FOUND,
+            SessionNotFound | TurnNotFound | PermissionNotFound | NotFound => {
+                StatusCode::NOT_FOUND
+            }
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            SessionBusy | SessionFailed | SessionArchived | NotRunning | TurnRunning => {
-                StatusCode::CONFLICT
-            }
+            SessionBusy | SessionFailed | SessionArchived | NotRunning | TurnRunning
+            | PermissionResolved => StatusCode::CONFLICT,
             QueueFull => StatusCode::TOO_MANY_REQUESTS,
             ProviderUnavailable | StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -102,6 +107,8 @@ impl ErrorCode {
             SessionArchived => "session_archived",
             NotRunning => "not_running",
             TurnRunning => "turn_running",
+            PermissionNotFound => "permission_not_found",
+            PermissionResolved => "permission_resolved",
             ProviderUnavailable => "provider_unavailable",
             StoreUnavailable => "store_unavailable",
             Internal => "internal",
@@ -123,6 +130,8 @@ impl ErrorCode {
             RuntimeError::SessionArchived => SessionArchived,
             RuntimeError::NotRunning => NotRunning,
             RuntimeError::TurnRunning => TurnRunning,
+            RuntimeError::PermissionNotFound => PermissionNotFound,
+            RuntimeError::PermissionResolved => PermissionResolved,
             RuntimeError::ProviderUnavailable(_) => ProviderUnavailable,
             RuntimeError::Store(_) => StoreUnavailable,
             RuntimeError::Internal(_) => Internal,
@@ -315,6 +324,8 @@ mod tests {
             SessionArchived,
             NotRunning,
             TurnRunning,
+            PermissionNotFound,
+            PermissionResolved,
             ProviderUnavailable,
             StoreUnavailable,
             Internal,
@@ -325,7 +336,8 @@ mod tests {
                 | SessionNotFound | TurnNotFound | NotFound | MethodNotAllowed
                 | UnknownProvider | InvalidSessionKey | ProjectNotAllowed | SessionBusy
                 | QueueFull | SessionFailed | SessionArchived | NotRunning | TurnRunning
-                | ProviderUnavailable | StoreUnavailable | Internal => {}
+                | PermissionNotFound | PermissionResolved | ProviderUnavailable
+                | StoreUnavailable | Internal => {}
             }
         }
         all

@@ -3,7 +3,8 @@
 //!
 //! - [`health`]: `/healthz`, `/readyz`; [`metrics`]: `/metrics`.
 //! - Under `/api/v1`: [`sessions`] (CRUD), [`turns`] (send, list, cancel, promote),
-//!   [`controls`] (abort, pause, resume, reset), [`events`] (page, SSE stream),
+//!   [`controls`] (abort, pause, resume, reset), [`permissions`] (answer a tool-permission
+//!   request), [`events`] (page, SSE stream),
 //!   [`providers`], [`admin`] (actor table), [`openapi`] (the generated document).
 //!
 //! Every route is a `web::resource`, so a path answers a method it does not serve with 405 and
@@ -16,6 +17,7 @@ pub mod health;
 pub mod metrics;
 pub mod openai;
 pub mod openapi;
+pub mod permissions;
 pub mod providers;
 pub mod sessions;
 pub mod turns;
@@ -44,6 +46,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
                 .configure(sessions::configure)
                 .configure(turns::configure)
                 .configure(controls::configure)
+                .configure(permissions::configure)
                 .configure(events::configure)
                 .configure(providers::configure)
                 .configure(admin::configure)

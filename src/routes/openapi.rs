@@ -3,7 +3,9 @@
 //! depends on the configuration is filled in when it is served ([`served`]): the configured
 //! providers as the `provider` enum, and the bearer scheme only when tokens are required.
 
-use crate::routes::{admin, controls, events, health, metrics, providers, sessions, turns};
+use crate::routes::{
+    admin, controls, events, health, metrics, permissions, providers, sessions, turns,
+};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
@@ -21,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         sessions::create, sessions::list, sessions::get, sessions::patch, sessions::delete,
         turns::send, turns::list, turns::cancel, turns::promote,
         controls::abort, controls::pause, controls::resume, controls::reset,
+        permissions::answer,
         events::page, events::stream,
         providers::list,
         admin::actors,

@@ -81,6 +81,16 @@ pub enum ClientFrame {
         /// The queued turn.
         turn_id: TurnId,
     },
+    /// Answers a permission request, as `POST /sessions/{id}/permissions/{request_id}`.
+    #[serde(rename = "permission.reply")]
+    PermissionReply {
+        /// The session.
+        session_id: String,
+        /// The `request_id` of `permission.requested`.
+        request_id: String,
+        /// One of the request's `options[].id`.
+        option_id: String,
+    },
     /// Asks for a `pong`.
     #[serde(rename = "ping")]
     Ping {},
@@ -88,7 +98,7 @@ pub enum ClientFrame {
 
 /// Every `type` a client may send, for the error message of an unknown one.
 const CLIENT_TYPES: &str = "subscribe, unsubscribe, send, abort, queue.pause, queue.resume, \
-                            queue.cancel, queue.promote, ping";
+                            queue.cancel, queue.promote, permission.reply, ping";
 
 /// A client frame that could not be understood, with the request id when one was readable.
 #[derive(Debug)]
