@@ -249,7 +249,6 @@ async fn claude_acp_two_turns_resume_also_in_a_fresh_agent_process() {
         "session/load resumed the conversation in a fresh agent"
     );
     assert_eq!(session.info().await.unwrap().provider_session_id, acp_session);
-    assert_eq!(count_kind(&third, "message.delta") > 0, true);
 }
 
 #[actix_rt::test]
@@ -271,7 +270,10 @@ async fn claude_acp_asks_before_writing_and_an_allow_runs_the_tool() {
     assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
     assert!(w.written(), "the allowed tool ran");
     assert!(events.iter().any(|e| matches!(e, EventBody::PermissionResolved { option_id: Some(o), .. } if *o == allow.0)));
-    assert!(count_kind(&events, "tool.use") >= 1, "{events:#?}");
+    assert!(
+        events.iter().any(|e| matches!(e, EventBody::ToolResult { is_error: false, .. })),
+        "{events:#?}"
+    );
     assert!(streamed_text(&events).contains("tool said"), "{events:#?}");
 }
 
