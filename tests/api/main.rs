@@ -11,6 +11,7 @@ mod helpers;
 mod openai;
 mod openai_python;
 mod openapi;
+mod permissions;
 mod operators;
 mod readme;
 mod schemathesis;
