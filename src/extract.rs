@@ -166,10 +166,11 @@ pub struct OwnedSession {
 
 impl FromRequest for OwnedSession {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        std::future::ready(owned_session(req, false))
+        let req = req.clone();
+        Box::pin(async move { owned_session(&req, false).await })
     }
 }
 
@@ -179,14 +180,15 @@ pub struct StreamedSession(pub OwnedSession);
 
 impl FromRequest for StreamedSession {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        std::future::ready(owned_session(req, true).map(StreamedSession))
+        let req = req.clone();
+        Box::pin(async move { owned_session(&req, true).await.map(StreamedSession) })
     }
 }
 
-fn owned_session(req: &HttpRequest, streaming: bool) -> Result<OwnedSession, ApiError> {
+async fn owned_session(req: &HttpRequest, streaming: bool) -> Result<OwnedSession, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(ApiError::state_missing)?;
@@ -197,7 +199,7 @@ fn owned_session(req: &HttpRequest, streaming: bool) -> Result<OwnedSession, Api
     };
     let raw = req.match_info().get("id").unwrap_or_default();
     let id: SessionId = parse_id(raw, "session_id")?;
-    let handle = state.runtime.session_of(&caller.owner, id)?;
+    let handle = state.runtime.session_of(&caller.owner, id).await?;
     Ok(OwnedSession { caller, handle })
 }
 

@@ -17,7 +17,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::fmt;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::Arc;
 use std::time::Instant;
 use troupe_actors::metrics::{RuntimeMetrics, OUTCOMES};
 use troupe_actors::Runtime;
@@ -59,6 +60,10 @@ pub struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
     /// Time to the response head, by method and route pattern.
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Whose store [`HttpMetrics::refresh`] reads.
+    runtime: Runtime,
+    /// Sessions in the store at the last refresh; -1 when unknown.
+    stored_sessions: Arc<AtomicI64>,
 }
 
 impl fmt::Debug for HttpMetrics {
@@ -85,11 +90,17 @@ impl HttpMetrics {
             "Time to the response head, by method and route pattern",
             latency.clone(),
         );
-        registry.register_collector(Box::new(RuntimeCollector { runtime }));
+        let stored_sessions = Arc::new(AtomicI64::new(-1));
+        registry.register_collector(Box::new(RuntimeCollector {
+            runtime: runtime.clone(),
+            stored_sessions: stored_sessions.clone(),
+        }));
         HttpMetrics {
             registry,
             requests,
             latency,
+            runtime,
+            stored_sessions,
         }
     }
 
@@ -106,6 +117,18 @@ impl HttpMetrics {
         self.latency
             .get_or_create(&RouteLabels { method, route })
             .observe(seconds);
+    }
+
+    /// Reads what the exposition shows from the store (the store's reads are asynchronous, the
+    /// encoder is not): call before [`HttpMetrics::render`].
+    pub async fn refresh(&self) {
+        let stored = match self.runtime.store().stats().await {
+            Ok(stats) => stats.sessions as i64,
+            // A failing store only hides the passivated figure.
+            Err(_) => -1,
+        };
+        self.stored_sessions
+            .store(stored, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The text exposition.
@@ -162,8 +185,10 @@ pub async fn track(
 
 /// The runtime's counters and gauges, read on each scrape.
 struct RuntimeCollector {
-    /// Where the counters live (and the store, for the passivated count).
+    /// Where the counters live.
     runtime: Runtime,
+    /// Sessions in the store at the last refresh (for the passivated count); -1 when unknown.
+    stored_sessions: Arc<AtomicI64>,
 }
 
 impl fmt::Debug for RuntimeCollector {
@@ -223,13 +248,11 @@ impl Collector for RuntimeCollector {
         use std::sync::atomic::Ordering::Relaxed;
         let m = self.runtime.metrics();
         let live = m.live_sessions.load(Relaxed).max(0);
-        // The store counts every session; a failing store only hides the passivated figure.
-        let stored = self
-            .runtime
-            .store()
-            .stats()
-            .map(|s| s.sessions as i64)
-            .unwrap_or(live);
+        // The store counts every session; an unknown count only hides the passivated figure.
+        let stored = match self.stored_sessions.load(Relaxed) {
+            -1 => live,
+            stored => stored,
+        };
         let sessions = ConstGauge::new(0i64);
         let mut family = encoder.encode_descriptor(
             "sessions",

@@ -205,6 +205,7 @@ async fn kill_9_never_rewrites_an_event_a_client_saw() {
     let mut rewritten_checks = 0usize;
     let mut checked = [0u64; SESSIONS];
     let started = Instant::now();
+    let mut restarts = Duration::ZERO;
 
     for kill in 0..kills {
         let base = server.base();
@@ -240,7 +241,19 @@ async fn kill_9_never_rewrites_an_event_a_client_saw() {
         // Restarted: everything any client was shown since the last check is in the log,
         // unchanged, and the log goes on gapless from there (blocks are never rewritten, so
         // what was checked stays checked; the end runs one full check as well).
+        let restart = Instant::now();
         server = ServerProcess::start(data.path(), &[], ENV);
+        restarts += restart.elapsed();
+        if (kill + 1) % 50 == 0 {
+            eprintln!(
+                "kill {}: {} turns acknowledged, {rewritten_checks} shown events checked, \
+                 restart {:?} on average, {:?} in all",
+                kill + 1,
+                accepted.len(),
+                restarts / (kill as u32 + 1),
+                started.elapsed()
+            );
+        }
         for (i, session) in sessions.iter().enumerate() {
             let from = checked[i];
             let log = stored_log_after(&client, &server.base(), session, from).await;

@@ -176,7 +176,7 @@ fn activation_and_replay(c: &mut Criterion) {
         rt.shutdown(Duration::from_secs(1)).await;
         id
     });
-    let events = store.last_seq(id).expect("last seq");
+    let events = system.block_on(store.last_seq(id)).expect("last seq");
     group.bench_function("activate_session_from_store", |b| {
         b.iter_custom(|iters| {
             system.block_on(async {

@@ -3,7 +3,7 @@
 
 use crate::event::{Event, EventBody};
 use crate::ids::{SessionId, TurnId};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreRead};
 use crate::time::Timestamp;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -28,15 +28,16 @@ pub struct EventLog {
 
 impl EventLog {
     /// Loads the log's end from the store (all of it durable: it survived a start).
-    pub fn load(
+    pub async fn load(
         store: &dyn Store,
         session_id: SessionId,
         tail_cap: usize,
     ) -> Result<Self, StoreError> {
-        let last_seq = store.last_seq(session_id)?;
+        let last_seq = store.last_seq(session_id).await?;
         let from = last_seq.saturating_sub(tail_cap as u64);
         let tail: VecDeque<_> = store
-            .read_events(session_id, from, tail_cap)?
+            .read_events(session_id, from, tail_cap)
+            .await?
             .into_iter()
             .map(Arc::new)
             .collect();
@@ -121,37 +122,36 @@ impl EventLog {
         )
     }
 
-    /// Durable events with seq > `after_seq`, from the tail when it covers them, else from the
-    /// store.
+    /// Durable events with seq > `after_seq`, at most `limit`: from the tail when it covers them,
+    /// else read from the store (the returned future does that read, outside the caller).
     pub fn read(
         &self,
         store: &dyn Store,
         after_seq: u64,
         limit: usize,
-    ) -> Result<Vec<Arc<Event>>, StoreError> {
+    ) -> StoreRead<Vec<Arc<Event>>> {
         if after_seq >= self.durable_seq || limit == 0 {
-            return Ok(Vec::new());
+            return Box::pin(std::future::ready(Ok(Vec::new())));
         }
         // Never past the durable end, even where the store has applied more.
         let limit = limit.min((self.durable_seq - after_seq) as usize);
         let tail_first = self.tail.front().map_or(self.durable_seq + 1, |e| e.seq);
         if after_seq + 1 >= tail_first {
             let skip = (after_seq + 1 - tail_first) as usize;
-            return Ok(self.tail.iter().skip(skip).take(limit).cloned().collect());
+            let events = self.tail.iter().skip(skip).take(limit).cloned().collect();
+            return Box::pin(std::future::ready(Ok(events)));
         }
-        let mut out: Vec<Arc<Event>> = store
-            .read_events(self.session_id, after_seq, limit)?
-            .into_iter()
-            .map(Arc::new)
-            .collect();
-        // The store may hold fewer than asked when the tail has what follows.
-        if out.len() < limit {
+        // The store holds up to the tail's start; the tail the rest (what it has now).
+        let from_store = limit.min((tail_first - 1 - after_seq) as usize);
+        let rest: Vec<Arc<Event>> = self.tail.iter().take(limit - from_store).cloned().collect();
+        let read = store.read_events(self.session_id, after_seq, from_store);
+        Box::pin(async move {
+            let mut out: Vec<Arc<Event>> = read.await?.into_iter().map(Arc::new).collect();
             let next = out.last().map_or(after_seq, |e| e.seq);
-            if next + 1 >= tail_first {
-                let skip = (next + 1 - tail_first) as usize;
-                out.extend(self.tail.iter().skip(skip).take(limit - out.len()).cloned());
+            if next + 1 == tail_first {
+                out.extend(rest);
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }

@@ -245,6 +245,8 @@ pub struct SessionRegistry {
     /// Set by graceful shutdown: a stopped session stays stopped, so nothing reactivates one
     /// (a reconnecting client, a panic restart) while the runtime drains.
     shutting_down: bool,
+    /// Sessions being loaded from the store, with who waits for each.
+    loading: HashMap<SessionId, Vec<oneshot::Sender<Activated>>>,
 }
 
 impl SessionRegistry {
@@ -256,29 +258,30 @@ impl SessionRegistry {
             next_generation: 0,
             panics: HashMap::new(),
             shutting_down: false,
+            loading: HashMap::new(),
         }
     }
 
-    fn activate(
-        &mut self,
-        id: SessionId,
-        registry: Addr<Self>,
-    ) -> Result<Addr<Session>, RuntimeError> {
+    /// The live actor of session `id`, on the returned channel: at once when it is live, else
+    /// once it is loaded from the store. Concurrent activations of one id share one load and
+    /// get the same address.
+    fn activate(&mut self, id: SessionId, ctx: &mut Context<Self>) -> oneshot::Receiver<Activated> {
+        let (tx, rx) = oneshot::channel();
         if let Some(entry) = self.live.get(&id) {
             if entry.addr.connected() {
-                return Ok(entry.addr.clone());
+                let _ = tx.send(Ok(entry.addr.clone()));
+                return rx;
             }
         }
         if self.shutting_down {
-            return Err(RuntimeError::Internal(
-                "the runtime is shutting down".into(),
-            ));
+            let _ = tx.send(Err(shutting_down()));
+            return rx;
         }
-        let record = self
-            .shared
-            .store
-            .get_session(id)?
-            .ok_or(RuntimeError::SessionNotFound)?;
+        if let Some(waiting) = self.loading.get_mut(&id) {
+            waiting.push(tx);
+            return rx;
+        }
+        self.loading.insert(id, vec![tx]);
         self.next_generation += 1;
         let generation = self.next_generation;
         let window = self.shared.settings.panic_window;
@@ -286,28 +289,66 @@ impl SessionRegistry {
             times.retain(|t| t.elapsed() < window);
             times.len() as u32
         });
-        let session = Session::load(SessionArgs {
-            record,
-            shared: self.shared.clone(),
-            registry: registry.clone().recipient(),
-            generation,
-            panic_notice: registry.recipient(),
-            recent_panics,
-        })?;
-        let addr = match self.shared.workers.next() {
-            Some(arbiter) => Session::start_in_arbiter(arbiter, move |_| session),
-            None => session.start(),
-        };
-        log::debug!("session {id}: activated (generation {generation})");
-        self.live.insert(
-            id,
-            LiveEntry {
-                addr: addr.clone(),
+        let shared = self.shared.clone();
+        let registry = ctx.address();
+        let load = async move {
+            let record = shared
+                .store
+                .get_session(id)
+                .await?
+                .ok_or(RuntimeError::SessionNotFound)?;
+            let session = Session::load(SessionArgs {
+                record,
+                shared,
+                registry: registry.clone().recipient(),
                 generation,
-            },
+                panic_notice: registry.recipient(),
+                recent_panics,
+            })
+            .await?;
+            Ok(session)
+        };
+        ctx.spawn(
+            load.into_actor(self)
+                .map(move |loaded, registry, _| registry.loaded(id, generation, loaded)),
         );
-        Ok(addr)
+        rx
     }
+
+    /// A session's load from the store ended: start its actor on a worker and answer everyone
+    /// who waited for it.
+    fn loaded(&mut self, id: SessionId, generation: u64, loaded: Result<Session, RuntimeError>) {
+        let waiting = self.loading.remove(&id).unwrap_or_default();
+        let result = match loaded {
+            Ok(_) if self.shutting_down => Err(shutting_down()),
+            Ok(session) => {
+                let addr = match self.shared.workers.next() {
+                    Some(arbiter) => Session::start_in_arbiter(arbiter, move |_| session),
+                    None => session.start(),
+                };
+                log::debug!("session {id}: activated (generation {generation})");
+                self.live.insert(
+                    id,
+                    LiveEntry {
+                        addr: addr.clone(),
+                        generation,
+                    },
+                );
+                Ok(addr)
+            }
+            Err(e) => Err(e),
+        };
+        for tx in waiting {
+            let _ = tx.send(result.clone());
+        }
+    }
+}
+
+/// What an activation answers.
+type Activated = Result<Addr<Session>, RuntimeError>;
+
+fn shutting_down() -> RuntimeError {
+    RuntimeError::Internal("the runtime is shutting down".into())
 }
 
 impl Actor for SessionRegistry {
@@ -319,11 +360,16 @@ impl Actor for SessionRegistry {
 }
 
 impl Handler<Activate> for SessionRegistry {
-    type Result = Result<Addr<Session>, RuntimeError>;
+    type Result = ResponseFuture<Activated>;
 
     /// At most one live actor per id: concurrent activations get the same address.
     fn handle(&mut self, msg: Activate, ctx: &mut Context<Self>) -> Self::Result {
-        self.activate(msg.0, ctx.address())
+        let activated = self.activate(msg.0, ctx);
+        Box::pin(async move {
+            activated
+                .await
+                .map_err(|_| RuntimeError::Internal("the registry stopped".into()))?
+        })
     }
 }
 
@@ -365,9 +411,13 @@ impl Handler<SessionPanicked> for SessionRegistry {
             "session {}: actor panicked; restarting from the store",
             msg.id
         );
-        if let Err(e) = self.activate(msg.id, ctx.address()) {
-            log::error!("session {}: restart after panic failed: {e}", msg.id);
-        }
+        let id = msg.id;
+        let restarted = self.activate(id, ctx);
+        actix::spawn(async move {
+            if let Ok(Err(e)) = restarted.await {
+                log::error!("session {id}: restart after panic failed: {e}");
+            }
+        });
     }
 }
 

@@ -187,7 +187,7 @@ impl Runtime {
     ) -> Result<(SessionHandle, Option<SessionView>), RuntimeError> {
         spec.validate(&self.shared)?;
         if let Some(key) = spec.scoped_key() {
-            if let Some(id) = self.shared.store.lookup_key(&key)? {
+            if let Some(id) = self.shared.store.lookup_key(&key).await? {
                 // Found in the store: durable, unless its creation is still in flight.
                 let id = match self.shared.creating.wait(&key) {
                     Some(rx) => crate::registry::joined(rx).await?,
@@ -209,7 +209,7 @@ impl Runtime {
         let Some(project) = key.project.clone() else {
             return Ok(None);
         };
-        let Some(id) = self.shared.store.lookup_key(&key.without_project())? else {
+        let Some(id) = self.shared.store.lookup_key(&key.without_project()).await? else {
             return Ok(None);
         };
         let view = self
@@ -231,8 +231,12 @@ impl Runtime {
     }
 
     /// A handle on session `id` if it exists and belongs to `owner`; else `session_not_found`.
-    pub fn session_of(&self, owner: &str, id: SessionId) -> Result<SessionHandle, RuntimeError> {
-        match self.shared.store.get_session(id)? {
+    pub async fn session_of(
+        &self,
+        owner: &str,
+        id: SessionId,
+    ) -> Result<SessionHandle, RuntimeError> {
+        match self.shared.store.get_session(id).await? {
             Some(record) if record.owner == owner => Ok(self.handle(id)),
             _ => Err(RuntimeError::SessionNotFound),
         }
@@ -254,7 +258,7 @@ impl Runtime {
     ) -> Result<Vec<SessionView>, RuntimeError> {
         let limit = filter.limit.unwrap_or(100);
         let mut out = Vec::new();
-        let mut records = self.shared.store.list_sessions(owner)?;
+        let mut records = self.shared.store.list_sessions(owner).await?;
         records.sort_by_key(|r| r.id);
         for record in records {
             if record.hidden
@@ -271,12 +275,12 @@ impl Runtime {
                 continue;
             }
             let store = &self.shared.store;
-            let queue_len = store.open_turns(record.id)?.len();
+            let queue_len = store.open_turns(record.id).await?.len();
             let running = record.running_since.is_some();
             let view = SessionView::new(
                 &record,
                 running,
-                store.last_seq(record.id)?,
+                store.last_seq(record.id).await?,
                 queue_len.saturating_sub(usize::from(running)),
             );
             if filter.state.is_some_and(|s| s != view.state) {
@@ -312,7 +316,7 @@ impl Runtime {
             .send(Ping)
             .await
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
-        let stats = self.shared.store.stats()?;
+        let stats = self.shared.store.stats().await?;
         Ok(RegistryFigures {
             live,
             passivated: stats.sessions.saturating_sub(live as u64),
@@ -368,7 +372,7 @@ impl Runtime {
     /// Startup recovery: reactivates every session that has open turns.
     async fn recover(&self) {
         let started = Instant::now();
-        let ids = match self.shared.store.active_sessions() {
+        let ids = match self.shared.store.active_sessions().await {
             Ok(ids) => ids,
             Err(e) => {
                 log::error!("startup recovery could not list sessions: {e}");

@@ -196,12 +196,13 @@ pub struct Session {
 
 impl Session {
     /// Loads the session's queue and log from the store.
-    pub fn load(args: SessionArgs) -> Result<Self, StoreError> {
-        let store = args.shared.store.as_ref();
+    pub async fn load(args: SessionArgs) -> Result<Self, StoreError> {
+        let store = args.shared.store.clone();
         let id = args.record.id;
-        let log = EventLog::load(store, id, args.shared.settings.replay_tail)?;
+        let log = EventLog::load(store.as_ref(), id, args.shared.settings.replay_tail).await?;
         let (orphans, queued): (Vec<_>, Vec<_>) = store
-            .open_turns(id)?
+            .open_turns(id)
+            .await?
             .into_iter()
             .partition(|t| t.status == TurnStatus::Running);
         let reported_state = args.record.derive_state(false);

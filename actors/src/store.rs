@@ -20,6 +20,7 @@ pub use sled_store::SledStore;
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
 use crate::record::{SessionRecord, TurnRecord};
+use futures::future::BoxFuture;
 use std::sync::Arc;
 
 /// The schema version this build writes and reads.
@@ -135,6 +136,12 @@ pub enum Write {
     },
     /// A new session: its record and first event, and with a key the key's claim
     /// (compare-and-set from nothing), all or nothing. A taken key writes nothing.
+    ///
+    /// A hidden session without a key (a one-off session, such as a keyless OpenAI request's)
+    /// is confirmed once applied, without a flush of its own: nobody can find it but its
+    /// creator, and the flush of its first turn's acceptance, the first thing anyone is told
+    /// about it, makes it durable with that turn. A crash before then loses a session nobody
+    /// was told of ([`Write::rides_next_flush`]).
     Create {
         /// The new session's record.
         record: SessionRecord,
@@ -152,6 +159,14 @@ pub enum Write {
     },
     /// Deletes a session with its keys, turns, idempotency keys and events.
     Delete(SessionId),
+}
+
+impl Write {
+    /// Whether the write is confirmed once applied and made durable by the next flush (a
+    /// one-off session's create), rather than flushed before it is confirmed.
+    pub fn rides_next_flush(&self) -> bool {
+        matches!(self, Write::Create { record, key: None, .. } if record.hidden)
+    }
 }
 
 /// What a confirmed [`Write`] did.
@@ -182,28 +197,33 @@ pub enum Durability {
     Relaxed,
 }
 
+/// A store read on its way: resolves to the answer or the store's error. `'static`, so it can
+/// be awaited outside the actor (or the thread) that asked.
+pub type StoreRead<T> = BoxFuture<'static, Result<T, StoreError>>;
+
 /// The durable store of sessions, keys, turns and event logs.
 ///
-/// Writes are asynchronous and pipelined: [`Store::submit`] returns at once, the writer applies
-/// writes in submission order and confirms each (in that order) when it is durable. A session
-/// assigns seqs and keeps working while its appends are in flight, and delivers events when
-/// they are confirmed. Reads see what was applied; callers that must not show undurable data
-/// (the session actor) bound them by what was confirmed.
+/// Everything is asynchronous, so a networked store can implement it. Writes are pipelined:
+/// [`Store::submit`] returns at once, the writer applies writes in submission order and
+/// confirms each (in that order) when it is durable. A session assigns seqs and keeps working
+/// while its appends are in flight, and delivers events when they are confirmed. Reads see what
+/// was applied; callers that must not show undurable data (the session actor) bound them by
+/// what was confirmed.
 pub trait Store: Send + Sync + 'static {
     /// Submits a write; `done` is called once it is durable or has failed.
     fn submit(&self, write: Write, done: WriteDone);
 
     /// The session a scoped key names.
-    fn lookup_key(&self, key: &ScopedKey) -> Result<Option<SessionId>, StoreError>;
+    fn lookup_key(&self, key: &ScopedKey) -> StoreRead<Option<SessionId>>;
 
     /// A session's record.
-    fn get_session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
+    fn get_session(&self, id: SessionId) -> StoreRead<Option<SessionRecord>>;
 
     /// Every session of an owner, hidden ones included, oldest first.
-    fn list_sessions(&self, owner: &str) -> Result<Vec<SessionRecord>, StoreError>;
+    fn list_sessions(&self, owner: &str) -> StoreRead<Vec<SessionRecord>>;
 
     /// Sessions with open (queued or running) turns, for startup recovery.
-    fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError>;
+    fn active_sessions(&self) -> StoreRead<Vec<SessionId>>;
 
     /// Events with seq > `after_seq`, in order, at most `limit`.
     fn read_events(
@@ -211,42 +231,165 @@ pub trait Store: Send + Sync + 'static {
         session: SessionId,
         after_seq: u64,
         limit: usize,
-    ) -> Result<Vec<Event>, StoreError>;
+    ) -> StoreRead<Vec<Event>>;
 
     /// The highest seq in the session's log, 0 when empty.
-    fn last_seq(&self, session: SessionId) -> Result<u64, StoreError>;
+    fn last_seq(&self, session: SessionId) -> StoreRead<u64>;
 
     /// Queued and running turns of a session, in no particular order.
-    fn open_turns(&self, session: SessionId) -> Result<Vec<TurnRecord>, StoreError>;
+    fn open_turns(&self, session: SessionId) -> StoreRead<Vec<TurnRecord>>;
 
     /// Every turn of a session (open and completed), oldest first.
-    fn all_turns(&self, session: SessionId) -> Result<Vec<TurnRecord>, StoreError>;
+    fn all_turns(&self, session: SessionId) -> StoreRead<Vec<TurnRecord>>;
 
     /// One turn.
-    fn get_turn(&self, session: SessionId, turn: TurnId) -> Result<Option<TurnRecord>, StoreError>;
+    fn get_turn(&self, session: SessionId, turn: TurnId) -> StoreRead<Option<TurnRecord>>;
 
     /// The turn a `client_message_id` was first sent as.
     fn turn_for_client_id(
         &self,
         session: SessionId,
         client_message_id: &str,
-    ) -> Result<Option<TurnId>, StoreError>;
+    ) -> StoreRead<Option<TurnId>>;
 
     /// The session a provider's own id is mapped to.
     fn session_for_provider_id(
         &self,
         provider: &str,
         provider_session_id: &str,
-    ) -> Result<Option<SessionId>, StoreError>;
-
-    /// Forces everything written so far to disk.
-    fn flush(&self) -> Result<(), StoreError>;
-
-    /// Writes and flushes a probe: the readiness check.
-    fn check_writable(&self) -> Result<(), StoreError>;
+    ) -> StoreRead<Option<SessionId>>;
 
     /// Counts of sessions and events, for operators and benchmarks.
+    fn stats(&self) -> StoreRead<StoreStats>;
+
+    /// Forces everything written so far to disk. It may block: call it off the actor threads.
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// Writes and flushes a probe, the readiness check. It may block: call it off the actor
+    /// threads.
+    fn check_writable(&self) -> Result<(), StoreError>;
+}
+
+/// A store in this process whose reads answer at once (sled, memory): it implements its reads
+/// synchronously and is a [`Store`] whose read futures are ready when made.
+pub trait EmbeddedStore: Send + Sync + 'static {
+    /// See [`Store::submit`].
+    fn submit(&self, write: Write, done: WriteDone);
+    /// See [`Store::lookup_key`].
+    fn lookup_key(&self, key: &ScopedKey) -> Result<Option<SessionId>, StoreError>;
+    /// See [`Store::get_session`].
+    fn get_session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
+    /// See [`Store::list_sessions`].
+    fn list_sessions(&self, owner: &str) -> Result<Vec<SessionRecord>, StoreError>;
+    /// See [`Store::active_sessions`].
+    fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError>;
+    /// See [`Store::read_events`].
+    fn read_events(
+        &self,
+        session: SessionId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
+    /// See [`Store::last_seq`].
+    fn last_seq(&self, session: SessionId) -> Result<u64, StoreError>;
+    /// See [`Store::open_turns`].
+    fn open_turns(&self, session: SessionId) -> Result<Vec<TurnRecord>, StoreError>;
+    /// See [`Store::all_turns`].
+    fn all_turns(&self, session: SessionId) -> Result<Vec<TurnRecord>, StoreError>;
+    /// See [`Store::get_turn`].
+    fn get_turn(&self, session: SessionId, turn: TurnId) -> Result<Option<TurnRecord>, StoreError>;
+    /// See [`Store::turn_for_client_id`].
+    fn turn_for_client_id(
+        &self,
+        session: SessionId,
+        client_message_id: &str,
+    ) -> Result<Option<TurnId>, StoreError>;
+    /// See [`Store::session_for_provider_id`].
+    fn session_for_provider_id(
+        &self,
+        provider: &str,
+        provider_session_id: &str,
+    ) -> Result<Option<SessionId>, StoreError>;
+    /// See [`Store::flush`].
+    fn flush(&self) -> Result<(), StoreError>;
+    /// See [`Store::check_writable`].
+    fn check_writable(&self) -> Result<(), StoreError>;
+    /// See [`Store::stats`].
     fn stats(&self) -> Result<StoreStats, StoreError>;
+}
+
+/// An answer that is already there, as a [`StoreRead`].
+fn ready<T: Send + 'static>(answer: Result<T, StoreError>) -> StoreRead<T> {
+    Box::pin(std::future::ready(answer))
+}
+
+impl<S: EmbeddedStore> Store for S {
+    fn submit(&self, write: Write, done: WriteDone) {
+        EmbeddedStore::submit(self, write, done)
+    }
+    fn lookup_key(&self, key: &ScopedKey) -> StoreRead<Option<SessionId>> {
+        ready(EmbeddedStore::lookup_key(self, key))
+    }
+    fn get_session(&self, id: SessionId) -> StoreRead<Option<SessionRecord>> {
+        ready(EmbeddedStore::get_session(self, id))
+    }
+    fn list_sessions(&self, owner: &str) -> StoreRead<Vec<SessionRecord>> {
+        ready(EmbeddedStore::list_sessions(self, owner))
+    }
+    fn active_sessions(&self) -> StoreRead<Vec<SessionId>> {
+        ready(EmbeddedStore::active_sessions(self))
+    }
+    fn read_events(
+        &self,
+        session: SessionId,
+        after_seq: u64,
+        limit: usize,
+    ) -> StoreRead<Vec<Event>> {
+        ready(EmbeddedStore::read_events(self, session, after_seq, limit))
+    }
+    fn last_seq(&self, session: SessionId) -> StoreRead<u64> {
+        ready(EmbeddedStore::last_seq(self, session))
+    }
+    fn open_turns(&self, session: SessionId) -> StoreRead<Vec<TurnRecord>> {
+        ready(EmbeddedStore::open_turns(self, session))
+    }
+    fn all_turns(&self, session: SessionId) -> StoreRead<Vec<TurnRecord>> {
+        ready(EmbeddedStore::all_turns(self, session))
+    }
+    fn get_turn(&self, session: SessionId, turn: TurnId) -> StoreRead<Option<TurnRecord>> {
+        ready(EmbeddedStore::get_turn(self, session, turn))
+    }
+    fn turn_for_client_id(
+        &self,
+        session: SessionId,
+        client_message_id: &str,
+    ) -> StoreRead<Option<TurnId>> {
+        ready(EmbeddedStore::turn_for_client_id(
+            self,
+            session,
+            client_message_id,
+        ))
+    }
+    fn session_for_provider_id(
+        &self,
+        provider: &str,
+        provider_session_id: &str,
+    ) -> StoreRead<Option<SessionId>> {
+        ready(EmbeddedStore::session_for_provider_id(
+            self,
+            provider,
+            provider_session_id,
+        ))
+    }
+    fn stats(&self) -> StoreRead<StoreStats> {
+        ready(EmbeddedStore::stats(self))
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        EmbeddedStore::flush(self)
+    }
+    fn check_writable(&self) -> Result<(), StoreError> {
+        EmbeddedStore::check_writable(self)
+    }
 }
 
 impl dyn Store {

@@ -6,7 +6,7 @@ use crate::event::Event;
 use crate::ids::SessionId;
 use crate::metrics::RuntimeMetrics;
 use crate::record::SessionState;
-use crate::store::Store;
+use crate::store::{Store, StoreRead};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -114,6 +114,8 @@ pub(crate) struct Backlog {
     pub after: u64,
     /// The last seq to read; the in-memory replay follows it.
     pub until: u64,
+    /// The page being read.
+    pub reading: Option<StoreRead<Vec<Event>>>,
 }
 
 /// Events read from the store in one page of a backlog.
@@ -181,8 +183,8 @@ impl Subscription {
 
     /// Polls for the next event.
     pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<Event>>> {
-        if self.paged.is_empty() {
-            self.read_backlog();
+        if self.paged.is_empty() && self.poll_backlog(cx).is_pending() {
+            return Poll::Pending;
         }
         if let Some(event) = self.paged.pop_front() {
             return Poll::Ready(Some(event));
@@ -220,17 +222,23 @@ impl Subscription {
         backlog + self.paged.len() + self.replay.len()
     }
 
-    /// Reads the next page of the backlog into `paged`; on a store error leaves the backlog
-    /// set with nothing paged, which ends the subscription.
-    fn read_backlog(&mut self) {
+    /// Reads the next page of the backlog into `paged`. Ready once a page is in, or once the
+    /// read failed, which leaves the backlog set with nothing paged: that ends the
+    /// subscription.
+    fn poll_backlog(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let Some(backlog) = self.backlog.as_mut() else {
-            return;
+            return Poll::Ready(());
         };
-        let wanted = (backlog.until - backlog.after).min(BACKLOG_PAGE as u64) as usize;
-        match backlog
-            .store
-            .read_events(self.session_id, backlog.after, wanted)
-        {
+        let session_id = self.session_id;
+        let read = backlog.reading.get_or_insert_with(|| {
+            let wanted = (backlog.until - backlog.after).min(BACKLOG_PAGE as u64) as usize;
+            backlog.store.read_events(session_id, backlog.after, wanted)
+        });
+        let Poll::Ready(page) = read.as_mut().poll(cx) else {
+            return Poll::Pending;
+        };
+        backlog.reading = None;
+        match page {
             Ok(page) if !page.is_empty() => {
                 backlog.after = page.last().map_or(backlog.until, |e| e.seq);
                 if backlog.after >= backlog.until {
@@ -240,14 +248,14 @@ impl Subscription {
             }
             Ok(_) => {
                 log::error!(
-                    "session {}: the store has no events after seq {} though {} are durable",
-                    self.session_id,
+                    "session {session_id}: the store has no events after seq {} though {} are durable",
                     backlog.after,
                     backlog.until
                 );
             }
-            Err(e) => log::error!("session {}: replay read failed: {e}", self.session_id),
+            Err(e) => log::error!("session {session_id}: replay read failed: {e}"),
         }
+        Poll::Ready(())
     }
 }
 

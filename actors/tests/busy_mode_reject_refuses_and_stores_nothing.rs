@@ -15,8 +15,9 @@ fn reject(content: &str, client_message_id: &str) -> SendTurn {
     }
 }
 
-fn accepted_count(store: &Arc<dyn Store>, handle: &troupe_actors::SessionHandle) -> usize {
+async fn accepted_count(store: &Arc<dyn Store>, handle: &troupe_actors::SessionHandle) -> usize {
     stored_events(store, handle.id())
+        .await
         .iter()
         .filter(|e| matches!(e.body, EventBody::TurnAccepted { .. }))
         .count()
@@ -56,16 +57,20 @@ async fn reject_refuses_while_busy_and_stores_nothing() {
     );
 
     // Nothing of the refused turns is stored.
-    let turns = store.all_turns(handle.id()).unwrap();
+    let turns = store.all_turns(handle.id()).await.unwrap();
     let ids: Vec<_> = turns.iter().map(|t| t.id).collect();
     assert_eq!(ids, vec![first.turn_id, long.turn_id, queued.turn_id]);
-    assert_eq!(accepted_count(&store, &handle), 3);
+    assert_eq!(accepted_count(&store, &handle).await, 3);
     assert!(stored_events(&store, handle.id())
+        .await
         .iter()
         .all(|e| !matches!(&e.body, EventBody::Message { text, .. } if text.contains("not"))));
     for refused in ["r-2", "r-3"] {
         assert_eq!(
-            store.turn_for_client_id(handle.id(), refused).unwrap(),
+            store
+                .turn_for_client_id(handle.id(), refused)
+                .await
+                .unwrap(),
             None
         );
     }

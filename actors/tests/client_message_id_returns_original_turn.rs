@@ -63,7 +63,7 @@ fn client_message_id_returns_original_turn() {
             .filter(|e| matches!(e.body, EventBody::TurnAccepted { .. }))
             .count();
         assert_eq!(accepted, 2, "repeats accept nothing");
-        assert_eq!(store.all_turns(handle.id()).unwrap().len(), 2);
+        assert_eq!(store.all_turns(handle.id()).await.unwrap().len(), 2);
 
         // After completion: the original, completed.
         let again = handle
@@ -91,13 +91,13 @@ fn client_message_id_returns_original_turn() {
                 (original, TurnStatus::Completed, true)
             );
         }
-        assert_eq!(store.all_turns(id).unwrap().len(), 2);
+        assert_eq!(store.all_turns(id).await.unwrap().len(), 2);
         // A new id is a new turn.
         let fresh = handle
             .send(with_id("new", BusyMode::Enqueue, "m-3"))
             .await
             .unwrap();
         assert!(!fresh.duplicate);
-        assert_eq!(store.all_turns(id).unwrap().len(), 3);
+        assert_eq!(store.all_turns(id).await.unwrap().len(), 3);
     });
 }

@@ -39,12 +39,13 @@ async fn one_key_many_callers_one_session() {
     assert_eq!(created, 1, "exactly one caller created it");
 
     let id = *ids.iter().next().unwrap();
-    let sessions = store.list_sessions("local").unwrap();
+    let sessions = store.list_sessions("local").await.unwrap();
     assert_eq!(sessions.len(), 1, "one session record in the store");
     assert_eq!(sessions[0].id, id);
-    assert_eq!(store.stats().unwrap().sessions, 1);
+    assert_eq!(store.stats().await.unwrap().sessions, 1);
     assert_eq!(rt.metrics().sessions_created.load(Ordering::Relaxed), 1);
     let created_events = stored_events(&store, id)
+        .await
         .iter()
         .filter(|e| matches!(e.body, EventBody::SessionCreated { .. }))
         .count();
@@ -74,8 +75,8 @@ async fn distinct_keys_each_get_a_session() {
         })
         .collect();
     assert_eq!(ids.len(), CALLERS);
-    assert_eq!(store.list_sessions("local").unwrap().len(), CALLERS);
-    assert_eq!(store.stats().unwrap().sessions, CALLERS as u64);
+    assert_eq!(store.list_sessions("local").await.unwrap().len(), CALLERS);
+    assert_eq!(store.stats().await.unwrap().sessions, CALLERS as u64);
     for i in [0, CALLERS / 2, CALLERS - 1] {
         let (handle, created) = rt.get_or_create(keyed(format!("chat-{i}"))).await.unwrap();
         assert!(!created);

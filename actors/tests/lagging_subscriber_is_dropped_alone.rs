@@ -68,7 +68,7 @@ async fn lagging_subscriber_is_dropped_alone() {
     let more = until_completed(&mut reader, 1).await;
     assert_eq!(delta_text(&more), "after the drop");
     assert_eq!(reader.close_reason(), None);
-    assert_gapless(&stored_events(&store, handle.id()), 1);
+    assert_gapless(&stored_events(&store, handle.id()).await, 1);
 
     // Resuming with after_seq gives the dropped subscriber the rest, without a gap.
     let resume_from = got.last().map_or(0, |e| e.seq);

@@ -18,11 +18,11 @@ async fn assert_one_completion_each(rt: &Runtime, store: &Arc<dyn Store>, handle
     // Wait until nothing is open any more.
     eventually(Duration::from_secs(10), "all turns done", || async {
         let info = handle.info().await.unwrap();
-        info.queue_len == 0 && store.open_turns(handle.id()).unwrap().is_empty()
+        info.queue_len == 0 && store.open_turns(handle.id()).await.unwrap().is_empty()
     })
     .await;
-    let turns = store.all_turns(handle.id()).unwrap();
-    let log = stored_events(store, handle.id());
+    let turns = store.all_turns(handle.id()).await.unwrap();
+    let log = stored_events(store, handle.id()).await;
     assert_gapless(&log, 1);
     let completions = completions_per_turn(&log);
     for turn in &turns {

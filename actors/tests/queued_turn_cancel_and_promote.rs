@@ -76,7 +76,7 @@ async fn cancel_and_promote_queued_turns() {
         !started_order(&events).contains(&c),
         "a cancelled turn never runs"
     );
-    let stored = store.get_turn(handle.id(), c).unwrap().unwrap();
+    let stored = store.get_turn(handle.id(), c).await.unwrap().unwrap();
     assert_eq!(
         (stored.status, stored.outcome),
         (TurnStatus::Completed, Some(Outcome::Cancelled))

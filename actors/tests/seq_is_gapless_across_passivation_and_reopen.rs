@@ -38,10 +38,10 @@ async fn run_turns(rt: &troupe_actors::Runtime, id: SessionId, n: usize) {
     assert!(outcomes(&events).iter().all(|o| *o == Outcome::Success));
 }
 
-fn assert_log_gapless(store: &Arc<dyn Store>, id: SessionId) -> u64 {
-    let events = stored_events(store, id);
+async fn assert_log_gapless(store: &Arc<dyn Store>, id: SessionId) -> u64 {
+    let events = stored_events(store, id).await;
     assert_gapless(&events, 1);
-    assert_eq!(store.last_seq(id).unwrap(), events.len() as u64);
+    assert_eq!(store.last_seq(id).await.unwrap(), events.len() as u64);
     events.len() as u64
 }
 
@@ -55,13 +55,13 @@ fn seq_is_gapless_across_passivation_and_reopen() {
         let rt = runtime(store.clone(), settings());
         let id = session(&rt).await.id();
         run_turns(&rt, id, TURNS_PER_PHASE).await;
-        let before = assert_log_gapless(&store, id);
+        let before = assert_log_gapless(&store, id).await;
         eventually(Duration::from_secs(5), "passivation", || async {
             rt.figures().await.unwrap().live == 0
         })
         .await;
         run_turns(&rt, id, TURNS_PER_PHASE).await;
-        let last = assert_log_gapless(&store, id);
+        let last = assert_log_gapless(&store, id).await;
         assert!(last > before);
         // A subscriber from 0 replays the whole log, nothing more and nothing twice.
         let mut sub = rt.handle(id).subscribe(0).await.unwrap();
@@ -75,7 +75,7 @@ fn seq_is_gapless_across_passivation_and_reopen() {
     // with a turn still streaming when the system goes away (no graceful shutdown).
     let last_2 = in_system(|| async {
         let store = sled_store(dir.path());
-        assert_eq!(assert_log_gapless(&store, id), last_1);
+        assert_eq!(assert_log_gapless(&store, id).await, last_1);
         let rt = runtime(store.clone(), settings());
         let handle = rt.handle(id);
         assert_eq!(handle.info().await.unwrap().last_seq, last_1);
@@ -99,14 +99,14 @@ fn seq_is_gapless_across_passivation_and_reopen() {
             matches!(e.body, EventBody::MessageDelta { .. })
         })
         .await;
-        assert_log_gapless(&store, id)
+        assert_log_gapless(&store, id).await
     });
     assert!(last_2 > last_1);
 
     // Phase 3: recovery ends the cut turn `interrupted`, runs it again, and seq still holds.
     in_system(|| async {
         let store = sled_store(dir.path());
-        assert_eq!(assert_log_gapless(&store, id), last_2);
+        assert_eq!(assert_log_gapless(&store, id).await, last_2);
         let rt = runtime(store.clone(), settings());
         let mut sub = rt.handle(id).subscribe(last_2).await.unwrap();
         let events = until_completed(&mut sub, 2).await;
@@ -116,6 +116,6 @@ fn seq_is_gapless_across_passivation_and_reopen() {
             vec![Outcome::Interrupted, Outcome::Success]
         );
         run_turns(&rt, id, 3).await;
-        assert_log_gapless(&store, id);
+        assert_log_gapless(&store, id).await;
     });
 }

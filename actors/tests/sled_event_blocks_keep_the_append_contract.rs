@@ -4,8 +4,8 @@
 //! start inside a block, `last_seq`, and the upgrade of a schema-1 store.
 
 use std::sync::Arc;
-use troupe_actors::store::{Batch, StoreError};
-use troupe_actors::{Event, EventBody, SessionId, SledStore, Store, Timestamp};
+use troupe_actors::store::{Batch, EmbeddedStore, StoreError};
+use troupe_actors::{Event, EventBody, SessionId, SledStore, Timestamp};
 
 fn events(session: SessionId, first: u64, n: u64, text_len: usize) -> Vec<Arc<Event>> {
     (first..first + n)
@@ -32,7 +32,7 @@ fn append(
     events: Vec<Arc<Event>>,
     transaction: bool,
 ) -> Result<(), StoreError> {
-    let store: &dyn Store = store;
+    let store: &dyn troupe_actors::Store = store;
     futures::executor::block_on(store.commit(
         session,
         Batch {

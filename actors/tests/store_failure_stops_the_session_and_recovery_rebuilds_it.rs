@@ -8,7 +8,7 @@ use common::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use troupe_actors::store::{StoreStats, Write, WriteDone};
+use troupe_actors::store::{EmbeddedStore, StoreStats, Write, WriteDone};
 use troupe_actors::{
     BusyMode, CloseReason, Event, EventBody, MemoryStore, Outcome, RuntimeError, ScopedKey,
     SessionId, Store, TurnId,
@@ -21,33 +21,33 @@ struct FailingStore {
     failing: AtomicBool,
 }
 
-impl Store for FailingStore {
+impl EmbeddedStore for FailingStore {
     fn submit(&self, write: Write, done: WriteDone) {
         if self.failing.load(Ordering::SeqCst) {
             done(Err(troupe_actors::store::StoreError::Engine(
                 "disk full (test double)".into(),
             )));
         } else {
-            self.inner.submit(write, done);
+            EmbeddedStore::submit(&self.inner, write, done);
         }
     }
     fn lookup_key(&self, key: &ScopedKey) -> Result<Option<SessionId>, StoreError> {
-        self.inner.lookup_key(key)
+        EmbeddedStore::lookup_key(&self.inner, key)
     }
     fn get_session(
         &self,
         id: SessionId,
     ) -> Result<Option<troupe_actors::record::SessionRecord>, StoreError> {
-        self.inner.get_session(id)
+        EmbeddedStore::get_session(&self.inner, id)
     }
     fn list_sessions(
         &self,
         owner: &str,
     ) -> Result<Vec<troupe_actors::record::SessionRecord>, StoreError> {
-        self.inner.list_sessions(owner)
+        EmbeddedStore::list_sessions(&self.inner, owner)
     }
     fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {
-        self.inner.active_sessions()
+        EmbeddedStore::active_sessions(&self.inner)
     }
     fn read_events(
         &self,
@@ -55,44 +55,44 @@ impl Store for FailingStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        self.inner.read_events(s, after, limit)
+        EmbeddedStore::read_events(&self.inner, s, after, limit)
     }
     fn last_seq(&self, s: SessionId) -> Result<u64, StoreError> {
-        self.inner.last_seq(s)
+        EmbeddedStore::last_seq(&self.inner, s)
     }
     fn open_turns(
         &self,
         s: SessionId,
     ) -> Result<Vec<troupe_actors::record::TurnRecord>, StoreError> {
-        self.inner.open_turns(s)
+        EmbeddedStore::open_turns(&self.inner, s)
     }
     fn all_turns(
         &self,
         s: SessionId,
     ) -> Result<Vec<troupe_actors::record::TurnRecord>, StoreError> {
-        self.inner.all_turns(s)
+        EmbeddedStore::all_turns(&self.inner, s)
     }
     fn get_turn(
         &self,
         s: SessionId,
         t: TurnId,
     ) -> Result<Option<troupe_actors::record::TurnRecord>, StoreError> {
-        self.inner.get_turn(s, t)
+        EmbeddedStore::get_turn(&self.inner, s, t)
     }
     fn turn_for_client_id(&self, s: SessionId, c: &str) -> Result<Option<TurnId>, StoreError> {
-        self.inner.turn_for_client_id(s, c)
+        EmbeddedStore::turn_for_client_id(&self.inner, s, c)
     }
     fn session_for_provider_id(&self, p: &str, id: &str) -> Result<Option<SessionId>, StoreError> {
-        self.inner.session_for_provider_id(p, id)
+        EmbeddedStore::session_for_provider_id(&self.inner, p, id)
     }
     fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush()
+        EmbeddedStore::flush(&self.inner)
     }
     fn check_writable(&self) -> Result<(), StoreError> {
-        self.inner.check_writable()
+        EmbeddedStore::check_writable(&self.inner)
     }
     fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.inner.stats()
+        EmbeddedStore::stats(&self.inner)
     }
 }
 
@@ -106,7 +106,7 @@ async fn a_failed_acceptance_is_refused_unseen_and_the_session_comes_back() {
     let mut sub = live_events(&handle).await;
     handle.send_text("first", BusyMode::Enqueue).await.unwrap();
     until_completed(&mut sub, 1).await;
-    let before = store.inner.last_seq(handle.id()).unwrap();
+    let before = EmbeddedStore::last_seq(&store.inner, handle.id()).unwrap();
 
     store.failing.store(true, Ordering::SeqCst);
     let refused = handle.send_text("lost", BusyMode::Enqueue).await;
@@ -144,6 +144,7 @@ async fn a_failed_acceptance_is_refused_unseen_and_the_session_comes_back() {
     assert_eq!(delta_text(&events), "after");
     assert!(
         !stored_events(&(store.clone() as Arc<dyn Store>), handle.id())
+            .await
             .iter()
             .any(|e| matches!(&e.body, EventBody::Message { text, .. } if text == "lost"))
     );
@@ -173,7 +174,7 @@ async fn a_failure_mid_stream_stops_the_session_and_the_turn_runs_again() {
     })
     .await;
     assert!(ended.is_ok(), "the session stopped");
-    let stored = stored_events(&(store.clone() as Arc<dyn Store>), handle.id());
+    let stored = stored_events(&(store.clone() as Arc<dyn Store>), handle.id()).await;
     for event in shown.iter().chain(&after) {
         assert_eq!(
             stored.get(event.seq as usize - 1).map(|e| &**e),

@@ -27,7 +27,7 @@ async fn check_every_after_seq(store: Arc<dyn Store>, replay_tail: usize) {
             .unwrap();
     }
     until_completed(&mut sub, 4).await;
-    let log = stored_events(&store, handle.id());
+    let log = stored_events(&store, handle.id()).await;
     let last = log.len() as u64;
     assert!(last > 40, "a log long enough to be interesting");
     assert_gapless(&log, 1);

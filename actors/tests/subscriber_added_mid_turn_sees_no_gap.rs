@@ -97,7 +97,7 @@ fn check(turns: Vec<TurnShape>, joiners: Vec<Joiner>) {
         for (after, mut sub) in subs {
             seen.push((after, collect_until(&mut sub, is_end_of(sentinel)).await));
         }
-        let log = stored_events(&store, handle.id());
+        let log = stored_events(&store, handle.id()).await;
         assert_gapless(&log, 1);
         for (after, got) in seen {
             assert_gapless(&got, after + 1);

@@ -10,6 +10,7 @@ use actix_web::{web, HttpResponse};
     responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String))
 )]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state.metrics.refresh().await;
     HttpResponse::Ok()
         .content_type(CONTENT_TYPE)
         .body(state.metrics.render())

@@ -90,7 +90,7 @@ async fn wait_turns(
     done: impl Fn(&[troupe::actors::record::TurnRecord]) -> bool,
 ) -> Vec<troupe::actors::record::TurnRecord> {
     for _ in 0..500 {
-        let turns = app.runtime.store().all_turns(session).unwrap();
+        let turns = app.runtime.store().all_turns(session).await.unwrap();
         if done(&turns) {
             return turns;
         }
@@ -98,7 +98,7 @@ async fn wait_turns(
     }
     panic!(
         "turns never settled: {:?}",
-        app.runtime.store().all_turns(session).unwrap()
+        app.runtime.store().all_turns(session).await.unwrap()
     );
 }
 
@@ -125,7 +125,7 @@ async fn chat_completion_answers_in_openais_shape_with_the_session_header() {
     assert_eq!(reply["usage"]["completion_tokens"], 3);
     assert_eq!(reply["usage"]["total_tokens"], 6);
     // The system message went to the provider as its system prompt.
-    let turns = app.runtime.store().all_turns(session).unwrap();
+    let turns = app.runtime.store().all_turns(session).await.unwrap();
     assert_eq!(turns[0].options["system"], "be brief");
 }
 
@@ -278,7 +278,7 @@ async fn a_full_queue_answers_429_in_openais_shape() {
                 .await
                 .unwrap();
             if let Some(s) = sessions.first() {
-                if app.runtime.store().all_turns(s.id).unwrap().len() == 2 {
+                if app.runtime.store().all_turns(s.id).await.unwrap().len() == 2 {
                     break;
                 }
             }
@@ -323,7 +323,7 @@ async fn fifty_concurrent_requests_with_one_key_share_one_session_serially_each_
         .unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].key.as_deref(), Some("race"));
-    let turns = app.runtime.store().all_turns(session).unwrap();
+    let turns = app.runtime.store().all_turns(session).await.unwrap();
     assert_eq!(turns.len(), 50);
     assert!(turns.iter().all(|t| t.outcome == Some(Outcome::Success)));
     // Serial: between a turn's start and its completion no other turn starts.
@@ -331,6 +331,7 @@ async fn fifty_concurrent_requests_with_one_key_share_one_session_serially_each_
         .runtime
         .store()
         .read_events(session, 0, usize::MAX)
+        .await
         .unwrap();
     let mut running = None;
     let mut started = 0;
@@ -371,10 +372,16 @@ async fn a_session_key_or_user_keeps_one_session_and_its_log_has_every_turn() {
             ids.push(session_header(&h));
         }
         assert_eq!(ids[0], ids[1], "{key}");
-        let record = app.runtime.store().get_session(ids[0]).unwrap().unwrap();
+        let record = app
+            .runtime
+            .store()
+            .get_session(ids[0])
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(record.key.as_deref(), Some(key));
         assert!(!record.hidden);
-        let turns = app.runtime.store().all_turns(ids[0]).unwrap();
+        let turns = app.runtime.store().all_turns(ids[0]).await.unwrap();
         let contents: Vec<&str> = turns.iter().map(|t| t.content.as_str()).collect();
         assert_eq!(contents, ["first message", "second message"]);
     }
@@ -396,9 +403,9 @@ async fn requests_without_a_key_get_hidden_one_off_sessions_that_carry_their_his
     let (a, b) = (session_header(&h1), session_header(&h2));
     assert_ne!(a, b, "every keyless request gets its own session");
     for id in [a, b] {
-        let record = app.runtime.store().get_session(id).unwrap().unwrap();
+        let record = app.runtime.store().get_session(id).await.unwrap().unwrap();
         assert!(record.hidden);
-        let turns = app.runtime.store().all_turns(id).unwrap();
+        let turns = app.runtime.store().all_turns(id).await.unwrap();
         assert_eq!(turns.len(), 1);
         assert_eq!(turns[0].content, "new question");
         assert_eq!(
@@ -448,6 +455,7 @@ async fn a_client_disconnect_mid_stream_leaves_the_turn_running_to_success() {
         .runtime
         .store()
         .read_events(session, 0, usize::MAX)
+        .await
         .unwrap();
     assert!(events.iter().any(|e| matches!(&e.body,
         EventBody::Message { role, text } if role == "assistant" && text.ends_with("w10"))));
@@ -514,7 +522,13 @@ async fn responses_stream_retrieve_replay_continue_and_cancel() {
     assert_eq!(text, "alpha beta gamma delta");
     let id = events[0]["response"]["id"].as_str().unwrap().to_string();
     assert!(id.starts_with("resp_"));
-    let hidden = app.runtime.store().get_session(session).unwrap().unwrap();
+    let hidden = app
+        .runtime
+        .store()
+        .get_session(session)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         hidden.hidden,
         "a response without a key runs in a hidden session"
@@ -574,7 +588,10 @@ async fn responses_stream_retrieve_replay_continue_and_cancel() {
     assert_eq!(session_header(&headers), session);
     assert_eq!(second["output_text"], "next one");
     assert_eq!(second["previous_response_id"], id.as_str());
-    assert_eq!(app.runtime.store().all_turns(session).unwrap().len(), 2);
+    assert_eq!(
+        app.runtime.store().all_turns(session).await.unwrap().len(),
+        2
+    );
 
     // Background: answers at once, runs detached; cancel stops it.
     let body = json!({"model": "echo", "input": slow_prompt("s1 s2 s3 s4 s5 s6 s7 s8 s9 s10 s11 s12", 100),
@@ -728,6 +745,11 @@ async fn a_repeated_idempotency_key_answers_with_the_original_turn() {
     assert_eq!((s1, s2), (200, 200), "{again}");
     assert_eq!(first["id"], again["id"]);
     assert_eq!(again["choices"][0]["message"]["content"], "only once");
-    let turns = app.runtime.store().all_turns(session_header(&h1)).unwrap();
+    let turns = app
+        .runtime
+        .store()
+        .all_turns(session_header(&h1))
+        .await
+        .unwrap();
     assert_eq!(turns.len(), 1);
 }

@@ -2,16 +2,17 @@
 //! provider, watching their limits, and taking the provider's output.
 
 use super::{ActiveRun, AttemptOutput, Session, OUTPUT_CHUNK};
-use crate::event::EventBody;
+use crate::event::{Event, EventBody};
 use crate::ids::TurnId;
 use crate::metrics::RuntimeMetrics;
 use crate::provider::{AttemptRequest, HistoryMessage, ProviderError, ProviderEvent};
 use crate::record::TurnStatus;
-use crate::store::{Batch, StoreError};
+use crate::store::Batch;
 use crate::time::Timestamp;
 use actix::prelude::*;
 use futures::StreamExt;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -105,25 +106,47 @@ impl Session {
         self.start_attempt(ctx);
     }
 
-    /// The conversation so far, without the current turn, for stateless providers.
-    fn history(&mut self, current: TurnId) -> Result<Vec<HistoryMessage>, StoreError> {
-        if self.conversation.is_none() {
-            // The durable log from the store, then what is still on its way there.
-            let durable = self.log.durable_seq() as usize;
-            let stored = self.shared.store.read_events(self.id(), 0, durable)?;
+    /// Reads the conversation from the log for stateless providers, once per activation; the
+    /// actor handles no other message meanwhile, then starts the attempt it was about to start.
+    fn load_conversation(&mut self, ctx: &mut Context<Self>) {
+        // The durable log from the store, then what was on its way there when the read began
+        // (confirmations may still come in while the read is out), then anything later.
+        let durable = self.log.durable_seq();
+        let unconfirmed: Vec<Arc<Event>> = self.journal.unconfirmed_events().cloned().collect();
+        let read = self
+            .shared
+            .store
+            .read_events(self.id(), 0, durable as usize);
+        ctx.wait(read.into_actor(self).map(move |stored, session, ctx| {
+            let stored = match stored {
+                Ok(stored) => stored,
+                // An attempt without its conversation would answer wrongly: stop instead.
+                Err(e) => return session.fail_stop(e, ctx),
+            };
+            let last = unconfirmed.last().map_or(durable, |e| e.seq);
+            let (_, confirmed_since) = session.log.replay_after(last);
+            let later: Vec<Arc<Event>> = confirmed_since
+                .into_iter()
+                .chain(session.journal.unconfirmed_events().cloned())
+                .filter(|e| e.seq > last)
+                .collect();
             let messages = stored
                 .iter()
-                .chain(self.journal.unconfirmed_events().map(|e| &**e))
+                .chain(unconfirmed.iter().chain(&later).map(|e| &**e))
                 .filter_map(HistoryMessage::of_event);
-            self.conversation = Some(messages.collect());
-        }
-        Ok(self
-            .conversation
+            session.conversation = Some(messages.collect());
+            session.start_attempt(ctx);
+        }));
+    }
+
+    /// The conversation so far, without the current turn, for stateless providers.
+    fn history(&self, current: TurnId) -> Vec<HistoryMessage> {
+        self.conversation
             .iter()
             .flatten()
             .filter(|(turn, _)| *turn != Some(current))
             .map(|(_, message)| message.clone())
-            .collect())
+            .collect()
     }
 
     /// Starts the next attempt of the front turn.
@@ -137,6 +160,9 @@ impl Session {
             return;
         };
         let caps = provider.capabilities();
+        if caps.stateless && self.conversation.is_none() {
+            return self.load_conversation(ctx);
+        }
         if caps.stateless && self.record.provider_session_id.is_none() {
             let synthetic = format!("{}-{}", self.record.provider, self.id());
             self.map_provider_session(synthetic);
@@ -156,11 +182,7 @@ impl Session {
         let cancel = run.cancel.clone();
         let history = if caps.stateless {
             let mut history = seeded_history(&turn.options);
-            match self.history(turn.id) {
-                Ok(earlier) => history.extend(earlier),
-                // An attempt without its conversation would answer wrongly: stop instead.
-                Err(e) => return self.fail_stop(e, ctx),
-            }
+            history.extend(self.history(turn.id));
             history
         } else {
             Vec::new()

@@ -30,6 +30,7 @@ impl Handler<Subscribe> for Session {
             store: self.shared.store.clone(),
             after,
             until,
+            reading: None,
         });
         let channel = self.subscribers.add(self.shared.settings.subscriber_buffer);
         RuntimeMetrics::add(&self.metrics().subscribers, 1);
@@ -109,44 +110,49 @@ impl Handler<GetInfo> for Session {
 }
 
 impl Handler<ListTurns> for Session {
-    type Result = Result<TurnList, RuntimeError>;
+    type Result = ResponseActFuture<Self, Result<TurnList, RuntimeError>>;
 
     fn handle(&mut self, _msg: ListTurns, _ctx: &mut Context<Self>) -> Self::Result {
         self.last_activity = Instant::now();
-        let turns = self.shared.store.all_turns(self.id())?;
-        let turns = turns
-            .iter()
-            .map(|t| {
-                let running = self
-                    .run
-                    .as_ref()
-                    .is_some_and(|r| r.turns.iter().any(|rt| rt.id == t.id));
-                let position = if running {
-                    Some(0)
-                } else {
-                    self.queue.position(t.id)
-                };
-                TurnView::new(t, position)
+        let read = self.shared.store.all_turns(self.id());
+        Box::pin(read.into_actor(self).map(|turns, session, _| {
+            let turns = turns?
+                .iter()
+                .map(|t| {
+                    let running = session
+                        .run
+                        .as_ref()
+                        .is_some_and(|r| r.turns.iter().any(|rt| rt.id == t.id));
+                    let position = if running {
+                        Some(0)
+                    } else {
+                        session.queue.position(t.id)
+                    };
+                    TurnView::new(t, position)
+                })
+                .collect();
+            Ok(TurnList {
+                turns,
+                paused: session.record.paused,
             })
-            .collect();
-        Ok(TurnList {
-            turns,
-            paused: self.record.paused,
-        })
+        }))
     }
 }
 
 impl Handler<ReadEvents> for Session {
-    type Result = Result<EventPage, RuntimeError>;
+    type Result = ResponseFuture<Result<EventPage, RuntimeError>>;
 
     fn handle(&mut self, msg: ReadEvents, _ctx: &mut Context<Self>) -> Self::Result {
         self.last_activity = Instant::now();
-        let events = self
+        let read = self
             .log
-            .read(self.shared.store.as_ref(), msg.after_seq, msg.limit)?;
-        Ok(EventPage {
-            events,
-            last_seq: self.log.durable_seq(),
+            .read(self.shared.store.as_ref(), msg.after_seq, msg.limit);
+        let last_seq = self.log.durable_seq();
+        Box::pin(async move {
+            Ok(EventPage {
+                events: read.await?,
+                last_seq,
+            })
         })
     }
 }

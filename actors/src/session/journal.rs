@@ -55,6 +55,8 @@ pub(crate) struct Journal {
     next_ticket: u64,
     /// Where the store's confirmations go; the actor reads the other end as a stream.
     confirmations: mpsc::UnboundedSender<Confirmation>,
+    /// Set while a handler gathers its writes into one ([`Journal::hold`]).
+    held: bool,
 }
 
 /// A write confirmed durable: what it releases.
@@ -83,6 +85,7 @@ impl Journal {
             pending: None,
             next_ticket: 0,
             confirmations: tx,
+            held: false,
         };
         (journal, rx)
     }
@@ -90,7 +93,7 @@ impl Journal {
     /// Hands `batch` to the store, or merges it into the pending batch while a write is in
     /// flight; returns at once.
     pub fn submit(&mut self, store: &dyn Store, session: SessionId, batch: Batch) {
-        if self.in_flight.is_empty() {
+        if self.in_flight.is_empty() && !self.held {
             return self.send(store, session, batch, Vec::new());
         }
         let batch = match self.pending.as_mut() {
@@ -116,6 +119,22 @@ impl Journal {
                 waiters: Vec::new(),
             },
         ));
+    }
+
+    /// Gathers what is submitted from now on into the pending batch, until
+    /// [`Journal::release`]: a handler that writes several times (a turn accepted and started
+    /// at once) costs one store write.
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
+    /// Ends a [`Journal::hold`]: the gathered batch goes to the store unless a write is in
+    /// flight (then it goes when that one is confirmed).
+    pub fn release(&mut self, store: &dyn Store, session: SessionId) {
+        self.held = false;
+        if self.in_flight.is_empty() {
+            self.submit_pending(store, session);
+        }
     }
 
     /// Submits the pending batch, if any (the write in flight before it was confirmed).

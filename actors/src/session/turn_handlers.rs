@@ -14,6 +14,7 @@ use crate::store::Batch;
 use crate::time::Timestamp;
 use actix::prelude::*;
 use std::time::Instant;
+use tokio::sync::oneshot;
 
 impl Session {
     fn receipt_for(&self, turn_id: TurnId) -> Result<TurnReceipt, RuntimeError> {
@@ -45,10 +46,28 @@ impl Session {
 }
 
 impl Session {
+    /// [`Session::accept_turn`] with its writes gathered into one: a turn accepted into an
+    /// idle session is accepted and started with one store write.
+    fn accept_turn_gathered(
+        &mut self,
+        msg: SendTurn,
+        stored: Option<TurnId>,
+        ctx: &mut Context<Self>,
+    ) -> Result<TurnReceipt, RuntimeError> {
+        self.journal.hold();
+        let result = self.accept_turn(msg, stored, ctx);
+        let id = self.id();
+        self.journal.release(self.shared.store.as_ref(), id);
+        result
+    }
+
     /// Accepts a turn by its busy mode; the acceptance is on disk before the answer.
+    /// `stored` is the turn the store holds for the message's `client_message_id`, when the
+    /// caller looked it up (an id this activation has not seen).
     fn accept_turn(
         &mut self,
         msg: SendTurn,
+        stored: Option<TurnId>,
         ctx: &mut Context<Self>,
     ) -> Result<TurnReceipt, RuntimeError> {
         self.last_activity = Instant::now();
@@ -58,10 +77,7 @@ impl Session {
             return Err(RuntimeError::SessionArchived);
         }
         if let Some(client_id) = &msg.client_message_id {
-            let known = match self.client_ids.get(client_id) {
-                Some(turn_id) => Some(*turn_id),
-                None => self.shared.store.turn_for_client_id(self.id(), client_id)?,
-            };
+            let known = self.client_ids.get(client_id).copied().or(stored);
             if let Some(turn_id) = known {
                 return self.receipt_for(turn_id);
             }
@@ -217,7 +233,38 @@ impl Session {
     }
 }
 
-answered_when_durable!(SendTurn => accept_turn, TurnReceipt);
+impl Handler<SendTurn> for Session {
+    type Result = ResponseFuture<Result<TurnReceipt, RuntimeError>>;
+
+    /// Answered once the acceptance is durable.
+    fn handle(&mut self, msg: SendTurn, ctx: &mut Context<Self>) -> Self::Result {
+        let unseen = msg
+            .client_message_id
+            .as_ref()
+            .filter(|id| !self.client_ids.contains_key(*id));
+        let Some(client_id) = unseen else {
+            let result = self.accept_turn_gathered(msg, None, ctx);
+            return self.reply_when_durable(result);
+        };
+        // Whether an earlier activation accepted this id is in the store. The actor handles
+        // nothing else until the read answers, so a repeat sent meanwhile cannot be accepted
+        // twice.
+        let read = self.shared.store.turn_for_client_id(self.id(), client_id);
+        let (tx, rx) = oneshot::channel();
+        ctx.wait(read.into_actor(self).map(move |stored, session, ctx| {
+            let result = stored
+                .map_err(RuntimeError::Store)
+                .and_then(|stored| session.accept_turn_gathered(msg, stored, ctx));
+            let _ = tx.send(session.reply_when_durable(result));
+        }));
+        Box::pin(async move {
+            let reply = rx.await.map_err(|_| {
+                RuntimeError::Internal("the session stopped before it answered".into())
+            })?;
+            reply.await
+        })
+    }
+}
 
 impl Session {
     /// Aborts the running attempt only while it answers this turn, so a caller that raced the

@@ -109,6 +109,7 @@ fn run_writer<E: Engine>(
         }
         let (writes, dones): (Vec<Write>, Vec<WriteDone>) = group.into_iter().unzip();
         let n = writes.len();
+        let needs_flush: Vec<bool> = writes.iter().map(|w| !w.rides_next_flush()).collect();
         // A panicking engine must still answer every waiter: a write nobody confirms would
         // leave its session waiting forever.
         let answers = catch_unwind(AssertUnwindSafe(|| engine.apply_group(writes)))
@@ -120,7 +121,11 @@ fn run_writer<E: Engine>(
                     .collect()
             });
         let mut results: Vec<_> = dones.into_iter().zip(answers).collect();
-        if durability == Durability::Flushed && results.iter().any(|(_, r)| r.is_ok()) {
+        let flush = results
+            .iter()
+            .zip(&needs_flush)
+            .any(|((_, r), needs)| r.is_ok() && *needs);
+        if durability == Durability::Flushed && flush {
             let flushed = catch_unwind(AssertUnwindSafe(|| engine.flush()))
                 .unwrap_or_else(|_| Err(StoreError::Engine("the storage engine panicked".into())));
             if let Err(e) = flushed {
@@ -137,6 +142,85 @@ fn run_writer<E: Engine>(
             .fetch_add(results.len() as u64, Ordering::Relaxed);
         for (done, result) in results {
             done(result);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ScopedKey;
+    use crate::registry::NewSession;
+    use crate::store::Batch;
+
+    /// An engine that applies nothing and counts its flushes.
+    #[derive(Default)]
+    struct Counting {
+        flushes: AtomicU64,
+    }
+
+    impl Engine for Counting {
+        fn apply(&self, _write: Write) -> Result<Written, StoreError> {
+            Ok(Written::Done)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn create(hidden: bool, key: Option<&str>) -> Write {
+        let (record, first) = NewSession {
+            owner: "local".into(),
+            provider: "echo".into(),
+            key: key.map(String::from),
+            hidden,
+            ..NewSession::default()
+        }
+        .into_record();
+        let key = key.map(|k| ScopedKey {
+            owner: "local".into(),
+            project: None,
+            key: k.into(),
+        });
+        Write::Create { record, first, key }
+    }
+
+    /// Submits `write` and waits for its confirmation.
+    fn confirm(writer: &GroupCommitter, write: Write) -> Result<Written, StoreError> {
+        let (tx, rx) = mpsc::channel();
+        writer.submit(
+            write,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        rx.recv().expect("confirmed")
+    }
+
+    #[test]
+    fn a_one_off_create_rides_the_next_flush_and_everything_else_is_flushed_first() {
+        let engine = Arc::new(Counting::default());
+        let writer = GroupCommitter::start(engine.clone(), Durability::Flushed).expect("writer");
+        let flushes = || engine.flushes.load(Ordering::SeqCst);
+
+        confirm(&writer, create(true, None)).expect("one-off create");
+        assert_eq!(flushes(), 0, "a hidden keyless create is confirmed once applied");
+        let session = crate::ids::SessionId::new();
+        confirm(
+            &writer,
+            Write::Commit {
+                session,
+                batch: Batch::default(),
+            },
+        )
+        .expect("commit");
+        assert_eq!(flushes(), 1, "the next write's flush makes it durable");
+
+        for write in [create(false, None), create(true, Some("k")), create(false, Some("j"))] {
+            let before = flushes();
+            confirm(&writer, write).expect("create");
+            assert_eq!(flushes(), before + 1, "any other create is flushed before it is confirmed");
         }
     }
 }

@@ -1,6 +1,8 @@
 //! An in-memory [`Store`]: same semantics as sled, nothing on disk. For tests and benchmarks.
 
-use super::{Batch, CreateOutcome, Store, StoreError, StoreStats, Write, WriteDone, Written};
+use super::{
+    Batch, CreateOutcome, EmbeddedStore, StoreError, StoreStats, Write, WriteDone, Written,
+};
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
 use crate::record::{SessionRecord, TurnRecord, TurnStatus};
@@ -128,7 +130,7 @@ impl Inner {
     }
 }
 
-impl Store for MemoryStore {
+impl EmbeddedStore for MemoryStore {
     /// Applied and confirmed at once: nothing here outlives the process anyway.
     fn submit(&self, write: Write, done: WriteDone) {
         let result = self.lock().apply(write);

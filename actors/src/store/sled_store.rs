@@ -34,7 +34,8 @@
 
 use super::group_commit::{Engine, GroupCommitter};
 use super::{
-    Batch, Durability, Store, StoreError, StoreStats, Write, WriteDone, Written, SCHEMA_VERSION,
+    Batch, Durability, EmbeddedStore, StoreError, StoreStats, Write, WriteDone, Written,
+    SCHEMA_VERSION,
 };
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
@@ -535,7 +536,7 @@ impl Engine for SledEngine {
     }
 }
 
-impl Store for SledStore {
+impl EmbeddedStore for SledStore {
     fn submit(&self, write: Write, done: WriteDone) {
         self.writer.submit(write, done);
     }

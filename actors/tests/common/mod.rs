@@ -167,9 +167,13 @@ where
 }
 
 /// The whole stored log of session `id`.
-pub fn stored_events(store: &Arc<dyn Store>, id: troupe_actors::SessionId) -> Vec<Arc<Event>> {
+pub async fn stored_events(
+    store: &Arc<dyn Store>,
+    id: troupe_actors::SessionId,
+) -> Vec<Arc<Event>> {
     store
         .read_events(id, 0, usize::MAX)
+        .await
         .expect("read events")
         .into_iter()
         .map(Arc::new)

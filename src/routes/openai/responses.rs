@@ -148,13 +148,15 @@ async fn target_of(
     if let Some(previous) = &body.previous_response_id {
         let not_found = || OpenAiError::response_not_found(previous).param("previous_response_id");
         let (session, _) = parse_response_id(previous).ok_or_else(not_found)?;
-        return sessions::continued(state, owner, session, choice).map_err(|e| {
-            if e.code == "session_not_found" {
-                not_found()
-            } else {
-                e
-            }
-        });
+        return sessions::continued(state, owner, session, choice)
+            .await
+            .map_err(|e| {
+                if e.code == "session_not_found" {
+                    not_found()
+                } else {
+                    e
+                }
+            });
     }
     let key = sessions::header_key(req)?;
     sessions::keyed_or_one_off(state, owner, choice, key).await
@@ -279,7 +281,7 @@ pub(super) async fn create(
 }
 
 /// The caller's response `id`: its session handle and a projection with its request's meta.
-fn find(
+async fn find(
     state: &AppState,
     owner: &str,
     id: &str,
@@ -289,14 +291,17 @@ fn find(
     let handle = state
         .runtime
         .session_of(owner, session)
+        .await
         .map_err(|_| not_found())?;
     let store = state.runtime.store();
     let record = store
         .get_session(session)
+        .await
         .map_err(RuntimeError::from)?
         .ok_or_else(not_found)?;
     let turn_record = store
         .get_turn(session, turn)
+        .await
         .map_err(RuntimeError::from)?
         .ok_or_else(not_found)?;
     let default_model = match &record.model {
@@ -364,7 +369,7 @@ pub(super) async fn retrieve(
             OpenAiError::invalid_request("`starting_after` must be a sequence number from 0")
                 .param("starting_after")
         })?;
-    let (handle, mut projection) = find(&state, &caller.0.owner, &id)?;
+    let (handle, mut projection) = find(&state, &caller.0.owner, &id).await?;
     let (session, turn) =
         parse_response_id(&id).ok_or_else(|| OpenAiError::response_not_found(&id))?;
     let session_header = (SESSION_ID_HEADER, session.to_string());
@@ -408,7 +413,7 @@ pub(super) async fn cancel(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, OpenAiError> {
-    let (handle, mut projection) = find(&state, &caller.0.owner, &id)?;
+    let (handle, mut projection) = find(&state, &caller.0.owner, &id).await?;
     let (session, turn) =
         parse_response_id(&id).ok_or_else(|| OpenAiError::response_not_found(&id))?;
     stop_turn(&handle, turn).await?;

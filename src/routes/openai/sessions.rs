@@ -125,20 +125,20 @@ pub async fn keyed_or_one_off(
         })
         .await?;
     if !created {
-        check_provider(state, handle.id(), choice)?;
+        check_provider(state, handle.id(), choice).await?;
     }
     target(state, handle, one_off, choice)
 }
 
 /// The caller's session `id` (a previous response's), which must run on the chosen provider.
-pub fn continued(
+pub async fn continued(
     state: &AppState,
     owner: &str,
     id: SessionId,
     choice: &ModelChoice,
 ) -> Result<Target, OpenAiError> {
-    let handle = state.runtime.session_of(owner, id)?;
-    check_provider(state, id, choice)?;
+    let handle = state.runtime.session_of(owner, id).await?;
+    check_provider(state, id, choice).await?;
     target(state, handle, false, choice)
 }
 
@@ -162,7 +162,7 @@ fn target(
 
 /// A session keeps the provider it was made with: a request naming another one is refused
 /// rather than silently answered by a different backend.
-fn check_provider(
+async fn check_provider(
     state: &AppState,
     id: SessionId,
     choice: &ModelChoice,
@@ -171,6 +171,7 @@ fn check_provider(
         .runtime
         .store()
         .get_session(id)
+        .await
         .map_err(troupe_actors::RuntimeError::from)?;
     match record {
         Some(record) if record.provider != choice.provider => {

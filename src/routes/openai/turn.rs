@@ -51,7 +51,7 @@ impl TurnFollower {
         handle: SessionHandle,
         turn: SendTurn,
     ) -> Result<(TurnFollower, TurnReceipt), RuntimeError> {
-        let last_seq = runtime.store().last_seq(handle.id())?;
+        let last_seq = runtime.store().last_seq(handle.id()).await?;
         let sub = handle.follow(last_seq).await?;
         let receipt = handle.send(turn).await?;
         if receipt.duplicate {

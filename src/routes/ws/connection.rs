@@ -357,32 +357,38 @@ impl Connection {
                 options,
             } => {
                 let turn = SendTurn::parse(content, mode, client_message_id, Some(options))?;
-                let receipt = self.session(&session_id)?.send(turn).await?;
+                let receipt = self.session(&session_id).await?.send(turn).await?;
                 frames::ack(id, json!(receipt))
             }
             ClientFrame::Abort { session_id } => {
-                frames::ack(id, json!(self.session(&session_id)?.abort().await?))
+                frames::ack(id, json!(self.session(&session_id).await?.abort().await?))
             }
             ClientFrame::QueuePause { session_id } => {
-                let session = self.session(&session_id)?.pause().await?;
+                let session = self.session(&session_id).await?.pause().await?;
                 frames::ack(id, json!({ "session": session }))
             }
             ClientFrame::QueueResume { session_id } => {
-                let session = self.session(&session_id)?.resume().await?;
+                let session = self.session(&session_id).await?.resume().await?;
                 frames::ack(id, json!({ "session": session }))
             }
             ClientFrame::QueueCancel {
                 session_id,
                 turn_id,
             } => {
-                self.session(&session_id)?.cancel_turn(turn_id).await?;
+                self.session(&session_id)
+                    .await?
+                    .cancel_turn(turn_id)
+                    .await?;
                 frames::ack(id, json!({ "turn_id": turn_id, "cancelled": true }))
             }
             ClientFrame::QueuePromote {
                 session_id,
                 turn_id,
             } => {
-                self.session(&session_id)?.promote_turn(turn_id).await?;
+                self.session(&session_id)
+                    .await?
+                    .promote_turn(turn_id)
+                    .await?;
                 frames::ack(id, json!({ "turn_id": turn_id, "promoted": true }))
             }
             ClientFrame::PermissionReply {
@@ -402,9 +408,9 @@ impl Connection {
     }
 
     /// The caller's session `raw`; another owner's answers `session_not_found`.
-    fn session(&self, raw: &str) -> Result<SessionHandle, ApiError> {
+    async fn session(&self, raw: &str) -> Result<SessionHandle, ApiError> {
         let id = frames::session_id(raw)?;
-        Ok(self.runtime.session_of(&self.owner, id)?)
+        Ok(self.runtime.session_of(&self.owner, id).await?)
     }
 
     /// Subscribes to a session: `subscribed` first, then the replay, then live events. A
@@ -415,7 +421,7 @@ impl Connection {
         session_id: SessionId,
         after_seq: u64,
     ) -> Result<(), ApiError> {
-        let handle = self.runtime.session_of(&self.owner, session_id)?;
+        let handle = self.runtime.session_of(&self.owner, session_id).await?;
         if let Some(old) = self.subscriptions.remove(&Target::Session(session_id)) {
             old.abort();
         }
