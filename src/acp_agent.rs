@@ -45,7 +45,9 @@ struct Server {
 
 impl Server {
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, format!("{}/api/v1{path}", self.url));
+        let request = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.url));
         match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,
@@ -53,14 +55,19 @@ impl Server {
     }
 
     /// Sends a request; a non-2xx answer becomes an ACP error carrying the server's message.
-    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, agent_client_protocol::Error> {
+    async fn call(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Value, agent_client_protocol::Error> {
         let response = request.send().await.map_err(internal)?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() {
             Ok(body)
         } else {
-            let message = body["error"]["message"].as_str().unwrap_or("request failed");
+            let message = body["error"]["message"]
+                .as_str()
+                .unwrap_or("request failed");
             let code = body["error"]["code"].as_str().unwrap_or("internal");
             Err(agent_client_protocol::Error::invalid_params()
                 .data(json!({"code": code, "message": message, "status": status.as_u16()})))
@@ -100,11 +107,18 @@ pub async fn serve_stdio(options: AcpAgentOptions) -> anyhow::Result<()> {
                 let server = new_server.clone();
                 let body = json!({"provider": server.provider, "project": request.cwd});
                 let created = server
-                    .call(server.request(reqwest::Method::POST, "/sessions").json(&body))
+                    .call(
+                        server
+                            .request(reqwest::Method::POST, "/sessions")
+                            .json(&body),
+                    )
                     .await;
                 match created {
                     Ok(body) => {
-                        let id = body["session"]["id"].as_str().unwrap_or_default().to_string();
+                        let id = body["session"]["id"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string();
                         responder.respond(NewSessionResponse::new(id))
                     }
                     Err(e) => responder.respond_with_error(e),
@@ -141,7 +155,10 @@ pub async fn serve_stdio(options: AcpAgentOptions) -> anyhow::Result<()> {
             async move |cancel: CancelNotification, _cx| {
                 let server = cancel_server.clone();
                 let path = format!("/sessions/{}/abort", cancel.session_id.0);
-                if let Err(e) = server.call(server.request(reqwest::Method::POST, &path)).await {
+                if let Err(e) = server
+                    .call(server.request(reqwest::Method::POST, &path))
+                    .await
+                {
                     log::warn!("acp: abort of session {} failed: {e}", cancel.session_id.0);
                 }
                 Ok(())
@@ -165,7 +182,9 @@ async fn replay(
     let mut after = 0u64;
     loop {
         let path = format!("/sessions/{id}/events?after_seq={after}&limit=1000");
-        let page = server.call(server.request(reqwest::Method::GET, &path)).await?;
+        let page = server
+            .call(server.request(reqwest::Method::GET, &path))
+            .await?;
         let events = page["events"].as_array().cloned().unwrap_or_default();
         if events.is_empty() {
             return Ok(());
@@ -180,13 +199,21 @@ async fn replay(
                 _ => "agent_message_chunk",
             };
             let text = event["data"]["text"].clone();
-            notify(cx, id, json!({"sessionUpdate": kind, "content": {"type": "text", "text": text}}))?;
+            notify(
+                cx,
+                id,
+                json!({"sessionUpdate": kind, "content": {"type": "text", "text": text}}),
+            )?;
         }
     }
 }
 
 /// Sends one `session/update` built from its JSON (checked by the crate's types).
-fn notify(cx: &ConnectionTo<Client>, session: &str, update: Value) -> Result<(), agent_client_protocol::Error> {
+fn notify(
+    cx: &ConnectionTo<Client>,
+    session: &str,
+    update: Value,
+) -> Result<(), agent_client_protocol::Error> {
     let update: SessionUpdate = serde_json::from_value(update).map_err(internal)?;
     cx.send_notification(SessionNotification::new(session.to_string(), update))
 }
@@ -243,9 +270,11 @@ async fn prompt(
                 "content": {"type": "text", "text": data["text"]}}),
             "tool.use" => json!({"sessionUpdate": "tool_call", "toolCallId": data["tool_id"],
                 "title": data["name"], "status": "in_progress", "rawInput": data["input"]}),
-            "tool.result" => json!({"sessionUpdate": "tool_call_update", "toolCallId": data["tool_id"],
+            "tool.result" => {
+                json!({"sessionUpdate": "tool_call_update", "toolCallId": data["tool_id"],
                 "status": if data["is_error"] == true { "failed" } else { "completed" },
-                "rawOutput": data["output"]}),
+                "rawOutput": data["output"]})
+            }
             "permission.requested" => {
                 ask_editor(server, &id, data, cx).await?;
                 continue;
@@ -258,7 +287,9 @@ async fn prompt(
         };
         notify(cx, &id, update)?;
     }
-    Err(internal("the server's event stream ended before the turn completed"))
+    Err(internal(
+        "the server's event stream ended before the turn completed",
+    ))
 }
 
 /// A `permission.requested` as `session/request_permission`; the editor's choice goes back to the
@@ -290,7 +321,10 @@ async fn ask_editor(
     let request_id = data["request_id"].as_str().unwrap_or_default();
     let path = format!("/sessions/{id}/permissions/{request_id}");
     let body = json!({"option_id": selected.option_id.0.to_string()});
-    match server.call(server.request(reqwest::Method::POST, &path).json(&body)).await {
+    match server
+        .call(server.request(reqwest::Method::POST, &path).json(&body))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) => {
             log::info!("acp: permission {request_id} of session {id} was answered elsewhere: {e}");

@@ -72,9 +72,7 @@ impl ErrorCode {
             | ProjectNotAllowed => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
-            SessionNotFound | TurnNotFound | PermissionNotFound | NotFound => {
-                StatusCode::NOT_FOUND
-            }
+            SessionNotFound | TurnNotFound | PermissionNotFound | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             SessionBusy | SessionFailed | SessionArchived | NotRunning | TurnRunning

@@ -60,7 +60,10 @@ impl GeminiMock {
             return json_reply(404, &json!({"error": {"code": 404, "message": "not here"}}));
         }
         self.requests.lock().unwrap().push(request.body.clone());
-        let contents = request.body["contents"].as_array().cloned().unwrap_or_default();
+        let contents = request.body["contents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let last = contents.last().cloned().unwrap_or(Value::Null);
         let answered = last["parts"]
             .as_array()
@@ -203,12 +206,18 @@ async fn gemini_acp_two_turns_resume_also_in_a_fresh_agent_process() {
     assert_eq!(streamed_text(&first), "heard: Say hello.");
     let acp_session = session.info().await.unwrap().provider_session_id;
     assert!(acp_session.is_some());
-    session.send_text("Again.", BusyMode::Enqueue).await.unwrap();
+    session
+        .send_text("Again.", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let (second, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{second:#?}");
     assert_eq!(streamed_text(&second), "heard: Say hello. | Again.");
     w.provider.end_session(session.id());
-    session.send_text("Third.", BusyMode::Enqueue).await.unwrap();
+    session
+        .send_text("Third.", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let (third, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{third:#?}");
     // Gemini CLI 0.61 answers `session/load` in a fresh process with "No previous sessions found
@@ -230,7 +239,10 @@ async fn gemini_acp_lost_session_starts_fresh_once() {
     };
     let session = w.session().await;
     let mut sub = session.subscribe(0).await.unwrap();
-    session.send_text("First.", BusyMode::Enqueue).await.unwrap();
+    session
+        .send_text("First.", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let (first, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{first:#?}");
     let lost = session.info().await.unwrap().provider_session_id;
@@ -238,7 +250,10 @@ async fn gemini_acp_lost_session_starts_fresh_once() {
     w.provider.end_session(session.id());
     tokio::time::sleep(Duration::from_millis(700)).await;
     let _ = std::fs::remove_dir_all(w.home.path().join(".gemini/tmp"));
-    session.send_text("Second.", BusyMode::Enqueue).await.unwrap();
+    session
+        .send_text("Second.", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let (events, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
     assert!(
@@ -294,8 +309,16 @@ async fn gemini_acp_policy_deny_never_runs_the_tool_and_allow_never_asks() {
             .await
             .unwrap();
         let (events, end) = completed(&mut sub).await;
-        assert_eq!(ending(&end).0, Outcome::Success, "{approvals:?}: {events:#?}");
-        assert_eq!(count_kind(&events, "permission.requested"), 0, "{approvals:?}");
+        assert_eq!(
+            ending(&end).0,
+            Outcome::Success,
+            "{approvals:?}: {events:#?}"
+        );
+        assert_eq!(
+            count_kind(&events, "permission.requested"),
+            0,
+            "{approvals:?}"
+        );
         assert_eq!(w.written(), written, "{approvals:?}");
         assert!(w.mock.requests.lock().unwrap().len() >= 2, "{approvals:?}");
     }
@@ -303,7 +326,12 @@ async fn gemini_acp_policy_deny_never_runs_the_tool_and_allow_never_asks() {
 
 #[actix_rt::test]
 async fn gemini_acp_abort_mid_turn_leaves_no_process() {
-    let Some(w) = world("gemini_acp_abort_mid_turn_leaves_no_process", Approvals::Ask).await else {
+    let Some(w) = world(
+        "gemini_acp_abort_mid_turn_leaves_no_process",
+        Approvals::Ask,
+    )
+    .await
+    else {
         return;
     };
     let session = w.session().await;
@@ -320,8 +348,14 @@ async fn gemini_acp_abort_mid_turn_leaves_no_process() {
     assert!(session.abort().await.unwrap().aborted);
     let (events, end) = completed(&mut sub).await;
     assert_eq!(ending(&end).0, Outcome::Aborted, "{events:#?}");
-    assert!(wait_gone(pid.expect("a pid") as i32).await, "the agent is gone");
-    session.send_text("Hello.", BusyMode::Enqueue).await.unwrap();
+    assert!(
+        wait_gone(pid.expect("a pid") as i32).await,
+        "the agent is gone"
+    );
+    session
+        .send_text("Hello.", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let (events, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
 }

@@ -42,7 +42,10 @@ impl AnthropicMock {
             return json_reply(200, &json!({"input_tokens": 42}));
         }
         if !path.starts_with("/v1/messages") {
-            return json_reply(404, &json!({"type": "error", "error": {"type": "not_found_error", "message": "no"}}));
+            return json_reply(
+                404,
+                &json!({"type": "error", "error": {"type": "not_found_error", "message": "no"}}),
+            );
         }
         self.messages.lock().unwrap().push(body.clone());
         let users = user_texts(body);
@@ -72,21 +75,39 @@ impl AnthropicMock {
             ),
         };
         if body["stream"] != true {
-            return json_reply(200, &json!({"id": "msg_mock", "type": "message", "role": "assistant",
+            return json_reply(
+                200,
+                &json!({"id": "msg_mock", "type": "message", "role": "assistant",
                 "model": model, "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn",
-                "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 3}}));
+                "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 3}}),
+            );
         }
         let start = [
-            (Some("message_start"), json!({"type": "message_start", "message": {"id": "msg_mock",
+            (
+                Some("message_start"),
+                json!({"type": "message_start", "message": {"id": "msg_mock",
                 "type": "message", "role": "assistant", "model": model, "content": [],
-                "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 1}}})),
-            (Some("content_block_start"), json!({"type": "content_block_start", "index": 0, "content_block": block})),
+                "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+            ),
+            (
+                Some("content_block_start"),
+                json!({"type": "content_block_start", "index": 0, "content_block": block}),
+            ),
         ];
-        let middle = [(Some("content_block_delta"), json!({"type": "content_block_delta", "index": 0, "delta": delta}))];
+        let middle = [(
+            Some("content_block_delta"),
+            json!({"type": "content_block_delta", "index": 0, "delta": delta}),
+        )];
         let end = [
-            (Some("content_block_stop"), json!({"type": "content_block_stop", "index": 0})),
-            (Some("message_delta"), json!({"type": "message_delta", "delta": {"stop_reason": stop,
-                "stop_sequence": null}, "usage": {"output_tokens": 3}})),
+            (
+                Some("content_block_stop"),
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+            (
+                Some("message_delta"),
+                json!({"type": "message_delta", "delta": {"stop_reason": stop,
+                "stop_sequence": null}, "usage": {"output_tokens": 3}}),
+            ),
             (Some("message_stop"), json!({"type": "message_stop"})),
         ];
         if slowly {
@@ -118,10 +139,13 @@ fn user_texts(body: &Value) -> Vec<String> {
 fn tool_result_text(body: &Value) -> Option<String> {
     let last = body["messages"].as_array()?.last()?.clone();
     let blocks = last["content"].as_array()?.clone();
-    blocks.iter().find(|b| b["type"] == "tool_result").map(|b| match &b["content"] {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    })
+    blocks
+        .iter()
+        .find(|b| b["type"] == "tool_result")
+        .map(|b| match &b["content"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
 }
 
 /// `claude-agent-acp` and the Claude CLI it drives, or a loud skip (a failure under CI).
@@ -133,11 +157,20 @@ fn real_agent(test: &str) -> Option<(String, String)> {
 }
 
 /// The provider's settings: loopback only, a fake key, its own `HOME`, a short kill grace.
-fn settings(agent: &str, claude: &str, url: &str, home: &Path, approvals: Approvals) -> AcpSettings {
+fn settings(
+    agent: &str,
+    claude: &str,
+    url: &str,
+    home: &Path,
+    approvals: Approvals,
+) -> AcpSettings {
     let mut settings = AcpSettings::new(agent);
     for (name, value) in [
         ("ANTHROPIC_BASE_URL", url.to_string()),
-        ("ANTHROPIC_API_KEY", "sk-ant-test-mock-key-000000".to_string()),
+        (
+            "ANTHROPIC_API_KEY",
+            "sk-ant-test-mock-key-000000".to_string(),
+        ),
         ("ANTHROPIC_MODEL", "claude-sonnet-4-5".to_string()),
         ("CLAUDE_CODE_EXECUTABLE", claude.to_string()),
         // Claude Code refuses `--allow-dangerously-skip-permissions` (which the adapter passes)
@@ -208,9 +241,14 @@ async fn next_request(sub: &mut troupe_actors::Subscription) -> (String, Vec<(St
             .expect("subscription closed");
         match &event.body {
             EventBody::PermissionRequested {
-                request_id, options, ..
+                request_id,
+                options,
+                ..
             } => {
-                let options = options.iter().map(|o| (o.id.clone(), o.kind.clone())).collect();
+                let options = options
+                    .iter()
+                    .map(|o| (o.id.clone(), o.kind.clone()))
+                    .collect();
                 return (request_id.clone(), options);
             }
             EventBody::TurnCompleted { .. } => panic!("the turn ended without asking: {event:?}"),
@@ -221,26 +259,48 @@ async fn next_request(sub: &mut troupe_actors::Subscription) -> (String, Vec<(St
 
 #[actix_rt::test]
 async fn claude_acp_two_turns_resume_also_in_a_fresh_agent_process() {
-    let Some(w) = world("claude_acp_two_turns_resume_also_in_a_fresh_agent_process", Approvals::Ask, None).await else {
+    let Some(w) = world(
+        "claude_acp_two_turns_resume_also_in_a_fresh_agent_process",
+        Approvals::Ask,
+        None,
+    )
+    .await
+    else {
         return;
     };
     let session = w.session().await;
     let mut sub = session.subscribe(0).await.unwrap();
-    session.send_text("Say hello.", BusyMode::Enqueue).await.unwrap();
+    session
+        .send_text("Say hello.", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let (first, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{first:#?}");
     assert_eq!(streamed_text(&first), "heard: Say hello.");
     let acp_session = session.info().await.unwrap().provider_session_id;
-    assert!(acp_session.is_some(), "the ACP session id is the provider session id");
-    session.send_text("Again.", BusyMode::Enqueue).await.unwrap();
+    assert!(
+        acp_session.is_some(),
+        "the ACP session id is the provider session id"
+    );
+    session
+        .send_text("Again.", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let (second, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{second:#?}");
-    assert_eq!(streamed_text(&second), "heard: Say hello. | Again.", "same agent, same conversation");
+    assert_eq!(
+        streamed_text(&second),
+        "heard: Say hello. | Again.",
+        "same agent, same conversation"
+    );
     // The agent process goes (as on passivation); the next turn loads the session in a new one.
     let pid = session.snapshot().await.unwrap().run.map(|r| r.pid);
     assert!(pid.is_none(), "nothing runs between turns");
     w.provider.end_session(session.id());
-    session.send_text("Third.", BusyMode::Enqueue).await.unwrap();
+    session
+        .send_text("Third.", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let (third, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{third:#?}");
     assert_eq!(
@@ -248,30 +308,62 @@ async fn claude_acp_two_turns_resume_also_in_a_fresh_agent_process() {
         "heard: Say hello. | Again. | Third.",
         "session/load resumed the conversation in a fresh agent"
     );
-    assert_eq!(session.info().await.unwrap().provider_session_id, acp_session);
+    assert_eq!(
+        session.info().await.unwrap().provider_session_id,
+        acp_session
+    );
 }
 
 #[actix_rt::test]
 async fn claude_acp_asks_before_writing_and_an_allow_runs_the_tool() {
-    let Some(w) = world("claude_acp_asks_before_writing_and_an_allow_runs_the_tool", Approvals::Ask, None).await else {
+    let Some(w) = world(
+        "claude_acp_asks_before_writing_and_an_allow_runs_the_tool",
+        Approvals::Ask,
+        None,
+    )
+    .await
+    else {
         return;
     };
     let session = w.session().await;
     let mut sub = session.subscribe(0).await.unwrap();
-    session.send_text("Please write the file.", BusyMode::Enqueue).await.unwrap();
+    session
+        .send_text("Please write the file.", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let (request_id, options) = next_request(&mut sub).await;
     assert!(!w.written(), "nothing is written before the answer");
-    let allow = options.iter().find(|(_, kind)| kind == "allow_once").expect("an allow option");
-    let answer = session.answer_permission(&request_id, &allow.0, "local").await.unwrap();
+    let allow = options
+        .iter()
+        .find(|(_, kind)| kind == "allow_once")
+        .expect("an allow option");
+    let answer = session
+        .answer_permission(&request_id, &allow.0, "local")
+        .await
+        .unwrap();
     assert_eq!(answer.by, "local");
-    let second = session.answer_permission(&request_id, &allow.0, "local").await;
-    assert_eq!(second.unwrap_err().code(), "permission_resolved", "a second answer is refused");
+    let second = session
+        .answer_permission(&request_id, &allow.0, "local")
+        .await;
+    assert_eq!(
+        second.unwrap_err().code(),
+        "permission_resolved",
+        "a second answer is refused"
+    );
     let (events, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
     assert!(w.written(), "the allowed tool ran");
-    assert!(events.iter().any(|e| matches!(e, EventBody::PermissionResolved { option_id: Some(o), .. } if *o == allow.0)));
+    assert!(events.iter().any(
+        |e| matches!(e, EventBody::PermissionResolved { option_id: Some(o), .. } if *o == allow.0)
+    ));
     assert!(
-        events.iter().any(|e| matches!(e, EventBody::ToolResult { is_error: false, .. })),
+        events.iter().any(|e| matches!(
+            e,
+            EventBody::ToolResult {
+                is_error: false,
+                ..
+            }
+        )),
         "{events:#?}"
     );
     assert!(streamed_text(&events).contains("tool said"), "{events:#?}");
@@ -279,30 +371,59 @@ async fn claude_acp_asks_before_writing_and_an_allow_runs_the_tool() {
 
 #[actix_rt::test]
 async fn claude_acp_policy_deny_never_runs_the_tool_and_never_asks() {
-    let Some(w) = world("claude_acp_policy_deny_never_runs_the_tool_and_never_asks", Approvals::Deny, None).await else {
+    let Some(w) = world(
+        "claude_acp_policy_deny_never_runs_the_tool_and_never_asks",
+        Approvals::Deny,
+        None,
+    )
+    .await
+    else {
         return;
     };
     let session = w.session().await;
     let mut sub = session.subscribe(0).await.unwrap();
-    session.send_text("Please write the file.", BusyMode::Enqueue).await.unwrap();
+    session
+        .send_text("Please write the file.", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let (events, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
-    assert_eq!(count_kind(&events, "permission.requested"), 0, "the policy answered");
+    assert_eq!(
+        count_kind(&events, "permission.requested"),
+        0,
+        "the policy answered"
+    );
     assert!(!w.written(), "the denied tool never ran");
-    assert!(w.mock.messages.lock().unwrap().len() >= 2, "the model heard the refusal");
+    assert!(
+        w.mock.messages.lock().unwrap().len() >= 2,
+        "the model heard the refusal"
+    );
 }
 
 #[actix_rt::test]
 async fn claude_acp_policy_allow_runs_the_tool_without_asking() {
-    let Some(w) = world("claude_acp_policy_allow_runs_the_tool_without_asking", Approvals::Allow, None).await else {
+    let Some(w) = world(
+        "claude_acp_policy_allow_runs_the_tool_without_asking",
+        Approvals::Allow,
+        None,
+    )
+    .await
+    else {
         return;
     };
     let session = w.session().await;
     let mut sub = session.subscribe(0).await.unwrap();
-    session.send_text("Please write the file.", BusyMode::Enqueue).await.unwrap();
+    session
+        .send_text("Please write the file.", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let (events, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
-    assert_eq!(count_kind(&events, "permission.requested"), 0, "allowed without asking");
+    assert_eq!(
+        count_kind(&events, "permission.requested"),
+        0,
+        "allowed without asking"
+    );
     assert!(w.written(), "the allowed tool ran");
 }
 
@@ -319,33 +440,63 @@ async fn claude_acp_unanswered_request_times_out_as_a_rejection() {
     };
     let session = w.session().await;
     let mut sub = session.subscribe(0).await.unwrap();
-    session.send_text("Please write the file.", BusyMode::Enqueue).await.unwrap();
+    session
+        .send_text("Please write the file.", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let (events, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
     let timed_out = events.iter().any(|e| {
         matches!(e, EventBody::PermissionResolved { by, option_id: Some(_), .. } if by == "timeout")
     });
-    assert!(timed_out, "the timeout answered with the reject option: {events:#?}");
+    assert!(
+        timed_out,
+        "the timeout answered with the reject option: {events:#?}"
+    );
     assert!(!w.written(), "the rejected tool never ran");
 }
 
 #[actix_rt::test]
 async fn claude_acp_abort_mid_turn_leaves_no_process() {
-    let Some(w) = world("claude_acp_abort_mid_turn_leaves_no_process", Approvals::Ask, None).await else {
+    let Some(w) = world(
+        "claude_acp_abort_mid_turn_leaves_no_process",
+        Approvals::Ask,
+        None,
+    )
+    .await
+    else {
         return;
     };
     let session = w.session().await;
     let mut sub = session.subscribe(0).await.unwrap();
-    session.send_text("Answer slowly.", BusyMode::Enqueue).await.unwrap();
-    wait_until("the agent called the model", || !w.mock.messages.lock().unwrap().is_empty()).await;
-    let pid = session.snapshot().await.unwrap().run.and_then(|r| r.pid).expect("a pid") as i32;
+    session
+        .send_text("Answer slowly.", BusyMode::Enqueue)
+        .await
+        .unwrap();
+    wait_until("the agent called the model", || {
+        !w.mock.messages.lock().unwrap().is_empty()
+    })
+    .await;
+    let pid = session
+        .snapshot()
+        .await
+        .unwrap()
+        .run
+        .and_then(|r| r.pid)
+        .expect("a pid") as i32;
     let aborted = session.abort().await.unwrap();
     assert!(aborted.aborted);
     let (events, end) = completed(&mut sub).await;
     assert_eq!(ending(&end).0, Outcome::Aborted, "{events:#?}");
-    assert!(wait_gone(pid).await, "the agent's process is gone after the abort");
+    assert!(
+        wait_gone(pid).await,
+        "the agent's process is gone after the abort"
+    );
     // The session goes on in a fresh agent.
-    session.send_text("Hello again.", BusyMode::Enqueue).await.unwrap();
+    session
+        .send_text("Hello again.", BusyMode::Enqueue)
+        .await
+        .unwrap();
     let (events, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
 }

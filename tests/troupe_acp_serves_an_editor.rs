@@ -64,13 +64,14 @@ async fn as_editor(
 ) {
     let stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
-    let incoming = futures::stream::unfold(BufReader::new(stdout).lines(), |mut lines| async move {
-        match lines.next_line().await {
-            Ok(Some(line)) => Some((Ok(line), lines)),
-            Ok(None) => None,
-            Err(e) => Some((Err(e), lines)),
-        }
-    });
+    let incoming =
+        futures::stream::unfold(BufReader::new(stdout).lines(), |mut lines| async move {
+            match lines.next_line().await {
+                Ok(Some(line)) => Some((Ok(line), lines)),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), lines)),
+            }
+        });
     let outgoing = futures::sink::unfold(stdin, |mut stdin, line: String| async move {
         stdin.write_all(line.as_bytes()).await?;
         stdin.write_all(b"\n").await?;
@@ -192,29 +193,35 @@ async fn an_editor_drives_a_durable_session_through_troupe_acp() {
     let mut editor = spawn_editor_agent(&server.base());
     let cwd = project.path().to_path_buf();
     let s = seen.clone();
-    as_editor(&mut editor, seen.clone(), async move |cx: ConnectionTo<Agent>| {
-        cx.send_request(InitializeRequest::new(ProtocolVersion::V1))
-            .block_task()
-            .await?;
-        let from = s.len();
-        cx.send_request(LoadSessionRequest::new(id.clone(), cwd))
-            .block_task()
-            .await?;
-        let replayed = s.updates.lock().unwrap()[from..].to_vec();
-        assert!(
-            replayed.iter().any(|u| u["sessionUpdate"] == "user_message_chunk"
-                && u["content"]["text"] == "Hello from the editor"),
-            "the conversation is replayed: {replayed:#?}"
-        );
-        let from = s.len();
-        let answer = cx
-            .send_request(PromptRequest::new(id.clone(), text("After the restart")))
-            .block_task()
-            .await?;
-        assert_eq!(answer.stop_reason, StopReason::EndTurn);
-        assert_eq!(s.agent_text(from), "After the restart");
-        Ok(())
-    })
+    as_editor(
+        &mut editor,
+        seen.clone(),
+        async move |cx: ConnectionTo<Agent>| {
+            cx.send_request(InitializeRequest::new(ProtocolVersion::V1))
+                .block_task()
+                .await?;
+            let from = s.len();
+            cx.send_request(LoadSessionRequest::new(id.clone(), cwd))
+                .block_task()
+                .await?;
+            let replayed = s.updates.lock().unwrap()[from..].to_vec();
+            assert!(
+                replayed
+                    .iter()
+                    .any(|u| u["sessionUpdate"] == "user_message_chunk"
+                        && u["content"]["text"] == "Hello from the editor"),
+                "the conversation is replayed: {replayed:#?}"
+            );
+            let from = s.len();
+            let answer = cx
+                .send_request(PromptRequest::new(id.clone(), text("After the restart")))
+                .block_task()
+                .await?;
+            assert_eq!(answer.stop_reason, StopReason::EndTurn);
+            assert_eq!(s.agent_text(from), "After the restart");
+            Ok(())
+        },
+    )
     .await;
     let _ = editor.kill().await;
     assert!(server.terminate().success());

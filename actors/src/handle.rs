@@ -6,9 +6,9 @@ use crate::ids::{SessionId, TurnId};
 use crate::record::{BusyMode, SessionView};
 use crate::runtime::Runtime;
 use crate::session::{
-    Abort, AbortResult, AbortTurn, ActorSnapshot, AnswerPermission, PermissionResolution, CancelTurn, Control, DeleteSession, EventPage,
-    GetInfo, ListTurns, PromoteTurn, ReadEvents, SendTurn, Session, Snapshot, Subscribe, TurnList,
-    TurnReceipt, UpdateSession,
+    Abort, AbortResult, AbortTurn, ActorSnapshot, AnswerPermission, CancelTurn, Control,
+    DeleteSession, EventPage, GetInfo, ListTurns, PermissionResolution, PromoteTurn, ReadEvents,
+    SendTurn, Session, Snapshot, Subscribe, TurnList, TurnReceipt, UpdateSession,
 };
 use crate::subscription::Subscription;
 use actix::dev::ToEnvelope;

@@ -35,41 +35,71 @@ async fn the_first_answer_wins_and_waiting_is_not_a_stall() {
         output_idle_timeout: Duration::from_millis(100),
         ..fast_settings()
     };
-    let rt = runtime(std::sync::Arc::new(troupe_actors::MemoryStore::new()), settings);
+    let rt = runtime(
+        std::sync::Arc::new(troupe_actors::MemoryStore::new()),
+        settings,
+    );
     let handle = session(&rt).await;
     let mut sub = live_events(&handle).await;
     handle.send(asking(None)).await.unwrap();
     let id = request_id(&wait_for_kind(&mut sub, "permission.requested").await);
     // Longer than the output-idle limit: a person may take their time.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let wrong = handle.answer_permission(&id, "maybe", "ann").await.unwrap_err();
+    let wrong = handle
+        .answer_permission(&id, "maybe", "ann")
+        .await
+        .unwrap_err();
     assert_eq!(wrong.code(), "invalid_request");
-    let unknown = handle.answer_permission("nope", "allow", "ann").await.unwrap_err();
+    let unknown = handle
+        .answer_permission("nope", "allow", "ann")
+        .await
+        .unwrap_err();
     assert_eq!(unknown.code(), "permission_not_found");
     let answer = handle.answer_permission(&id, "allow", "ann").await.unwrap();
-    assert_eq!((answer.option_id.as_str(), answer.by.as_str()), ("allow", "ann"));
-    let again = handle.answer_permission(&id, "reject", "bob").await.unwrap_err();
+    assert_eq!(
+        (answer.option_id.as_str(), answer.by.as_str()),
+        ("allow", "ann")
+    );
+    let again = handle
+        .answer_permission(&id, "reject", "bob")
+        .await
+        .unwrap_err();
     assert_eq!(again.code(), "permission_resolved");
     let events = until_completed(&mut sub, 1).await;
     assert_eq!(outcomes(&events), vec![Outcome::Success]);
     assert!(kinds(&events).contains(&"permission.resolved"));
-    assert!(!kinds(&events).contains(&"turn.retrying"), "no stall: {:?}", kinds(&events));
     assert!(
-        events.iter().any(|e| matches!(&e.body, EventBody::ToolResult { is_error: false, .. })),
+        !kinds(&events).contains(&"turn.retrying"),
+        "no stall: {:?}",
+        kinds(&events)
+    );
+    assert!(
+        events.iter().any(|e| matches!(
+            &e.body,
+            EventBody::ToolResult {
+                is_error: false,
+                ..
+            }
+        )),
         "the allowed tool ran"
     );
 }
 
 #[actix_rt::test]
 async fn an_unanswered_request_times_out_with_the_reject_option() {
-    let rt = runtime(std::sync::Arc::new(troupe_actors::MemoryStore::new()), fast_settings());
+    let rt = runtime(
+        std::sync::Arc::new(troupe_actors::MemoryStore::new()),
+        fast_settings(),
+    );
     let handle = session(&rt).await;
     let mut sub = live_events(&handle).await;
     handle.send(asking(Some(50))).await.unwrap();
     let events = until_completed(&mut sub, 1).await;
     assert_eq!(outcomes(&events), vec![Outcome::Success]);
     let resolved = events.iter().find_map(|e| match &e.body {
-        EventBody::PermissionResolved { option_id, by, .. } => Some((option_id.clone(), by.clone())),
+        EventBody::PermissionResolved { option_id, by, .. } => {
+            Some((option_id.clone(), by.clone()))
+        }
         _ => None,
     });
     assert_eq!(resolved, Some((Some("reject".into()), "timeout".into())));
@@ -96,7 +126,13 @@ fn a_restart_ends_the_waiting_turn_interrupted_with_no_request_left_open() {
         let handle = rt.handle(id);
         let mut sub = handle.subscribe(0).await.unwrap();
         let events = collect_until(&mut sub, |e| {
-            matches!(e.body, EventBody::TurnCompleted { outcome: Outcome::Interrupted, .. })
+            matches!(
+                e.body,
+                EventBody::TurnCompleted {
+                    outcome: Outcome::Interrupted,
+                    ..
+                }
+            )
         })
         .await;
         let resolved = events.iter().position(|e| {
@@ -109,7 +145,14 @@ fn a_restart_ends_the_waiting_turn_interrupted_with_no_request_left_open() {
             "the open request ends before its turn: {:?}",
             kinds(&events)
         );
-        let late = handle.answer_permission(&request, "allow", "ann").await.unwrap_err();
-        assert_eq!(late.code(), "permission_resolved", "nobody waits for it any more");
+        let late = handle
+            .answer_permission(&request, "allow", "ann")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            late.code(),
+            "permission_resolved",
+            "nobody waits for it any more"
+        );
     });
 }

@@ -15,7 +15,9 @@
 mod agent;
 mod updates;
 
-use super::process::{resolve_program, ProcessSpec, RunningProcess, SpawnError, DEFAULT_KILL_GRACE};
+use super::process::{
+    resolve_program, ProcessSpec, RunningProcess, SpawnError, DEFAULT_KILL_GRACE,
+};
 use agent::{AgentHandle, PromptJob};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -254,7 +256,10 @@ impl Provider for AcpProvider {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&session_id);
         if let Some(agent) = agent {
-            log::info!("session {session_id}: stopping its ACP agent (pid {})", agent.pid());
+            log::info!(
+                "session {session_id}: stopping its ACP agent (pid {})",
+                agent.pid()
+            );
             agent.stop();
         }
     }

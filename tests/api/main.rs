@@ -11,8 +11,8 @@ mod helpers;
 mod openai;
 mod openai_python;
 mod openapi;
-mod permissions;
 mod operators;
+mod permissions;
 mod readme;
 mod schemathesis;
 #[path = "../support/server_process.rs"]

@@ -17,7 +17,12 @@ fn asking_turn() -> Value {
 async fn wait_for(app: &TestApp, id: &str, kind: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        if let Some(event) = app.all_events(id).await.into_iter().find(|e| e["kind"] == kind) {
+        if let Some(event) = app
+            .all_events(id)
+            .await
+            .into_iter()
+            .find(|e| e["kind"] == kind)
+        {
             return event;
         }
         assert!(tokio::time::Instant::now() < deadline, "no {kind} in time");
@@ -32,7 +37,10 @@ async fn a_rest_answer_resolves_the_request_and_a_second_one_is_409() {
     let (status, _) = app.send_turn(&id, asking_turn()).await;
     assert_eq!(status, 202);
     let requested = wait_for(&app, &id, "permission.requested").await;
-    let request = requested["data"]["request_id"].as_str().unwrap().to_string();
+    let request = requested["data"]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(requested["data"]["options"][0]["kind"], "allow_once");
     let (_, actors) = app.get("/api/v1/admin/actors").await;
     assert!(
@@ -41,16 +49,28 @@ async fn a_rest_answer_resolves_the_request_and_a_second_one_is_409() {
     );
     let path = format!("/api/v1/sessions/{id}/permissions/{request}");
     let (status, body) = app.post(&path, json!({"option_id": "nope"})).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_request")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
     let (status, body) = app
-        .post(&format!("/api/v1/sessions/{id}/permissions/unknown"), json!({"option_id": "allow"}))
+        .post(
+            &format!("/api/v1/sessions/{id}/permissions/unknown"),
+            json!({"option_id": "allow"}),
+        )
         .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("permission_not_found")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("permission_not_found"))
+    );
     let (status, body) = app.post(&path, json!({"option_id": "allow"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["option_id"], "allow");
     let (status, body) = app.post(&path, json!({"option_id": "reject"})).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("permission_resolved")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("permission_resolved"))
+    );
     let completed = wait_for(&app, &id, "turn.completed").await;
     assert_eq!(completed["data"]["outcome"], "success");
     let resolved = wait_for(&app, &id, "permission.resolved").await;
@@ -64,7 +84,9 @@ async fn a_websocket_client_that_subscribes_again_sees_the_request_and_answers_i
     let url = format!("ws://{}/api/v1/ws", app.address);
     let (mut first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     first
-        .send(Message::text(json!({"type": "subscribe", "id": "s", "session_id": id}).to_string()))
+        .send(Message::text(
+            json!({"type": "subscribe", "id": "s", "session_id": id}).to_string(),
+        ))
         .await
         .unwrap();
     app.send_turn(&id, asking_turn()).await;
@@ -73,7 +95,9 @@ async fn a_websocket_client_that_subscribes_again_sees_the_request_and_answers_i
     // A client that comes back gets the pending request in its replay, and answers it.
     let (mut second, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     second
-        .send(Message::text(json!({"type": "subscribe", "id": "s", "session_id": id, "after_seq": 0}).to_string()))
+        .send(Message::text(
+            json!({"type": "subscribe", "id": "s", "session_id": id, "after_seq": 0}).to_string(),
+        ))
         .await
         .unwrap();
     let replayed = next_kind(&mut second, "permission.requested").await;
@@ -91,7 +115,10 @@ async fn a_websocket_client_that_subscribes_again_sees_the_request_and_answers_i
     assert_eq!(ack["type"], "ack", "{ack}");
     assert_eq!(ack["result"]["option_id"], "reject");
     let result = next_kind(&mut second, "tool.result").await;
-    assert_eq!(result["data"]["is_error"], true, "the rejected tool did not run");
+    assert_eq!(
+        result["data"]["is_error"], true,
+        "the rejected tool did not run"
+    );
     let completed = next_kind(&mut second, "turn.completed").await;
     assert_eq!(completed["data"]["outcome"], "success");
 }

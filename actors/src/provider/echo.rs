@@ -166,7 +166,10 @@ async fn answer(
             tool: "echo".into(),
             title: "Echo the text".into(),
             input: json!({ "text": text }),
-            options: vec![option("allow", "allow_once"), option("reject", "reject_once")],
+            options: vec![
+                option("allow", "allow_once"),
+                option("reject", "reject_once"),
+            ],
             timeout: script.permission_timeout_ms.map(Duration::from_millis),
             reject_option: Some("reject".into()),
         };

@@ -205,7 +205,11 @@ mod tests {
         let flushes = || engine.flushes.load(Ordering::SeqCst);
 
         confirm(&writer, create(true, None)).expect("one-off create");
-        assert_eq!(flushes(), 0, "a hidden keyless create is confirmed once applied");
+        assert_eq!(
+            flushes(),
+            0,
+            "a hidden keyless create is confirmed once applied"
+        );
         let session = crate::ids::SessionId::new();
         confirm(
             &writer,
@@ -217,10 +221,18 @@ mod tests {
         .expect("commit");
         assert_eq!(flushes(), 1, "the next write's flush makes it durable");
 
-        for write in [create(false, None), create(true, Some("k")), create(false, Some("j"))] {
+        for write in [
+            create(false, None),
+            create(true, Some("k")),
+            create(false, Some("j")),
+        ] {
             let before = flushes();
             confirm(&writer, write).expect("create");
-            assert_eq!(flushes(), before + 1, "any other create is flushed before it is confirmed");
+            assert_eq!(
+                flushes(),
+                before + 1,
+                "any other create is flushed before it is confirmed"
+            );
         }
     }
 }

@@ -311,7 +311,11 @@ impl Conversation {
         if let Err(error) = self.ensure_session(job).await {
             let kill = error.code == "aborted";
             let _ = job.events.send(ProviderEvent::Failed(error)).await;
-            return if kill { Ended::KillAgent } else { Ended::Answered };
+            return if kill {
+                Ended::KillAgent
+            } else {
+                Ended::Answered
+            };
         }
         let Some(session) = self.acp_session.clone() else {
             return Ended::KillAgent;
@@ -322,8 +326,10 @@ impl Conversation {
         );
         let answer = self.cx.send_request(request).block_task();
         tokio::pin!(answer);
-        let mut waiting: HashMap<String, (Responder<RequestPermissionResponse>, Vec<PermissionOption>)> =
-            HashMap::new();
+        let mut waiting: HashMap<
+            String,
+            (Responder<RequestPermissionResponse>, Vec<PermissionOption>),
+        > = HashMap::new();
         let mut tools: HashMap<String, String> = HashMap::new();
         let result = loop {
             tokio::select! {
@@ -387,7 +393,10 @@ impl Conversation {
         &mut self,
         incoming: Incoming,
         job: &PromptJob,
-        waiting: &mut HashMap<String, (Responder<RequestPermissionResponse>, Vec<PermissionOption>)>,
+        waiting: &mut HashMap<
+            String,
+            (Responder<RequestPermissionResponse>, Vec<PermissionOption>),
+        >,
         tools: &mut HashMap<String, String>,
     ) -> bool {
         match incoming {
@@ -411,7 +420,10 @@ impl Conversation {
         request: RequestPermissionRequest,
         responder: Responder<RequestPermissionResponse>,
         job: &PromptJob,
-        waiting: &mut HashMap<String, (Responder<RequestPermissionResponse>, Vec<PermissionOption>)>,
+        waiting: &mut HashMap<
+            String,
+            (Responder<RequestPermissionResponse>, Vec<PermissionOption>),
+        >,
     ) -> bool {
         let call = serde_json::to_value(&request.tool_call).unwrap_or(Value::Null);
         let options: Vec<PermissionOption> = request
@@ -449,11 +461,7 @@ impl Conversation {
             Approvals::Ask => None,
         };
         if let Some(option) = automatic {
-            log::info!(
-                "{}: `{tool}` {:?} by policy",
-                job.label,
-                decision
-            );
+            log::info!("{}: `{tool}` {:?} by policy", job.label, decision);
             let outcome = match option {
                 Some(id) => selected(&id),
                 None => RequestPermissionResponse::new(RequestPermissionOutcome::Cancelled),

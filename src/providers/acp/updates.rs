@@ -9,7 +9,10 @@ use troupe_actors::{Completion, ProviderError, ProviderEvent};
 
 /// The events one update means. `tools` remembers the tool calls announced so far (id → name),
 /// so an update that finishes one becomes its `tool.result` exactly once.
-pub fn update_events(update: &SessionUpdate, tools: &mut HashMap<String, String>) -> Vec<ProviderEvent> {
+pub fn update_events(
+    update: &SessionUpdate,
+    tools: &mut HashMap<String, String>,
+) -> Vec<ProviderEvent> {
     // The crate parsed and checked the update; its JSON is read here so every variant's optional
     // fields are handled alike.
     let value = serde_json::to_value(update).unwrap_or(Value::Null);
@@ -74,7 +77,11 @@ pub fn update_events(update: &SessionUpdate, tools: &mut HashMap<String, String>
 }
 
 /// The `tool.result` of a tool call that reached `completed` or `failed`, once per call.
-fn tool_result(id: &str, value: &Value, tools: &mut HashMap<String, String>) -> Option<ProviderEvent> {
+fn tool_result(
+    id: &str,
+    value: &Value,
+    tools: &mut HashMap<String, String>,
+) -> Option<ProviderEvent> {
     let status = value["status"].as_str()?;
     if !matches!(status, "completed" | "failed") || tools.remove(id).is_none() {
         return None;
@@ -94,7 +101,11 @@ fn tool_result(id: &str, value: &Value, tools: &mut HashMap<String, String>) -> 
 fn tool_name(value: &Value) -> String {
     value["name"]
         .as_str()
-        .or_else(|| value["title"].as_str().and_then(|t| t.split_whitespace().next()))
+        .or_else(|| {
+            value["title"]
+                .as_str()
+                .and_then(|t| t.split_whitespace().next())
+        })
         .or_else(|| value["kind"].as_str())
         .unwrap_or("tool")
         .to_string()
@@ -150,10 +161,16 @@ mod tests {
         let mut tools = HashMap::new();
         let chunk = update(json!({"sessionUpdate": "agent_message_chunk",
             "content": {"type": "text", "text": "Hel"}}));
-        assert_eq!(update_events(&chunk, &mut tools), vec![ProviderEvent::Delta("Hel".into())]);
+        assert_eq!(
+            update_events(&chunk, &mut tools),
+            vec![ProviderEvent::Delta("Hel".into())]
+        );
         let thought = update(json!({"sessionUpdate": "agent_thought_chunk",
             "content": {"type": "text", "text": "hmm"}}));
-        assert_eq!(update_events(&thought, &mut tools), vec![ProviderEvent::Thinking("hmm".into())]);
+        assert_eq!(
+            update_events(&thought, &mut tools),
+            vec![ProviderEvent::Thinking("hmm".into())]
+        );
         let call = update(json!({"sessionUpdate": "tool_call", "toolCallId": "t1",
             "title": "Write a.txt", "kind": "edit", "status": "pending", "rawInput": {"path": "a.txt"}}));
         assert_eq!(
@@ -164,8 +181,10 @@ mod tests {
                 input: json!({"path": "a.txt"})
             }]
         );
-        let done = update(json!({"sessionUpdate": "tool_call_update", "toolCallId": "t1",
-            "status": "completed", "rawOutput": "ok"}));
+        let done = update(
+            json!({"sessionUpdate": "tool_call_update", "toolCallId": "t1",
+            "status": "completed", "rawOutput": "ok"}),
+        );
         assert_eq!(
             update_events(&done, &mut tools),
             vec![ProviderEvent::ToolResult {
@@ -174,9 +193,15 @@ mod tests {
                 is_error: false
             }]
         );
-        assert!(update_events(&done, &mut tools).is_empty(), "one result per call");
+        assert!(
+            update_events(&done, &mut tools).is_empty(),
+            "one result per call"
+        );
         let plan = update(json!({"sessionUpdate": "plan", "entries": []}));
-        assert!(matches!(&update_events(&plan, &mut tools)[..], [ProviderEvent::Status(_)]));
+        assert!(matches!(
+            &update_events(&plan, &mut tools)[..],
+            [ProviderEvent::Status(_)]
+        ));
     }
 
     #[test]
@@ -189,6 +214,9 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        assert!(matches!(stop_reason_event(StopReason::EndTurn), ProviderEvent::Done(_)));
+        assert!(matches!(
+            stop_reason_event(StopReason::EndTurn),
+            ProviderEvent::Done(_)
+        ));
     }
 }

@@ -397,7 +397,8 @@ impl Connection {
                 option_id,
             } => {
                 let resolution = self
-                    .session(&session_id)?
+                    .session(&session_id)
+                    .await?
                     .answer_permission(&request_id, &option_id, &self.owner)
                     .await?;
                 frames::ack(id, json!(resolution))
