@@ -99,7 +99,7 @@ async fn as_editor(
                 let allow = request
                     .options
                     .iter()
-                    .find(|o| serde_json::to_value(&o.kind).unwrap() == "allow_once")
+                    .find(|o| serde_json::to_value(o.kind).unwrap() == "allow_once")
                     .expect("an allow option");
                 responder.respond(RequestPermissionResponse::new(
                     RequestPermissionOutcome::Selected(SelectedPermissionOutcome::new(

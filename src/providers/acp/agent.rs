@@ -432,7 +432,7 @@ impl Conversation {
             .map(|o| PermissionOption {
                 id: o.option_id.0.to_string(),
                 name: o.name.clone(),
-                kind: serde_json::to_value(&o.kind)
+                kind: serde_json::to_value(o.kind)
                     .ok()
                     .and_then(|k| k.as_str().map(str::to_string))
                     .unwrap_or_default(),
