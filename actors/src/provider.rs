@@ -154,7 +154,7 @@ pub struct PermissionOption {
 /// A provider's question before it runs a tool (DESIGN.md §12).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PermissionRequest {
-    /// Unique within the session; names the request in the answer.
+    /// A UUID, unique within the session; names the request in the answer (and the REST path).
     pub request_id: String,
     /// The tool's name (or kind, when the agent names none).
     pub tool: String,

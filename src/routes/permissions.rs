@@ -2,7 +2,7 @@
 //! answers a `permission.requested` of the running turn with one of its options.
 
 use crate::error::{ApiError, ErrorCode};
-use crate::extract::{ApiJson, OwnedSession};
+use crate::extract::{parse_id, ApiJson, OwnedSession};
 use crate::schema::ErrorBodySchema;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -45,12 +45,12 @@ impl From<PermissionResolution> for PermissionResolved {
     tag = "controls",
     params(
         ("id" = uuid::Uuid, Path, description = "Session id"),
-        ("request_id" = String, Path, description = "The `request_id` of `permission.requested`"),
+        ("request_id" = uuid::Uuid, Path, description = "The `request_id` of `permission.requested`"),
     ),
     request_body = PermissionReplyBody,
     responses(
         (status = 200, description = "Answered; `permission.resolved` is in the log", body = PermissionResolved),
-        (status = 400, description = "`invalid_json`, `invalid_request` (an option the request did not offer)", body = ErrorBodySchema),
+        (status = 400, description = "`invalid_json`, `invalid_request` (a malformed id, an option the request did not offer)", body = ErrorBodySchema),
         (status = 401, description = "`unauthorized`", body = ErrorBodySchema),
         (status = 404, description = "`session_not_found`, `permission_not_found`", body = ErrorBodySchema),
         (status = 409, description = "`permission_resolved`: answered already, timed out, or its attempt ended", body = ErrorBodySchema),
@@ -62,7 +62,9 @@ pub async fn answer(
     session: OwnedSession,
     ApiJson(body): ApiJson<PermissionReplyBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let request_id = req.match_info().get("request_id").unwrap_or_default();
+    let raw = req.match_info().get("request_id").unwrap_or_default();
+    let request_id: uuid::Uuid = parse_id(raw, "request_id")?;
+    let request_id = request_id.to_string();
     if body.option_id.is_empty() {
         return Err(
             ApiError::new(ErrorCode::InvalidRequest, "`option_id` must not be empty")
@@ -71,7 +73,7 @@ pub async fn answer(
     }
     let resolution = session
         .handle
-        .answer_permission(request_id, &body.option_id, &session.caller.owner)
+        .answer_permission(&request_id, &body.option_id, &session.caller.owner)
         .await?;
     Ok(HttpResponse::Ok().json(PermissionResolved::from(resolution)))
 }

@@ -55,13 +55,23 @@ async fn a_rest_answer_resolves_the_request_and_a_second_one_is_409() {
     );
     let (status, body) = app
         .post(
-            &format!("/api/v1/sessions/{id}/permissions/unknown"),
+            &format!("/api/v1/sessions/{id}/permissions/0193a8c4-0000-7000-8000-000000000000"),
             json!({"option_id": "allow"}),
         )
         .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (404, Some("permission_not_found"))
+    );
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/sessions/{id}/permissions/unknown"),
+            json!({"option_id": "allow"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_request"))
     );
     let (status, body) = app.post(&path, json!({"option_id": "allow"})).await;
     assert_eq!(status, 200, "{body}");

@@ -162,7 +162,7 @@ async fn answer(
             kind: kind.into(),
         };
         let ask = PermissionRequest {
-            request_id: format!("{tool_id}-{}", request.attempt),
+            request_id: uuid::Uuid::now_v7().to_string(),
             tool: "echo".into(),
             title: "Echo the text".into(),
             input: json!({ "text": text }),
