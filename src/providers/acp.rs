@@ -96,6 +96,9 @@ pub struct AcpSettings {
     pub kill_grace: Duration,
     /// What to do when the agent asks before running a tool.
     pub approvals: ApprovalPolicy,
+    /// An `authenticate` method sent after `initialize` (codex-acp's `openai-api-key`), for
+    /// agents that want one before `session/new`.
+    pub auth_method: Option<String>,
 }
 
 impl AcpSettings {
@@ -112,6 +115,7 @@ impl AcpSettings {
                 timeout: DEFAULT_APPROVAL_TIMEOUT,
                 ..ApprovalPolicy::default()
             },
+            auth_method: None,
         }
     }
 }

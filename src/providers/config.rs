@@ -157,6 +157,9 @@ pub struct ProviderConfig {
     /// (default 300).
     #[serde(default)]
     pub approval_timeout_secs: Option<u64>,
+    /// ACP: an `authenticate` method id sent after `initialize` (codex-acp: `openai-api-key`).
+    #[serde(default)]
+    pub auth_method: Option<String>,
     /// Time limits.
     #[serde(default)]
     pub timeouts: TimeoutConfig,
@@ -185,6 +188,7 @@ impl ProviderConfig {
             allow_tools: Vec::new(),
             deny_tools: Vec::new(),
             approval_timeout_secs: None,
+            auth_method: None,
             timeouts: TimeoutConfig::default(),
         }
     }
@@ -206,6 +210,7 @@ impl ProviderConfig {
         if let Some(ms) = self.timeouts.kill_grace_ms {
             settings.kill_grace = Duration::from_millis(ms);
         }
+        settings.auth_method = self.auth_method.clone();
         settings.approvals = ApprovalPolicy {
             mode: self.approvals.unwrap_or_default(),
             allow_tools: self.allow_tools.clone(),
@@ -301,11 +306,12 @@ impl ProviderConfig {
         let approval_keys = self.approvals.is_some()
             || !self.allow_tools.is_empty()
             || !self.deny_tools.is_empty()
-            || self.approval_timeout_secs.is_some();
+            || self.approval_timeout_secs.is_some()
+            || self.auth_method.is_some();
         if approval_keys && self.kind != ProviderKind::Acp {
             return Err(unsupported(format!(
-                "`approvals`, `allow_tools`, `deny_tools` and `approval_timeout_secs` apply to \
-                 ACP agents, not to {}",
+                "`approvals`, `allow_tools`, `deny_tools`, `approval_timeout_secs` and \
+                 `auth_method` apply to ACP agents, not to {}",
                 self.kind.as_str()
             )));
         }

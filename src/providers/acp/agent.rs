@@ -7,7 +7,7 @@ use super::{AcpSettings, Approvals};
 use crate::providers::classify::{classify, redact};
 use crate::providers::process::{OutputLine, RunningProcess};
 use agent_client_protocol::schema::v1::{
-    CancelNotification, ContentBlock, InitializeRequest, LoadSessionRequest, NewSessionRequest,
+    AuthenticateRequest, CancelNotification, ContentBlock, InitializeRequest, LoadSessionRequest, NewSessionRequest,
     PromptRequest, RequestPermissionOutcome, RequestPermissionRequest, RequestPermissionResponse,
     SelectedPermissionOutcome, SessionNotification, TextContent,
 };
@@ -239,7 +239,7 @@ impl Conversation {
             .send_request(InitializeRequest::new(ProtocolVersion::V1))
             .block_task()
             .await;
-        let init_error = match initialized {
+        let mut init_error = match initialized {
             Ok(response) => {
                 self.can_load = response.agent_capabilities.load_session;
                 None
@@ -249,6 +249,20 @@ impl Conversation {
                 Some(rpc_failure("initialize", &e))
             }
         };
+        if let (None, Some(method)) = (&init_error, self.settings.auth_method.clone()) {
+            let authenticated = self
+                .cx
+                .send_request(AuthenticateRequest::new(method.clone()))
+                .block_task()
+                .await;
+            if let Err(e) = authenticated {
+                log::warn!("{}: ACP authenticate `{method}` failed: {e}", self.label);
+                init_error = Some(ProviderError::terminal(
+                    "invalid_api_key",
+                    format!("authenticate `{method}`: {e}"),
+                ));
+            }
+        }
         while let Some(mut job) = jobs.recv().await {
             if let Some(error) = &init_error {
                 let _ = job.events.send(ProviderEvent::Failed(error.clone())).await;
