@@ -15,7 +15,7 @@ use std::time::Duration;
 use troupe::providers::{AcpProvider, AcpSettings, Approvals};
 use troupe_actors::{BusyMode, EventBody, Outcome, Provider, Runtime, SessionHandle};
 
-/// The file the mock's tool call writes, in the session's project.
+/// The file the mock's tool call writes for "Please write approved.", in the session's project.
 const WRITTEN: &str = "approved.txt";
 
 /// The Anthropic Messages mock: answers `heard: <the user's messages>`; when the last user
@@ -55,7 +55,13 @@ impl AnthropicMock {
         let slowly = users.last().is_some_and(|t| t.contains("slowly"));
         let (block, delta, stop) = match (&last_is_result, wants_tool) {
             (None, true) => {
-                let input = json!({"file_path": format!("{}/{WRITTEN}", self.project.lock().unwrap()),
+                // "Please write NAME." writes NAME.txt in the project.
+                let name = users
+                    .last()
+                    .and_then(|t| t.split_whitespace().last())
+                    .unwrap_or("file");
+                let name = name.trim_end_matches('.');
+                let input = json!({"file_path": format!("{}/{name}.txt", self.project.lock().unwrap()),
                     "content": "approved\n"});
                 (
                     json!({"type": "tool_use", "id": "toolu_mock_1", "name": "Write", "input": {}}),
@@ -328,7 +334,7 @@ async fn claude_acp_asks_before_writing_and_an_allow_runs_the_tool() {
     let session = w.session().await;
     let mut sub = session.subscribe(0).await.unwrap();
     session
-        .send_text("Please write the file.", BusyMode::Enqueue)
+        .send_text("Please write approved.", BusyMode::Enqueue)
         .await
         .unwrap();
     let (request_id, options) = next_request(&mut sub).await;
@@ -383,7 +389,7 @@ async fn claude_acp_policy_deny_never_runs_the_tool_and_never_asks() {
     let session = w.session().await;
     let mut sub = session.subscribe(0).await.unwrap();
     session
-        .send_text("Please write the file.", BusyMode::Enqueue)
+        .send_text("Please write approved.", BusyMode::Enqueue)
         .await
         .unwrap();
     let (events, end) = completed(&mut sub).await;
@@ -414,7 +420,7 @@ async fn claude_acp_policy_allow_runs_the_tool_without_asking() {
     let session = w.session().await;
     let mut sub = session.subscribe(0).await.unwrap();
     session
-        .send_text("Please write the file.", BusyMode::Enqueue)
+        .send_text("Please write approved.", BusyMode::Enqueue)
         .await
         .unwrap();
     let (events, end) = completed(&mut sub).await;
@@ -441,7 +447,7 @@ async fn claude_acp_unanswered_request_times_out_as_a_rejection() {
     let session = w.session().await;
     let mut sub = session.subscribe(0).await.unwrap();
     session
-        .send_text("Please write the file.", BusyMode::Enqueue)
+        .send_text("Please write approved.", BusyMode::Enqueue)
         .await
         .unwrap();
     let (events, end) = completed(&mut sub).await;
@@ -499,4 +505,138 @@ async fn claude_acp_abort_mid_turn_leaves_no_process() {
         .unwrap();
     let (events, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
+}
+
+/// The next WebSocket frame that `matches`.
+async fn next_frame(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    matches: impl Fn(&Value) -> bool,
+) -> Value {
+    use futures::StreamExt;
+    loop {
+        let message = tokio::time::timeout(REAL_TURN_LIMIT, socket.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("reads");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if matches(&frame) {
+                return frame;
+            }
+        }
+    }
+}
+
+/// The first option of `kind` in a `permission.requested` frame.
+fn option_of(requested: &Value, kind: &str) -> String {
+    let options = requested["data"]["options"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let option = options.iter().find(|o| o["kind"] == kind);
+    option
+        .and_then(|o| o["id"].as_str())
+        .expect("the option")
+        .to_string()
+}
+
+#[actix_rt::test]
+async fn claude_acp_permissions_answered_over_rest_and_the_websocket() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use troupe::providers::{ProviderConfig, ProviderKind};
+    let test = "claude_acp_permissions_answered_over_rest_and_the_websocket";
+    let Some((agent, claude)) = real_agent(test) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (_mock, url) = AnthropicMock::start(project.path()).await;
+    // The real server, configured as an operator would: `[providers.claude-acp] kind = "acp"`.
+    let acp = settings(&agent, &claude, &url, home.path(), Approvals::Ask);
+    let mut provider = ProviderConfig::of_kind(ProviderKind::Acp);
+    provider.command = Some(agent.clone());
+    provider.env = acp.env.clone();
+    provider.timeouts.kill_grace_ms = Some(500);
+    let mut config = troupe::config::Config {
+        bind: "127.0.0.1:0".into(),
+        data_dir: data.path().to_path_buf(),
+        ..troupe::config::Config::default()
+    };
+    config.providers.insert("claude-acp".into(), provider);
+    let app = troupe::app::Application::build(config).await.unwrap();
+    let base = format!("http://{}", app.address());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = actix_rt::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{base}/api/v1/sessions"))
+        .json(&json!({"provider": "claude-acp", "project": project.path()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["session"]["id"]
+        .as_str()
+        .expect("a session")
+        .to_string();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/api/v1/ws", &base[7..]))
+        .await
+        .unwrap();
+    let subscribe = json!({"type": "subscribe", "id": "s", "session_id": id});
+    ws.send(Message::text(subscribe.to_string())).await.unwrap();
+    let event = |kind: &'static str| move |f: &Value| f["type"] == "event" && f["kind"] == kind;
+
+    // Allowed over REST: the tool runs.
+    let turn = |content: &str| {
+        http.post(format!("{base}/api/v1/sessions/{id}/turns"))
+            .json(&json!({"content": content}))
+            .send()
+    };
+    assert_eq!(turn("Please write approved.").await.unwrap().status(), 202);
+    let requested = next_frame(&mut ws, event("permission.requested")).await;
+    let request = requested["data"]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let answer = http
+        .post(format!("{base}/api/v1/sessions/{id}/permissions/{request}"))
+        .json(&json!({"option_id": option_of(&requested, "allow_once")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let completed = next_frame(&mut ws, event("turn.completed")).await;
+    assert_eq!(completed["data"]["outcome"], "success", "{completed}");
+    assert!(
+        project.path().join("approved.txt").exists(),
+        "the allowed tool ran"
+    );
+
+    // Rejected over the WebSocket: the tool never runs, the turn goes on.
+    assert_eq!(turn("Please write denied.").await.unwrap().status(), 202);
+    let requested = next_frame(&mut ws, event("permission.requested")).await;
+    let reply = json!({"type": "permission.reply", "id": "p", "session_id": id,
+        "request_id": requested["data"]["request_id"],
+        "option_id": option_of(&requested, "reject_once")});
+    ws.send(Message::text(reply.to_string())).await.unwrap();
+    let ack = next_frame(&mut ws, |f| f["id"] == "p").await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let completed = next_frame(&mut ws, event("turn.completed")).await;
+    assert_eq!(completed["data"]["outcome"], "success", "{completed}");
+    assert!(
+        !project.path().join("denied.txt").exists(),
+        "the rejected tool never ran"
+    );
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
 }
