@@ -5,6 +5,7 @@ use crate::auth::Auth;
 use crate::config::{Config, StoreKind};
 use crate::metrics::{self, HttpMetrics};
 use crate::projects::ProjectPolicy;
+use crate::providers::reaper::reap_orphans;
 use crate::providers::{build_providers, fallbacks};
 use crate::routes;
 use crate::state::AppState;
@@ -13,6 +14,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use troupe_actors::{MemoryStore, Runtime, SledStore, Store};
@@ -50,15 +52,24 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let address = config.checked_bind()?;
         let store = open_store(&config)?;
+        // Before anything can run a turn again: no agent of the previous server may still work.
+        let reaped = reap_orphans(&store)
+            .await
+            .context("reaping agent processes left by the previous server")?;
         let provider_configs = config.provider_configs();
         let providers = build_providers(&provider_configs)?;
         let mut settings = config.runtime.settings();
         settings.fallbacks = fallbacks(&provider_configs);
+        settings.usage = config.usage_settings(&provider_configs);
         let mut builder = Runtime::builder().shared_store(store).settings(settings);
         for (name, provider) in providers.iter() {
             builder = builder.shared_provider(name.clone(), provider.clone());
         }
         let runtime = builder.start();
+        runtime
+            .metrics()
+            .process_groups_reaped
+            .fetch_add(reaped.reaped_groups as u64, Ordering::Relaxed);
         let listener = TcpListener::bind(address).with_context(|| format!("binding {address}"))?;
         let address = listener.local_addr()?;
         let state = AppState {

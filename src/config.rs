@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use troupe_actors::store::Durability;
-use troupe_actors::{FailurePolicy, Settings};
+use troupe_actors::usage::{ProviderPrices, UsageSettings};
+use troupe_actors::{Budget, FailurePolicy, Settings};
 
 /// The whole configuration of `troupe serve`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -40,6 +41,21 @@ pub struct Config {
     /// Providers by name (`[providers.NAME]` tables); empty means `echo` plus every CLI on
     /// `PATH` (see `docs/OPERATIONS.md`).
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Budgets for every session and every owner's day (`[budgets]`).
+    pub budgets: BudgetsConfig,
+}
+
+/// Global budgets; providers and tokens may set their own (`docs/OPERATIONS.md`, "Usage and
+/// budgets").
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetsConfig {
+    /// Every session's budget, unless the session has its own.
+    pub session: Budget,
+    /// Every owner's daily cap (UTC day), unless `owners` sets the owner's own.
+    pub owner_daily: Budget,
+    /// Per owner (the `owner` of a token), a daily cap that replaces `owner_daily`.
+    pub owners: BTreeMap<String, Budget>,
 }
 
 impl Default for Config {
@@ -56,6 +72,7 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             shutdown_grace_secs: 10,
             providers: BTreeMap::new(),
+            budgets: BudgetsConfig::default(),
         }
     }
 }
@@ -321,6 +338,41 @@ impl Config {
         } else {
             self.providers.clone()
         }
+    }
+
+    /// Prices and budgets for the runtime: `[budgets]` and each provider's `budget`, `price`
+    /// and `model_prices`.
+    pub fn usage_settings(&self, providers: &BTreeMap<String, ProviderConfig>) -> UsageSettings {
+        let mut usage = UsageSettings {
+            session_budget: self.budgets.session,
+            owner_daily: self.budgets.owner_daily,
+            ..UsageSettings::default()
+        };
+        for (name, provider) in providers {
+            if let Some(budget) = provider.budget {
+                usage.provider_budgets.insert(name.clone(), budget);
+            }
+            if provider.price.is_some() || !provider.model_prices.is_empty() {
+                usage.prices.insert(
+                    name.clone(),
+                    ProviderPrices {
+                        default: provider.price,
+                        models: provider
+                            .model_prices
+                            .iter()
+                            .map(|(m, p)| (m.clone(), *p))
+                            .collect(),
+                    },
+                );
+            }
+        }
+        usage.owner_daily_by_owner = self
+            .budgets
+            .owners
+            .iter()
+            .map(|(owner, budget)| (owner.clone(), *budget))
+            .collect();
+        usage
     }
 
     /// Defaults, then `file` (if given), then `TROUPE_*` variables.

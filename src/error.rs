@@ -55,6 +55,8 @@ pub enum ErrorCode {
     PermissionNotFound,
     /// The permission request was answered already, or ended with its attempt.
     PermissionResolved,
+    /// A budget leaves nothing to spend (the owner's daily cap refuses new turns).
+    BudgetExceeded,
     /// The provider cannot be used now.
     ProviderUnavailable,
     /// The store failed.
@@ -77,7 +79,7 @@ impl ErrorCode {
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             SessionBusy | SessionFailed | SessionArchived | NotRunning | TurnRunning
             | PermissionResolved => StatusCode::CONFLICT,
-            QueueFull => StatusCode::TOO_MANY_REQUESTS,
+            QueueFull | BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
             ProviderUnavailable | StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -107,6 +109,7 @@ impl ErrorCode {
             TurnRunning => "turn_running",
             PermissionNotFound => "permission_not_found",
             PermissionResolved => "permission_resolved",
+            BudgetExceeded => "budget_exceeded",
             ProviderUnavailable => "provider_unavailable",
             StoreUnavailable => "store_unavailable",
             Internal => "internal",
@@ -130,6 +133,7 @@ impl ErrorCode {
             RuntimeError::TurnRunning => TurnRunning,
             RuntimeError::PermissionNotFound => PermissionNotFound,
             RuntimeError::PermissionResolved => PermissionResolved,
+            RuntimeError::BudgetExceeded(_) => BudgetExceeded,
             RuntimeError::ProviderUnavailable(_) => ProviderUnavailable,
             RuntimeError::Store(_) => StoreUnavailable,
             RuntimeError::Internal(_) => Internal,
@@ -324,6 +328,7 @@ mod tests {
             TurnRunning,
             PermissionNotFound,
             PermissionResolved,
+            BudgetExceeded,
             ProviderUnavailable,
             StoreUnavailable,
             Internal,
@@ -334,7 +339,7 @@ mod tests {
                 | SessionNotFound | TurnNotFound | NotFound | MethodNotAllowed
                 | UnknownProvider | InvalidSessionKey | ProjectNotAllowed | SessionBusy
                 | QueueFull | SessionFailed | SessionArchived | NotRunning | TurnRunning
-                | PermissionNotFound | PermissionResolved | ProviderUnavailable
+                | PermissionNotFound | PermissionResolved | BudgetExceeded | ProviderUnavailable
                 | StoreUnavailable | Internal => {}
             }
         }
@@ -360,6 +365,7 @@ mod tests {
         let cases = [
             (RuntimeError::SessionNotFound, 404),
             (RuntimeError::QueueFull { max: 3 }, 429),
+            (RuntimeError::BudgetExceeded("spent".into()), 429),
             (RuntimeError::UnknownProvider("x".into()), 400),
             (RuntimeError::SessionBusy, 409),
             (

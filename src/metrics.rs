@@ -334,6 +334,12 @@ impl Collector for RuntimeCollector {
         )?;
         counter(
             &mut encoder,
+            "process_groups_reaped",
+            "Agent process groups a previous server left alive, killed at startup",
+            &m.process_groups_reaped,
+        )?;
+        counter(
+            &mut encoder,
             "session_panics",
             "Session actors restarted after a panic",
             &m.panics,
@@ -356,6 +362,40 @@ impl Collector for RuntimeCollector {
             "Provider attempts running now",
             m.running_attempts.load(Relaxed),
         )?;
-        Ok(())
+        usage(&mut encoder, m)
     }
+}
+
+/// `troupe_tokens_total{provider, kind}` and `troupe_cost_usd_total{provider}`: the usage of
+/// every attempt counted since the process started (failed and retried ones included).
+fn usage(encoder: &mut DescriptorEncoder, m: &RuntimeMetrics) -> fmt::Result {
+    let by_provider = m.usage_by_provider();
+    let mut family = encoder.encode_descriptor(
+        "tokens",
+        "Tokens used, by provider and kind (input includes cached)",
+        None,
+        ConstCounter::new(0u64).metric_type(),
+    )?;
+    for (provider, used) in &by_provider {
+        for (kind, value) in [
+            ("input", used.input_tokens),
+            ("output", used.output_tokens),
+            ("cached", used.cached_tokens),
+        ] {
+            ConstCounter::new(value).encode(
+                family.encode_family(&[("provider", provider.as_str()), ("kind", kind)])?,
+            )?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "cost_usd",
+        "US dollars spent, by provider",
+        None,
+        ConstCounter::new(0f64).metric_type(),
+    )?;
+    for (provider, used) in &by_provider {
+        ConstCounter::new(used.cost_usd)
+            .encode(family.encode_family(&[("provider", provider.as_str())])?)?;
+    }
+    Ok(())
 }

@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`process`]: the child-process runner every CLI shares (argv, stdin, process group,
 //!   allow-listed environment, line reader, bounded stderr, kill on drop).
+//! - [`proc_table`]: what `/proc` says about a process (group, start time, zombie or not).
+//! - [`reaper`]: at startup, kills the agent process groups a crashed server left behind.
 //! - [`cli`]: a [`Provider`](troupe_actors::Provider) for any line-JSON agent CLI, driven by a
 //!   [`CliDialect`](cli::CliDialect).
 //! - [`claude`], [`codex`], [`gemini`], [`cursor`]: the dialects of each agent CLI.
@@ -22,7 +24,9 @@ pub mod config;
 pub mod cursor;
 pub mod gemini;
 pub mod openai_http;
+pub mod proc_table;
 pub mod process;
+pub mod reaper;
 
 pub use acp::{AcpProvider, AcpSettings, ApprovalPolicy, Approvals};
 pub use claude::ClaudeCli;

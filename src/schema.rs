@@ -39,6 +39,89 @@ pub struct SessionSchema {
     pub last_seq: u64,
     /// Queued turns, the running one not counted.
     pub queue_len: usize,
+    /// Tokens and cost: all turns and the latest one.
+    pub usage: SessionUsageSchema,
+    /// The session's own budget; null when the configured one applies.
+    pub budget: Option<BudgetSchema>,
+}
+
+/// Tokens and cost of some work (`troupe_actors::Usage`).
+#[derive(ToSchema)]
+#[schema(as = Usage)]
+pub struct UsageSchema {
+    /// Prompt tokens, cached ones included.
+    pub input_tokens: u64,
+    /// Generated tokens.
+    pub output_tokens: u64,
+    /// The part of `input_tokens` read from a prompt cache.
+    pub cached_tokens: u64,
+    /// `input_tokens + output_tokens`: what token budgets count.
+    pub total_tokens: u64,
+    /// US dollars: the provider's figure, else the configured price table's.
+    pub cost_usd: f64,
+}
+
+/// A session's usage (`troupe_actors::usage::SessionUsage`).
+#[derive(ToSchema)]
+#[schema(as = SessionUsage)]
+pub struct SessionUsageSchema {
+    /// Every attempt of every turn, failed and retried ones included.
+    pub total: UsageSchema,
+    /// The latest turn: its `turn_id` and usage fields; null before any usage.
+    pub turn: Option<TurnUsageSchema>,
+}
+
+/// One turn's usage.
+#[derive(ToSchema)]
+#[schema(as = TurnUsage)]
+pub struct TurnUsageSchema {
+    /// The turn.
+    #[schema(format = Uuid)]
+    pub turn_id: String,
+    /// Prompt tokens, cached ones included.
+    pub input_tokens: u64,
+    /// Generated tokens.
+    pub output_tokens: u64,
+    /// Cached prompt tokens.
+    pub cached_tokens: u64,
+    /// Input plus output.
+    pub total_tokens: u64,
+    /// US dollars.
+    pub cost_usd: f64,
+}
+
+/// A spending limit (`troupe_actors::Budget`); an absent or null figure is no limit. Derives
+/// `Deserialize` only so the document says what the server enforces: no other fields.
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Budget)]
+pub struct BudgetSchema {
+    /// Most US dollars.
+    #[schema(minimum = 0)]
+    pub max_cost_usd: Option<f64>,
+    /// Most tokens (input plus output).
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
+    pub max_tokens: Option<u64>,
+}
+
+/// One owner's usage on one UTC day.
+#[derive(ToSchema)]
+#[schema(as = OwnerDayUsage)]
+pub struct OwnerDayUsageSchema {
+    /// The owner.
+    pub owner: String,
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    /// Prompt tokens, cached ones included.
+    pub input_tokens: u64,
+    /// Generated tokens.
+    pub output_tokens: u64,
+    /// Cached prompt tokens.
+    pub cached_tokens: u64,
+    /// Input plus output.
+    pub total_tokens: u64,
+    /// US dollars.
+    pub cost_usd: f64,
 }
 
 /// Where a session is in its life.
@@ -262,6 +345,8 @@ pub struct RegistryFiguresSchema {
     pub passivated: u64,
     /// Activations since start.
     pub activations: u64,
+    /// Agent process groups a previous server left alive, killed at this start.
+    pub reaped_process_groups: u64,
 }
 
 /// Every error answer: `{"error": {"code", "message", …}}`.

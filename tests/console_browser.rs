@@ -869,3 +869,34 @@ browser_test!(no_console_errors_at_375_and_1440_px, 375, 812, |h| {
     }
     Ok(())
 });
+
+browser_test!(
+    usage_shows_per_turn_per_session_and_for_the_owners_day,
+    1440,
+    900,
+    |h| {
+        h.open("").await?;
+        h.create_session("usage").await?;
+        let costing = r#"{"script":{"usage":{"input_tokens":40,"output_tokens":10,"cost_usd":0.25}},"text":"priced reply"}"#;
+        h.send(costing, "enqueue").await?;
+        h.wait_message("assistant", "priced reply").await?;
+        h.wait_js(
+        "const c = document.querySelector('[data-testid=turn-cost]'); \
+         const t = document.querySelector('[data-testid=turn-tokens]'); \
+         return !!c && c.textContent.includes('$0.2500') && !!t && t.textContent.includes('50 tokens')",
+        "the turn's cost and tokens",
+    )
+    .await?;
+        h.send(costing, "enqueue").await?;
+        h.wait_js(
+            "const u = document.querySelector('[data-testid=session-usage]'); \
+         return !!u && u.textContent.includes('Usage $0.5000 · 100 tokens') \
+           && u.textContent.includes('this turn $0.2500') \
+           && u.textContent.includes('today $0.5000')",
+            "the session's, the turn's and the day's usage in the header",
+        )
+        .await?;
+        h.screenshot("usage").await?;
+        h.assert_no_console_errors().await
+    }
+);

@@ -102,6 +102,23 @@ async fn read_for(socket: &mut Socket, seen: &mut Seen, window: Duration, seed: 
     }
 }
 
+/// GETs `url` as JSON. A GET is idempotent, so a request cut off by a connection the server
+/// closed (a keep-alive race under load) is tried again, as any client would.
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match client.get(url).send().await {
+            Ok(resp) => return resp.json().await.expect("JSON body"),
+            Err(e) if tries < 3 && e.is_request() => {
+                eprintln!("GET {url} tried again after: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("GET {url}: {e}"),
+        }
+    }
+}
+
 /// The whole stored log of a session, by REST (only what the server calls durable).
 async fn stored_log(client: &reqwest::Client, base: &str, session: &str) -> Vec<Value> {
     stored_log_after(client, base, session, 0).await
@@ -119,16 +136,11 @@ async fn stored_log_after(
         let after = out
             .last()
             .map_or(from, |e: &Value| e["seq"].as_u64().unwrap());
-        let page: Value = client
-            .get(format!(
-                "{base}/api/v1/sessions/{session}/events?after_seq={after}&limit=1000"
-            ))
-            .send()
-            .await
-            .expect("GET events")
-            .json()
-            .await
-            .expect("events JSON");
+        let page = get_json(
+            client,
+            &format!("{base}/api/v1/sessions/{session}/events?after_seq={after}&limit=1000"),
+        )
+        .await;
         let events = page["events"].as_array().expect("events").clone();
         if events.is_empty() {
             return out;
@@ -267,14 +279,7 @@ async fn kill_9_never_rewrites_an_event_a_client_saw() {
     let deadline = Instant::now() + Duration::from_secs(120);
     for (i, session) in sessions.iter().enumerate() {
         loop {
-            let turns: Value = client
-                .get(format!("{base}/api/v1/sessions/{session}/turns"))
-                .send()
-                .await
-                .expect("turns")
-                .json()
-                .await
-                .expect("turns JSON");
+            let turns = get_json(&client, &format!("{base}/api/v1/sessions/{session}/turns")).await;
             let open = turns["turns"]
                 .as_array()
                 .expect("turns")

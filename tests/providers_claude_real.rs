@@ -1,8 +1,9 @@
 //! The real Claude Code CLI (npm `@anthropic-ai/claude-code`) pointed by `ANTHROPIC_BASE_URL` at a
 //! mock of the Anthropic Messages streaming API on 127.0.0.1: a two-turn session whose second
 //! turn resumes the first's session id, a message steered into a running turn through
-//! `--input-format stream-json`, and a prompt-too-long answer classified terminal and attempted
-//! once. Skips loudly when `claude` is missing, fails under CI.
+//! `--input-format stream-json`, a prompt-too-long answer classified terminal and attempted
+//! once, and the usage and cost of its `result` line recorded in the session's totals. Skips
+//! loudly when `claude` is missing, fails under CI.
 
 mod providers_support;
 
@@ -258,4 +259,59 @@ async fn real_claude_takes_a_steered_message_into_the_running_turn() {
         .turns
         .iter()
         .any(|t| t.turn_id == first.turn_id && t.outcome == Some(Outcome::Success)));
+}
+
+#[actix_rt::test]
+async fn real_claude_usage_from_its_result_line_is_recorded() {
+    let Some(command) = real_claude("real_claude_usage_from_its_result_line_is_recorded") else {
+        return;
+    };
+    let (_mock, url) = AnthropicMock::start(Mode::Answer).await;
+    let home = tempfile::tempdir().unwrap();
+    let provider = CliProvider::new(ClaudeCli, settings(command, &url, home.path()));
+    // What the CLI's `result` line reports for one answer of the mock (10 tokens in, 3 out).
+    // Claude Code keeps its process for steered messages: read up to the answer, then drop it.
+    let mut run = provider.start(request("What did you hear?"));
+    let events = until_end(&mut run).await;
+    drop(run);
+    let reported = done(&events);
+    let expected = troupe_actors::Usage::from_provider(reported.usage.as_ref(), reported.cost_usd)
+        .expect("the result line has usage");
+    assert!(expected.input_tokens >= 10, "{reported:?}");
+    assert!(expected.output_tokens >= 3, "{reported:?}");
+    assert!(
+        expected.cost_usd > 0.0,
+        "Claude Code prices its usage: {reported:?}"
+    );
+
+    // The same answer through a session: the turn and the session's totals hold it.
+    let rt = runtime_with("claude", provider);
+    let session = open_session(&rt, "claude", None).await;
+    let mut sub = session.subscribe(0).await.unwrap();
+    session
+        .send_text("What did you hear?", BusyMode::Enqueue)
+        .await
+        .unwrap();
+    let (_, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end).0, Outcome::Success);
+    let troupe_actors::EventBody::TurnCompleted {
+        usage, cost_usd, ..
+    } = &end
+    else {
+        unreachable!("a turn.completed");
+    };
+    let recorded: troupe_actors::Usage =
+        serde_json::from_value(usage.clone().expect("usage recorded")).unwrap();
+    assert_eq!(recorded, expected);
+    assert_eq!(*cost_usd, Some(expected.cost_usd));
+    let view = session.info().await.unwrap();
+    assert_eq!(view.usage.total, expected);
+    let day = troupe_actors::usage::utc_day();
+    let owner_day = rt
+        .store()
+        .usage_days(Some("local"), &day, &day)
+        .await
+        .unwrap();
+    assert_eq!(owner_day.len(), 1);
+    assert_eq!(owner_day[0].usage, expected);
 }

@@ -55,6 +55,9 @@ pub enum RuntimeError {
     /// The permission request was answered already (or ended with its turn).
     #[error("permission request already resolved")]
     PermissionResolved,
+    /// A budget (the owner's daily cap) leaves nothing to spend.
+    #[error("{0}")]
+    BudgetExceeded(String),
     /// The provider cannot be used now.
     #[error("provider unavailable: {0}")]
     ProviderUnavailable(String),
@@ -85,6 +88,7 @@ impl RuntimeError {
             RuntimeError::TurnRunning => "turn_running",
             RuntimeError::PermissionNotFound => "permission_not_found",
             RuntimeError::PermissionResolved => "permission_resolved",
+            RuntimeError::BudgetExceeded(_) => "budget_exceeded",
             RuntimeError::ProviderUnavailable(_) => "provider_unavailable",
             RuntimeError::Store(_) => "store_unavailable",
             RuntimeError::Internal(_) => "internal",

@@ -16,6 +16,9 @@
 //! - [`event_log`], [`turn_queue`], [`subscription`], [`owner_feed`]: the session's parts.
 //! - [`store`]: the [`Store`] trait with sled and in-memory implementations.
 //! - [`provider`]: the [`Provider`] trait and the scripted [`EchoProvider`].
+//! - [`usage`]: tokens and cost normalized, totals per session and owner day, budgets.
+//! - [`process_groups`]: the durable record of running agent process groups, read by the
+//!   reaper that kills what a crashed server left behind.
 //! - [`event`], [`record`], [`ids`], [`time`]: the data and its wire shapes.
 //!
 //! # Supervision tree
@@ -44,6 +47,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod metrics;
 pub mod owner_feed;
+pub mod process_groups;
 pub mod provider;
 pub mod record;
 pub mod registry;
@@ -55,12 +59,14 @@ pub mod store;
 pub mod subscription;
 pub mod time;
 pub mod turn_queue;
+pub mod usage;
 
 pub use error::RuntimeError;
 pub use event::{ErrorInfo, Event, EventBody};
 pub use follow::{Follow, FollowEnd};
 pub use handle::SessionHandle;
 pub use ids::{ScopedKey, SessionId, TurnId};
+pub use process_groups::{ProcessLedger, RecordedGroup, SpawnedGroup};
 pub use provider::{
     AttemptRequest, Capabilities, Completion, EchoProvider, FailureClass, PermissionAnswer,
     PermissionOption, PermissionRequest, Provider, ProviderError, ProviderEvent, ProviderRun,
@@ -74,3 +80,4 @@ pub use settings::{FailurePolicy, Settings};
 pub use store::{MemoryStore, SledStore, Store};
 pub use subscription::{CloseReason, Subscription};
 pub use time::Timestamp;
+pub use usage::{Budget, Usage};

@@ -36,6 +36,10 @@ pub struct RuntimeMetrics {
     pub panics: AtomicU64,
     /// Sessions stopped because a store write failed (fail-stop).
     pub store_failures: AtomicU64,
+    /// Usage counted, by provider (tokens and cost of every attempt).
+    pub usage: std::sync::Mutex<std::collections::BTreeMap<String, crate::usage::Usage>>,
+    /// Agent process groups a previous server left alive, killed at startup.
+    pub process_groups_reaped: AtomicU64,
 }
 
 /// Every outcome, in the order of [`RuntimeMetrics::turns_completed`].
@@ -62,6 +66,19 @@ impl RuntimeMetrics {
     /// Adds `by` to a gauge.
     pub fn add(gauge: &AtomicI64, by: i64) {
         gauge.fetch_add(by, Ordering::Relaxed);
+    }
+
+    /// Adds usage of `provider`.
+    pub fn add_usage(&self, provider: &str, usage: &crate::usage::Usage) {
+        let mut by_provider = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        let total = by_provider.entry(provider.to_string()).or_default();
+        *total = total.plus(usage);
+    }
+
+    /// Usage counted so far, by provider.
+    pub fn usage_by_provider(&self) -> Vec<(String, crate::usage::Usage)> {
+        let by_provider = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        by_provider.iter().map(|(p, u)| (p.clone(), *u)).collect()
     }
 
     /// Reads a counter.

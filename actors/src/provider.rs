@@ -7,6 +7,7 @@ mod echo;
 pub use echo::{EchoProvider, EchoScript};
 
 use crate::ids::{SessionId, TurnId};
+use crate::process_groups::ProcessLedger;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -133,6 +134,10 @@ pub enum ProviderEvent {
     Status(Value),
     /// The agent asks before running a tool; answered through [`ProviderRun::permissions`].
     PermissionRequested(PermissionRequest),
+    /// The attempt's usage so far (cumulative: each report replaces the one before), sent
+    /// mid-run or before a failure, so budgets are checked while a turn streams and failed
+    /// attempts are counted. A `Done`'s own figures, when it has them, are the final ones.
+    Usage(crate::usage::Usage),
     /// The current user message was answered (one per user message in a steered run).
     Done(Completion),
     /// The attempt failed.
@@ -229,6 +234,9 @@ pub struct AttemptRequest {
     pub options: Value,
     /// Cancelled when the attempt is aborted; fresh for every attempt.
     pub cancel: CancellationToken,
+    /// Where a provider that starts processes records their process group, durably, before
+    /// it gives them any work (untracked outside a runtime).
+    pub processes: ProcessLedger,
 }
 
 /// A started attempt.

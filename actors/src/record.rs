@@ -2,6 +2,7 @@
 
 use crate::ids::{SessionId, TurnId};
 use crate::time::Timestamp;
+use crate::usage::{Budget, SessionUsage, Usage};
 use serde::{Deserialize, Serialize};
 
 /// Where a session is in its life. Derived from the record's flags and whether a turn runs.
@@ -74,6 +75,17 @@ pub struct SessionRecord {
     /// When the current run began, so startup recovery can tell stale sessions.
     #[serde(default)]
     pub running_since: Option<Timestamp>,
+    /// Tokens and cost of all its turns and of the latest one; changed only in the batch of the
+    /// event that reports the usage.
+    #[serde(default)]
+    pub usage: SessionUsage,
+    /// The session's own budget (`PATCH {budget}`); replaces the configured one.
+    #[serde(default)]
+    pub budget: Option<Budget>,
+    /// A turn found the budget spent: the queue is held (state `paused`) until the budget is
+    /// raised or the session resumed.
+    #[serde(default)]
+    pub budget_held: bool,
 }
 
 impl SessionRecord {
@@ -83,7 +95,7 @@ impl SessionRecord {
             SessionState::Archived
         } else if self.failed {
             SessionState::Failed
-        } else if self.paused {
+        } else if self.paused || self.budget_held {
             SessionState::Paused
         } else if running {
             SessionState::Running
@@ -122,6 +134,10 @@ pub struct SessionView {
     pub last_seq: u64,
     /// Turns waiting in the queue (the running one not counted).
     pub queue_len: usize,
+    /// Tokens and cost: all turns (`total`) and the latest turn (`turn`).
+    pub usage: SessionUsage,
+    /// The session's own budget, null when the configured one applies.
+    pub budget: Option<Budget>,
 }
 
 impl SessionView {
@@ -141,6 +157,8 @@ impl SessionView {
             updated_at: record.updated_at,
             last_seq,
             queue_len,
+            usage: record.usage.clone(),
+            budget: record.budget,
         }
     }
 }
@@ -221,6 +239,9 @@ pub struct TurnRecord {
     pub started_at: Option<Timestamp>,
     /// When it completed.
     pub completed_at: Option<Timestamp>,
+    /// Tokens and cost of all its attempts so far.
+    #[serde(default)]
+    pub usage: Usage,
 }
 
 /// A turn as clients see it in turn lists and `queue.updated`.

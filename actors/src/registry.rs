@@ -73,6 +73,9 @@ impl NewSession {
             archived: false,
             consecutive_failures: 0,
             running_since: None,
+            usage: Default::default(),
+            budget: None,
+            budget_held: false,
         };
         let created = Arc::new(Event {
             encoded: Default::default(),

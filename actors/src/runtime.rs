@@ -110,6 +110,8 @@ pub struct RegistryFigures {
     pub passivated: u64,
     /// Activations since start.
     pub activations: u64,
+    /// Agent process groups a previous server left alive, killed at this start.
+    pub reaped_process_groups: u64,
 }
 
 /// A running runtime: a cheap, cloneable handle.
@@ -321,6 +323,7 @@ impl Runtime {
             live,
             passivated: stats.sessions.saturating_sub(live as u64),
             activations: RuntimeMetrics::get(&self.shared.metrics.activations),
+            reaped_process_groups: RuntimeMetrics::get(&self.shared.metrics.process_groups_reaped),
         })
     }
 

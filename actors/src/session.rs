@@ -13,15 +13,18 @@
 //! - `journal`: persisting writes and delivering their events once the store confirms them;
 //! - `attempt`: dispatching turns and running their attempts on the provider;
 //! - `outcome`: how turns end (success, failure, retry, fallback, recovery);
+//! - `budget`: usage counted into the totals, and the budget checks;
 //! - `turn_handlers` and `handlers`: the messages that act on turns and on the session;
 //! - `messages`: the messages themselves and their answers.
 
 mod attempt;
+mod budget;
 mod handlers;
 mod journal;
 mod messages;
 mod outcome;
 mod permissions;
+mod processes;
 mod turn_handlers;
 
 pub use messages::*;
@@ -95,6 +98,8 @@ struct ActiveRun {
     pending: permissions::PendingPermissions,
     /// A resume-lost failure already got its one fresh start.
     fresh_retry_used: bool,
+    /// Usage of the current attempt (and message) already counted into the totals.
+    counted: crate::usage::Usage,
     /// A slot of `max_concurrent_runs`, released when the run ends.
     _permit: OwnedSemaphorePermit,
     /// Keeps the running-attempts gauge true however the run ends.

@@ -19,7 +19,9 @@ pub use sled_store::SledStore;
 
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
+use crate::process_groups::{ProcessGroupChange, ProcessGroupRecord};
 use crate::record::{SessionRecord, TurnRecord};
+use crate::usage::{OwnerDayUsage, UsageIncrement};
 use futures::future::BoxFuture;
 use std::sync::Arc;
 
@@ -77,6 +79,9 @@ pub struct Batch {
     pub provider_mapping: Option<(String, String)>,
     /// Marks the session as having open turns (`Some(true)`) or none (`Some(false)`).
     pub active: Option<bool>,
+    /// Additions to owners' daily usage totals (read, added to, written back by the store
+    /// within the batch's atomic write, since several sessions add to one owner's day).
+    pub usage: Vec<UsageIncrement>,
 }
 
 impl Batch {
@@ -88,6 +93,7 @@ impl Batch {
             && self.client_ids.is_empty()
             && self.provider_mapping.is_none()
             && self.active.is_none()
+            && self.usage.is_empty()
     }
 
     /// Merges a later batch of the same session into this one, as if both landed in order;
@@ -109,6 +115,7 @@ impl Batch {
         if later.active.is_some() {
             self.active = later.active;
         }
+        self.usage.extend(later.usage);
         Ok(later.events)
     }
 
@@ -120,6 +127,7 @@ impl Batch {
             && self.client_ids.is_empty()
             && self.provider_mapping.is_none()
             && self.active.is_none()
+            && self.usage.is_empty()
     }
 }
 
@@ -159,6 +167,10 @@ pub enum Write {
     },
     /// Deletes a session with its keys, turns, idempotency keys and events.
     Delete(SessionId),
+    /// Records a running agent process group, or forgets one that is gone
+    /// ([`process_groups`](crate::process_groups)). Kept apart from the sessions: a group is
+    /// cleared when it is dead, which can be after its session was deleted.
+    ProcessGroup(ProcessGroupChange),
 }
 
 impl Write {
@@ -259,6 +271,17 @@ pub trait Store: Send + Sync + 'static {
         provider_session_id: &str,
     ) -> StoreRead<Option<SessionId>>;
 
+    /// Owners' daily usage totals for days `from..=to` (`YYYY-MM-DD`), of one owner or (`None`)
+    /// of all, ordered by owner then day. The one read budgets and the usage route make.
+    fn usage_days(
+        &self,
+        owner: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> StoreRead<Vec<OwnerDayUsage>>;
+    /// Every recorded agent process group, for the reaper at startup.
+    fn process_groups(&self) -> StoreRead<Vec<ProcessGroupRecord>>;
+
     /// Counts of sessions and events, for operators and benchmarks.
     fn stats(&self) -> StoreRead<StoreStats>;
 
@@ -310,6 +333,15 @@ pub trait EmbeddedStore: Send + Sync + 'static {
         provider: &str,
         provider_session_id: &str,
     ) -> Result<Option<SessionId>, StoreError>;
+    /// See [`Store::usage_days`].
+    fn usage_days(
+        &self,
+        owner: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<OwnerDayUsage>, StoreError>;
+    /// See [`Store::process_groups`].
+    fn process_groups(&self) -> Result<Vec<ProcessGroupRecord>, StoreError>;
     /// See [`Store::flush`].
     fn flush(&self) -> Result<(), StoreError>;
     /// See [`Store::check_writable`].
@@ -380,6 +412,17 @@ impl<S: EmbeddedStore> Store for S {
             provider,
             provider_session_id,
         ))
+    }
+    fn usage_days(
+        &self,
+        owner: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> StoreRead<Vec<OwnerDayUsage>> {
+        ready(EmbeddedStore::usage_days(self, owner, from, to))
+    }
+    fn process_groups(&self) -> StoreRead<Vec<ProcessGroupRecord>> {
+        ready(EmbeddedStore::process_groups(self))
     }
     fn stats(&self) -> StoreRead<StoreStats> {
         ready(EmbeddedStore::stats(self))

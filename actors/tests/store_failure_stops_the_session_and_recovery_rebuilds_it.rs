@@ -49,6 +49,11 @@ impl EmbeddedStore for FailingStore {
     fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {
         EmbeddedStore::active_sessions(&self.inner)
     }
+    fn process_groups(
+        &self,
+    ) -> Result<Vec<troupe_actors::process_groups::ProcessGroupRecord>, StoreError> {
+        EmbeddedStore::process_groups(&self.inner)
+    }
     fn read_events(
         &self,
         s: SessionId,
@@ -84,6 +89,14 @@ impl EmbeddedStore for FailingStore {
     }
     fn session_for_provider_id(&self, p: &str, id: &str) -> Result<Option<SessionId>, StoreError> {
         EmbeddedStore::session_for_provider_id(&self.inner, p, id)
+    }
+    fn usage_days(
+        &self,
+        owner: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<troupe_actors::usage::OwnerDayUsage>, StoreError> {
+        EmbeddedStore::usage_days(&self.inner, owner, from, to)
     }
     fn flush(&self) -> Result<(), StoreError> {
         EmbeddedStore::flush(&self.inner)

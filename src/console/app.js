@@ -720,8 +720,21 @@ class SessionView {
   }
 
   setSession(s) {
+    const first = !this.session;
     this.session = s;
     this.renderHead();
+    if (first) this.refreshOwnerDay();
+  }
+
+  /** The owner's usage today (`GET /api/v1/usage`), shown next to the session's. */
+  async refreshOwnerDay() {
+    try {
+      const report = await api("GET", "/api/v1/usage");
+      this.ownerDay = report && report.total;
+      this.renderHead();
+    } catch {
+      // The figure is informative; the session works without it.
+    }
   }
 
   notice(text) {
@@ -786,7 +799,9 @@ class SessionView {
         break;
       case "session.updated":
         if (d.session) sessionList.upsert(d.session);
-        if (d.reason && d.reason !== "provider_session_mapped") this.meta(ev, `Session ${d.reason.replace(/_/g, " ")}`);
+        if (d.session && this.session) this.setSession({ ...this.session, usage: d.session.usage, budget: d.session.budget });
+        if (d.reason === "usage") this.refreshOwnerDay();
+        else if (d.reason && d.reason !== "provider_session_mapped") this.meta(ev, `Session ${d.reason.replace(/_/g, " ")}`);
         break;
       case "session.state":
         if (this.session) this.setSession({ ...this.session, state: d.state });
@@ -936,7 +951,8 @@ class SessionView {
           const outcome = d.outcome || "completed";
           const parts = [h("span", { class: `badge outcome-${outcome}` }, outcome)];
           if (d.error) parts.push(" ", h("span", { class: "bad" }, `${d.error.code}: ${d.error.message}`));
-          if (typeof d.cost_usd === "number") parts.push(h("span", { class: "muted" }, ` · $${d.cost_usd.toFixed(4)}`));
+          if (d.usage && typeof d.usage.total_tokens === "number") parts.push(h("span", { class: "muted", testid: "turn-tokens" }, ` · ${d.usage.total_tokens} tokens`));
+          if (typeof d.cost_usd === "number") parts.push(h("span", { class: "muted", testid: "turn-cost" }, ` · $${d.cost_usd.toFixed(4)}`));
           if (typeof d.exit_code === "number" && d.exit_code !== 0) parts.push(h("span", { class: "muted" }, ` · exit ${d.exit_code}`));
           parts.push(h("span", { class: "muted" }, ` · ${clockTime(ev.ts)}`));
           this.block(ev.turn_id).append(h("div", { class: "turn-end", testid: "turn-completed", dataset: { seq: ev.seq, outcome } }, ...parts));
@@ -966,6 +982,7 @@ class SessionView {
     if (s) {
       const bits = [s.provider, s.model, s.project, s.key ? `key ${s.key}` : null, `id ${s.id}`].filter(Boolean);
       meta.append(bits.join(" · "));
+      meta.append(h("div", { class: "usage", testid: "session-usage" }, usageSummary(s, this.ownerDay)));
     }
     const state = (s && s.state) || "…";
     const badge = $("session-state");
@@ -1073,6 +1090,21 @@ class SessionView {
   }
 }
 
+/** "Usage $0.1234 · 1,234 tokens · this turn $0.0100 · budget $1 · today $0.50". */
+function usageSummary(s, ownerDay) {
+  const money = (n) => `$${Number(n || 0).toFixed(4)}`;
+  const u = (s.usage && s.usage.total) || {};
+  const bits = [`Usage ${money(u.cost_usd)} · ${u.total_tokens || 0} tokens`];
+  const turn = s.usage && s.usage.turn;
+  if (turn) bits.push(`this turn ${money(turn.cost_usd)} · ${turn.total_tokens || 0} tokens`);
+  const b = s.budget;
+  if (b && (b.max_cost_usd != null || b.max_tokens != null)) {
+    bits.push(`budget ${[b.max_cost_usd != null ? `$${b.max_cost_usd}` : null, b.max_tokens != null ? `${b.max_tokens} tokens` : null].filter(Boolean).join(" / ")}`);
+  }
+  if (ownerDay) bits.push(`today ${money(ownerDay.cost_usd)} · ${ownerDay.total_tokens || 0} tokens`);
+  return bits.join(" · ");
+}
+
 function statusSummary(d) {
   const bits = [];
   const u = d && d.usage;
@@ -1082,7 +1114,8 @@ function statusSummary(d) {
     if (i !== undefined) bits.push(`in ${i}`);
     if (o !== undefined) bits.push(`out ${o}`);
   }
-  if (d && typeof d.cost_usd === "number") bits.push(`$${d.cost_usd.toFixed(4)}`);
+  const cost = d && (typeof d.cost_usd === "number" ? d.cost_usd : u && u.cost_usd);
+  if (typeof cost === "number") bits.push(`$${cost.toFixed(4)}`);
   return bits.length ? `Status · ${bits.join(" · ")}` : "Status";
 }
 

@@ -229,6 +229,17 @@ impl LineParser for ClaudeParser {
             }
             Some("result") => {
                 let result = self.result(&line);
+                // A failed answer (prompt too long, API error) is billed too: its usage and
+                // cost are reported before the failure so they count.
+                if matches!(result, ProviderEvent::Failed(_)) {
+                    let usage = troupe_actors::Usage::from_provider(
+                        line.get("usage"),
+                        line.get("total_cost_usd").and_then(Value::as_f64),
+                    );
+                    if let Some(usage) = usage.filter(|u| !u.is_zero()) {
+                        out.push(ProviderEvent::Usage(usage));
+                    }
+                }
                 out.push(result);
             }
             _ => {}

@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use troupe_actors::{
-    AttemptRequest, Capabilities, FailureClass, Provider, ProviderError, ProviderEvent, ProviderRun,
+    AttemptRequest, Capabilities, FailureClass, ProcessLedger, Provider, ProviderError,
+    ProviderEvent, ProviderRun,
 };
 
 /// How much non-JSON stdout is kept for error messages.
@@ -343,8 +344,9 @@ impl Provider for CliProvider {
             env: self.settings.env.clone(),
             pass_env: self.settings.pass_env.clone(),
         };
-        let stdin = self.dialect.user_input(&request.prompt, steer);
-        let process = match RunningProcess::spawn(&spec, stdin) {
+        // The prompt waits until the group is recorded (see `Attempt::drive`).
+        let prompt = self.dialect.user_input(&request.prompt, steer);
+        let process = match RunningProcess::spawn(&spec, Vec::new()) {
             Ok(process) => process,
             Err(SpawnError::NotFound(program)) => {
                 return ProviderRun::failed(ProviderError::terminal(
@@ -367,6 +369,8 @@ impl Provider for CliProvider {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let (steer_tx, steer_rx) = mpsc::unbounded_channel();
         let attempt = Attempt {
+            prompt,
+            processes: request.processes.clone(),
             tx,
             cancel: request.cancel.clone(),
             dialect: self.dialect.clone(),
@@ -396,6 +400,10 @@ pub(crate) fn receiver_stream(
 
 /// One running attempt: the task that owns the child.
 struct Attempt {
+    /// The first user message, written to stdin once the group is recorded.
+    prompt: Vec<u8>,
+    /// Where the group is recorded before the agent gets any work.
+    processes: ProcessLedger,
     /// Where normalized events go; closed when the run is dropped.
     tx: mpsc::Sender<ProviderEvent>,
     /// The attempt's abort signal.
@@ -434,6 +442,23 @@ impl Attempt {
     }
 
     async fn drive(mut self, mut process: RunningProcess) {
+        let prompt = std::mem::take(&mut self.prompt);
+        let stop = async {
+            tokio::select! {
+                _ = self.cancel.cancelled() => {}
+                _ = self.tx.closed() => {}
+            }
+        };
+        let recorded = process
+            .record_then_prompt(&self.processes, prompt, self.kill_grace, stop)
+            .await;
+        if !recorded {
+            process
+                .group
+                .terminate(&mut process.child, self.kill_grace)
+                .await;
+            return;
+        }
         let steering = self.steer.is_some();
         // Without steering there is one message only: stdin closes after the prompt.
         let mut stdin = process.stdin.take().filter(|_| steering);

@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use troupe_actors::{Capabilities, EchoProvider, Provider, ProviderSet};
+use troupe_actors::usage::Price;
+use troupe_actors::{Budget, Capabilities, EchoProvider, Provider, ProviderSet};
 
 /// The kinds of provider Troupe can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +164,15 @@ pub struct ProviderConfig {
     /// Time limits.
     #[serde(default)]
     pub timeouts: TimeoutConfig,
+    /// The budget of each session on this provider (the tighter of it and `budgets.session`).
+    #[serde(default)]
+    pub budget: Option<Budget>,
+    /// Price of the default model, for a provider that reports tokens but no cost.
+    #[serde(default)]
+    pub price: Option<Price>,
+    /// Prices of named models (a session's `model`), likewise.
+    #[serde(default)]
+    pub model_prices: BTreeMap<String, Price>,
 }
 
 impl ProviderConfig {
@@ -190,6 +200,9 @@ impl ProviderConfig {
             approval_timeout_secs: None,
             auth_method: None,
             timeouts: TimeoutConfig::default(),
+            budget: None,
+            price: None,
+            model_prices: BTreeMap::new(),
         }
     }
 

@@ -230,6 +230,11 @@ impl LineParser for GeminiParser {
                         exit_code: None,
                     }));
                 } else {
+                    // A failed run may have used tokens first (retried API calls): they count.
+                    let usage = troupe_actors::Usage::from_provider(line.get("stats"), None);
+                    if let Some(usage) = usage.filter(|u| !u.is_zero()) {
+                        out.push(ProviderEvent::Usage(usage));
+                    }
                     out.push(ProviderEvent::Failed(self.failed_result(&line)));
                 }
             }

@@ -1,6 +1,12 @@
 //! The child-process runner every CLI provider stands on: spawn with an argument vector (never a
 //! shell) in its own process group, feed the prompt on stdin, read line-delimited JSON from stdout,
 //! keep the tail of stderr, and make sure no process of the group outlives the attempt.
+//!
+//! Nor the server: on Linux each child gets the parent-death signal (SIGKILL when the thread
+//! that spawned it exits, so children are spawned on the session actors' long-lived arbiter
+//! threads, never on a blocking-pool thread), and its group is recorded durably through the
+//! attempt's [`ProcessLedger`](troupe_actors::ProcessLedger) before it gets its prompt, so
+//! the [`reaper`](super::reaper) can kill whatever of the group a crashed server left behind.
 
 use bytes::BytesMut;
 use nix::errno::Errno;
@@ -9,6 +15,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -16,6 +23,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
+use troupe_actors::{ProcessLedger, RecordedGroup, SpawnedGroup};
 
 /// Variables a child inherits from Troupe's own environment; everything else is dropped so
 /// Troupe's secrets never leak into an agent that did not ask for them.
@@ -127,12 +135,20 @@ pub struct GroupGuard {
     pgid: Pid,
     /// Cleared once the group was terminated gracefully.
     armed: bool,
+    /// The group's durable record, cleared (dropped) once the group is gone. Declared after
+    /// nothing that must outlive it: `Drop` kills the group first, then the fields drop.
+    record: Option<RecordedGroup>,
 }
 
 impl GroupGuard {
     /// The group's id.
     pub fn pgid(&self) -> i32 {
         self.pgid.as_raw()
+    }
+
+    /// Keeps the group's durable record until the group is gone.
+    pub fn keep_record(&mut self, record: Option<RecordedGroup>) {
+        self.record = record;
     }
 
     /// Whether any process of the group is still alive (or an unreaped zombie).
@@ -159,6 +175,8 @@ impl GroupGuard {
         }
         let _ = child.wait().await;
         self.armed = false;
+        // The group is gone: its record goes too.
+        self.record = None;
     }
 }
 
@@ -338,6 +356,7 @@ impl RunningProcess {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        die_with_parent(&mut command);
         for name in ENV_ALLOW_LIST
             .iter()
             .copied()
@@ -365,6 +384,7 @@ impl RunningProcess {
         let group = GroupGuard {
             pgid: Pid::from_raw(pid as i32),
             armed: true,
+            record: None,
         };
         // The pipes were requested above, so they are there.
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -387,6 +407,57 @@ impl RunningProcess {
         })
     }
 
+    /// What a ledger records about this child's group: `None` where `/proc` cannot tell the
+    /// leader's start time (not Linux), so nothing could later be matched safely.
+    pub fn spawned_group(&self, kill_grace: Duration) -> Option<SpawnedGroup> {
+        let pid = self.pid as i32;
+        let stat = super::proc_table::stat(pid)?;
+        Some(SpawnedGroup {
+            pgid: self.group.pgid(),
+            leader_pid: pid,
+            leader_start: stat.start,
+            boot_id: super::proc_table::boot_id()?,
+            kill_grace_ms: kill_grace.as_millis() as u64,
+        })
+    }
+
+    /// Records the group through `ledger` and, once the record is durable, writes `prompt` to
+    /// stdin: the agent gets no work that a crashed server could not find again. `false` when
+    /// `stop` came first or the store refused the record (the ledger told the session); the
+    /// caller then terminates the group.
+    pub async fn record_then_prompt(
+        &mut self,
+        ledger: &ProcessLedger,
+        prompt: Vec<u8>,
+        kill_grace: Duration,
+        stop: impl Future<Output = ()>,
+    ) -> bool {
+        if let Some(group) = self.spawned_group(kill_grace) {
+            let ledger = ledger.clone();
+            let mut recording = Box::pin(async move { ledger.record(group).await });
+            let recorded = tokio::select! {
+                recorded = &mut recording => recorded,
+                () = stop => {
+                    // The record may still land: let it, and clear it (drop) once it has.
+                    tokio::spawn(recording);
+                    return false;
+                }
+            };
+            match recorded {
+                Ok(record) => self.group.keep_record(record),
+                Err(e) => {
+                    log::error!("process group {}: could not record it: {e}", self.pid);
+                    return false;
+                }
+            }
+        }
+        if let Some(stdin) = &self.stdin {
+            // The writer task holds the other end until stdin is closed, which is later.
+            let _ = stdin.send(prompt);
+        }
+        true
+    }
+
     /// Waits until stderr is closed and fully read.
     pub async fn stderr_done(&mut self) {
         let _ = (&mut self.stderr_task).await;
@@ -397,6 +468,29 @@ impl RunningProcess {
         self.child.try_wait().ok().flatten()
     }
 }
+
+/// Asks Linux to SIGKILL the child when the thread that spawns it exits: a server that dies
+/// (`kill -9`, OOM) takes its agents along at once instead of leaving them working.
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id() as i32;
+    // SAFETY: the hook runs between fork and exec and makes only async-signal-safe system
+    // calls (prctl, getppid); its error is built from an errno, without allocating.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            // The parent died between fork and prctl: the signal will never come.
+            if nix::unistd::getppid().as_raw() != parent {
+                return Err(std::io::Error::from(Errno::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Elsewhere there is no parent-death signal; the reaper at startup is all there is.
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
 
 /// Writes whatever arrives to the child's stdin, then closes it. Written in its own task so a
 /// large prompt never blocks reading the child's output.

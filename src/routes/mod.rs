@@ -4,8 +4,8 @@
 //! - [`health`]: `/healthz`, `/readyz`; [`metrics`]: `/metrics`.
 //! - Under `/api/v1`: [`sessions`] (CRUD), [`turns`] (send, list, cancel, promote),
 //!   [`controls`] (abort, pause, resume, reset), [`permissions`] (answer a tool-permission
-//!   request), [`events`] (page, SSE stream),
-//!   [`providers`], [`admin`] (actor table), [`openapi`] (the generated document).
+//!   request), [`events`] (page, SSE stream), [`providers`], [`usage`] (owners' usage per day),
+//!   [`admin`] (actor table), [`openapi`] (the generated document).
 //!
 //! Every route is a `web::resource`, so a path answers a method it does not serve with 405 and
 //! `Allow` (given its body by [`crate::error::method_not_allowed`]), never 404.
@@ -21,6 +21,7 @@ pub mod permissions;
 pub mod providers;
 pub mod sessions;
 pub mod turns;
+pub mod usage;
 pub mod ws;
 
 use crate::config::Config;
@@ -49,6 +50,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
                 .configure(permissions::configure)
                 .configure(events::configure)
                 .configure(providers::configure)
+                .configure(usage::configure)
                 .configure(admin::configure)
                 .configure(openapi::configure),
         );

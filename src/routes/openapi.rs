@@ -4,7 +4,7 @@
 //! providers as the `provider` enum, and the bearer scheme only when tokens are required.
 
 use crate::routes::{
-    admin, controls, events, health, metrics, permissions, providers, sessions, turns,
+    admin, controls, events, health, metrics, permissions, providers, sessions, turns, usage,
 };
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
@@ -26,6 +26,7 @@ use utoipa::{Modify, OpenApi};
         permissions::answer,
         events::page, events::stream,
         providers::list,
+        usage::usage,
         admin::actors,
         health::healthz, health::readyz, metrics::metrics,
         openapi_json,
@@ -37,6 +38,7 @@ use utoipa::{Modify, OpenApi};
         (name = "controls", description = "Abort, pause, resume, reset"),
         (name = "events", description = "The event log: pages and SSE"),
         (name = "providers", description = "Configured agent backends"),
+        (name = "usage", description = "Tokens and cost per owner and day"),
         (name = "operators", description = "Probes, metrics, the actor table"),
     )
 )]

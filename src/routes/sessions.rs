@@ -3,12 +3,12 @@
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, OwnedSession};
-use crate::schema::{ErrorBodySchema, SessionSchema, SessionStateSchema};
+use crate::schema::{BudgetSchema, ErrorBodySchema, SessionSchema, SessionStateSchema};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use troupe_actors::session::UpdateSession;
-use troupe_actors::{NewSession, SessionFilter, SessionId, SessionState, SessionView};
+use troupe_actors::{Budget, NewSession, SessionFilter, SessionId, SessionState, SessionView};
 use utoipa::{IntoParams, ToSchema};
 
 /// The largest page of `GET /sessions`.
@@ -99,6 +99,12 @@ pub struct PatchSession {
     pub title: Option<String>,
     /// Archive (true: aborts the running turn, cancels the queue, read-only) or unarchive.
     pub archived: Option<bool>,
+    /// The session's own budget (null: back to the configured one). Above the configured
+    /// budget only with an admin token; a held queue runs again once the budget leaves
+    /// something to spend.
+    #[serde(default, deserialize_with = "crate::routes::usage::present")]
+    #[schema(value_type = Option<BudgetSchema>)]
+    pub budget: Option<Option<Budget>>,
 }
 
 /// Creates a session, or finds the one `key` names in the caller's scope.
@@ -230,21 +236,27 @@ pub async fn get(session: OwnedSession) -> Result<HttpResponse, ApiError> {
         (status = 200, description = "The session after the change", body = SessionBody),
         (status = 400, description = "`invalid_json`, `invalid_request`", body = ErrorBodySchema),
         (status = 401, description = "`unauthorized`", body = ErrorBodySchema),
+        (status = 403, description = "`forbidden`: a budget above the configured one without an admin token", body = ErrorBodySchema),
         (status = 404, description = "`session_not_found`", body = ErrorBodySchema),
         (status = 409, description = "`session_archived`: renaming an archived session", body = ErrorBodySchema),
     ),
     security(("bearer" = []))
 )]
 pub async fn patch(
+    state: web::Data<AppState>,
     session: OwnedSession,
     ApiJson(body): ApiJson<PatchSession>,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(Some(budget)) = &body.budget {
+        crate::routes::usage::check_budget(&state, &session, budget).await?;
+    }
     let session = session
         .handle
         .update(UpdateSession {
             title: body.title,
             archived: body.archived,
             project: None,
+            budget: body.budget,
         })
         .await?;
     Ok(HttpResponse::Ok().json(SessionBody { session }))

@@ -22,4 +22,5 @@ mod shutdown;
 mod smoke;
 mod supervision;
 mod turns;
+mod usage;
 mod ws;

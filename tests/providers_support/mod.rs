@@ -121,6 +121,7 @@ pub fn request(prompt: &str) -> AttemptRequest {
         model: None,
         options: Value::Null,
         cancel: CancellationToken::new(),
+        processes: troupe_actors::ProcessLedger::untracked(),
     }
 }
 

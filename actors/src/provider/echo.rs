@@ -1,7 +1,11 @@
 //! The scripted `echo` provider: deterministic, no network. Replies with the prompt's text in
 //! chunks, then one whole `message`. A script in the turn's options (`{"script": {...}}`) or in
 //! the prompt itself (a JSON object with `script` and `text`) adds delays, tool use, failures of
-//! each class, crashes, stalls, exit codes and a provider session id.
+//! each class, crashes, stalls, exit codes, a provider session id, and usage and cost (at the
+//! end, before a failure, or cumulatively after every chunk), so every budget rule is testable
+//! offline.
+
+use crate::usage::Usage;
 
 use super::{
     AttemptRequest, Capabilities, Completion, FailureClass, PermissionAnswer, PermissionOption,
@@ -48,6 +52,22 @@ pub struct EchoScript {
     pub ask_permission: bool,
     /// The permission request's timeout (answered `reject`).
     pub permission_timeout_ms: Option<u64>,
+    /// Usage and cost the attempt reports: with its result, or before its scripted failure
+    /// (failed attempts cost money too). Default: words in and out, no cost.
+    pub usage: Option<Usage>,
+    /// Usage added by each chunk, reported cumulatively after every chunk (a provider that
+    /// reports usage mid-run); the result then reports the sum unless `usage` is given.
+    pub usage_per_chunk: Option<Usage>,
+}
+
+/// `per` times `n`.
+fn times(per: &Usage, n: u64) -> Usage {
+    Usage::new(
+        per.input_tokens * n,
+        per.output_tokens * n,
+        per.cached_tokens * n,
+        per.cost_usd * n as f64,
+    )
 }
 
 /// The echo provider. `steer` makes it take steered messages mid-run, like Claude Code.
@@ -218,10 +238,9 @@ async fn answer(
         }
     }
     let reply = script.reply.clone().unwrap_or_else(|| text.to_string());
-    for (index, chunk) in chunks(&reply, script.chunk_words.unwrap_or(2))
-        .into_iter()
-        .enumerate()
-    {
+    let pieces = chunks(&reply, script.chunk_words.unwrap_or(2));
+    let chunk_count = pieces.len() as u64;
+    for (index, chunk) in pieces.into_iter().enumerate() {
         if script.crash_after == Some(index) {
             return false;
         }
@@ -237,7 +256,17 @@ async fn answer(
         if !emit(tx, ProviderEvent::Delta(chunk)).await {
             return false;
         }
+        if let Some(per) = &script.usage_per_chunk {
+            let so_far = times(per, index as u64 + 1);
+            if !emit(tx, ProviderEvent::Usage(so_far)).await {
+                return false;
+            }
+        }
     }
+    let scripted_usage = script
+        .usage
+        .map(|u| Usage::new(u.input_tokens, u.output_tokens, u.cached_tokens, u.cost_usd))
+        .or_else(|| script.usage_per_chunk.map(|per| times(&per, chunk_count)));
     if script.stall_after.is_some() {
         std::future::pending::<()>().await;
     }
@@ -254,6 +283,11 @@ async fn answer(
                 }
                 .to_string()
             });
+            if let Some(usage) = scripted_usage {
+                if !emit(tx, ProviderEvent::Usage(usage)).await {
+                    return false;
+                }
+            }
             let error = ProviderError::new(class, code, "scripted failure")
                 .with_exit_code(script.exit_code);
             emit(tx, ProviderEvent::Failed(error)).await;
@@ -268,12 +302,19 @@ async fn answer(
         return false;
     }
     let words = reply.split_whitespace().count() as u64;
-    let done = Completion {
-        usage: Some(
-            json!({"input_tokens": text.split_whitespace().count(), "output_tokens": words}),
-        ),
-        cost_usd: Some(0.0),
-        exit_code: script.exit_code.or(Some(0)),
+    let done = match scripted_usage {
+        Some(usage) => Completion {
+            usage: Some(usage.to_json()),
+            cost_usd: Some(usage.cost_usd),
+            exit_code: script.exit_code.or(Some(0)),
+        },
+        None => Completion {
+            usage: Some(
+                json!({"input_tokens": text.split_whitespace().count(), "output_tokens": words}),
+            ),
+            cost_usd: None,
+            exit_code: script.exit_code.or(Some(0)),
+        },
     };
     emit(tx, ProviderEvent::Done(done)).await
 }

@@ -26,6 +26,7 @@ impl Session {
             && !self.deleted
             && !self.record.paused
             && !self.record.failed
+            && !self.record.budget_held
             && !self.record.archived
             && !self.queue.is_empty()
     }
@@ -82,6 +83,7 @@ impl Session {
             permissions: None,
             pending: Default::default(),
             fresh_retry_used: false,
+            counted: Default::default(),
             _permit: permit,
             metrics: self.shared.metrics.clone(),
         });
@@ -149,8 +151,9 @@ impl Session {
             .collect()
     }
 
-    /// Starts the next attempt of the front turn.
-    pub(super) fn start_attempt(&mut self, ctx: &mut Context<Self>) {
+    /// Starts the next attempt of the front turn; the budgets were checked
+    /// ([`Session::start_attempt`]).
+    pub(super) fn start_attempt_unchecked(&mut self, ctx: &mut Context<Self>) {
         let Some(provider) = self.shared.providers.get(&self.record.provider).cloned() else {
             let error = ProviderError::terminal(
                 "unknown_provider",
@@ -177,6 +180,7 @@ impl Session {
         run.started_at = Timestamp::now();
         run.last_output = Instant::now();
         run.retry_timer = None;
+        run.counted = Default::default();
         let turn = run.turns.front().expect("a run always has a turn").clone();
         let attempt = run.attempt;
         let cancel = run.cancel.clone();
@@ -198,6 +202,7 @@ impl Session {
             model: self.record.model.clone(),
             options: turn.options.clone(),
             cancel,
+            processes: self.process_ledger(turn.id, attempt, ctx),
         };
         RuntimeMetrics::bump(&self.metrics().attempts);
         let mut turn_record = turn.clone();
@@ -373,6 +378,7 @@ impl StreamHandler<Vec<AttemptOutput>> for Session {
                         Some(ProviderEvent::PermissionRequested(request)) => {
                             self.on_permission_requested(request, ctx)
                         }
+                        Some(ProviderEvent::Usage(usage)) => self.on_usage(usage, ctx),
                         Some(_) => unreachable!("plain events are matched above"),
                     }
                     continue;

@@ -66,6 +66,7 @@ impl Session {
             }
             Control::Resume => {
                 self.record.paused = false;
+                self.record.budget_held = false;
                 self.record.failed = false;
                 self.record.consecutive_failures = 0;
                 events.push(self.queue_updated());
@@ -206,6 +207,13 @@ impl Session {
             }
             _ => {}
         }
+        if let Some(budget) = msg.budget {
+            if self.record.archived {
+                return Err(RuntimeError::SessionArchived);
+            }
+            self.set_budget(budget);
+            reasons.push("budget");
+        }
         if reasons.is_empty() {
             return Ok(self.view());
         }
@@ -229,6 +237,7 @@ impl Session {
             events,
             reasons[0],
         );
+        self.dispatch(ctx);
         Ok(self.view())
     }
 }

@@ -214,6 +214,9 @@ pub struct UpdateSession {
     pub archived: Option<bool>,
     /// Sets the project of a session that has none (project backfill).
     pub project: Option<String>,
+    /// A new budget of the session (`Some(None)`: back to the configured one). A held queue
+    /// runs again when the new budget leaves something to spend.
+    pub budget: Option<Option<crate::usage::Budget>>,
 }
 
 /// Aborts, cancels the queue, deletes the log and stops the actor.

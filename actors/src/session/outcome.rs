@@ -14,7 +14,7 @@ use actix::prelude::*;
 
 impl Session {
     /// Puts the steered turns of the run (all but the first) back at the front of the queue.
-    fn requeue_riders(&mut self) -> Vec<TurnRecord> {
+    pub(super) fn requeue_riders(&mut self) -> Vec<TurnRecord> {
         let Some(run) = self.run.as_mut() else {
             return Vec::new();
         };
@@ -42,8 +42,13 @@ impl Session {
         mut events: Vec<(Option<TurnId>, EventBody)>,
     ) {
         let (turns, completed) = self.completed(turns, outcome, error, &completion);
+        let used = turns.iter().any(|t| !t.usage.is_zero());
         batch.turns.extend(turns);
         events.extend(completed);
+        if used {
+            // The owner feed's news of the session's new totals.
+            events.push(self.usage_updated());
+        }
         batch.active = Some(self.has_open_turns());
         batch.record = Some(self.record.clone());
         self.persist(batch, events, "turn completed");
@@ -67,13 +72,15 @@ impl Session {
             turn.completed_at = Some(now);
             log::info!("session {} turn {}: {outcome:?}", self.id(), turn.id);
             RuntimeMetrics::bump(&self.metrics().turns_completed[outcome_index(outcome)]);
+            // The turn's usage over all its attempts, as counted into the totals.
+            let used = (!turn.usage.is_zero()).then_some(turn.usage);
             events.push((
                 Some(turn.id),
                 EventBody::TurnCompleted {
                     outcome,
                     error: error.clone(),
-                    usage: completion.usage.clone(),
-                    cost_usd: completion.cost_usd,
+                    usage: used.map(|u| u.to_json()),
+                    cost_usd: used.map(|u| u.cost_usd),
                     exit_code: completion.exit_code,
                 },
             ));
@@ -108,12 +115,18 @@ impl Session {
     /// The front turn was answered; the run goes on while steered turns remain.
     pub(super) fn on_done(&mut self, completion: Completion, ctx: &mut Context<Self>) {
         let Some(run) = self.run.as_mut() else { return };
-        let turn = run.turns.pop_front().expect("a run always has a turn");
+        let mut turn = run.turns.pop_front().expect("a run always has a turn");
         let finished = run.turns.is_empty();
         self.record.consecutive_failures = 0;
+        let mut batch = Batch::default();
         if finished {
             self.stop_attempt(ctx);
-            self.run = None;
+        }
+        self.settle_answer(&mut turn, &completion, &mut batch);
+        // The run (and its slot of `max_concurrent_runs`) goes once its turn's end is written,
+        // so no other session's attempt starts before this turn's `turn.completed`.
+        let ended = if finished { self.run.take() } else { None };
+        if finished {
             self.record.running_since = None;
         }
         self.finish_turns(
@@ -121,9 +134,10 @@ impl Session {
             Outcome::Success,
             None,
             completion,
-            Batch::default(),
+            batch,
             Vec::new(),
         );
+        drop(ended);
         if finished {
             self.dispatch(ctx);
         }
@@ -229,7 +243,7 @@ impl Session {
 
     /// Ends every turn of the run `failed` with `info`, after an `error` event naming the
     /// provider's own failure (not retryable).
-    fn fail_run(
+    pub(super) fn fail_run(
         &mut self,
         error: &ProviderError,
         info: ErrorInfo,
@@ -349,6 +363,7 @@ impl Session {
                     started_at: None,
                     completed_at: None,
                     client_message_id: None,
+                    usage: Default::default(),
                     ..orphan.clone()
                 };
                 self.queue.insert(retry.clone());
@@ -380,6 +395,14 @@ impl Session {
             code: "interrupted".into(),
             message: "the process running this turn stopped".into(),
         };
+        // What the cut-off turn used is in the session's record (written with each report),
+        // not in its turn record: its `turn.completed` carries it.
+        let mut orphans = orphans;
+        if let Some(latest) = &self.record.usage.turn {
+            for orphan in orphans.iter_mut().filter(|o| o.id == latest.turn_id) {
+                orphan.usage = latest.usage;
+            }
+        }
         // Questions the dead process asked end first; then the interrupted turns complete, so
         // the re-queued copies follow them in the log; all land in one batch, so a crash never
         // leaves one without the other.

@@ -12,6 +12,7 @@ use crate::provider::Completion;
 use crate::record::{BusyMode, Outcome, TurnRecord, TurnStatus};
 use crate::store::Batch;
 use crate::time::Timestamp;
+use crate::usage::Usage;
 use actix::prelude::*;
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -52,10 +53,11 @@ impl Session {
         &mut self,
         msg: SendTurn,
         stored: Option<TurnId>,
+        owner_today: Option<Usage>,
         ctx: &mut Context<Self>,
     ) -> Result<TurnReceipt, RuntimeError> {
         self.journal.hold();
-        let result = self.accept_turn(msg, stored, ctx);
+        let result = self.accept_turn(msg, stored, owner_today, ctx);
         let id = self.id();
         self.journal.release(self.shared.store.as_ref(), id);
         result
@@ -63,11 +65,13 @@ impl Session {
 
     /// Accepts a turn by its busy mode; the acceptance is on disk before the answer.
     /// `stored` is the turn the store holds for the message's `client_message_id`, when the
-    /// caller looked it up (an id this activation has not seen).
+    /// caller looked it up (an id this activation has not seen); `owner_today` what the owner
+    /// used today, when a daily cap is configured.
     fn accept_turn(
         &mut self,
         msg: SendTurn,
         stored: Option<TurnId>,
+        owner_today: Option<Usage>,
         ctx: &mut Context<Self>,
     ) -> Result<TurnReceipt, RuntimeError> {
         self.last_activity = Instant::now();
@@ -84,6 +88,9 @@ impl Session {
         }
         if self.record.failed {
             return Err(RuntimeError::SessionFailed);
+        }
+        if let Some(why) = self.owner_cap(owner_today.as_ref(), false) {
+            return Err(RuntimeError::BudgetExceeded(why));
         }
         let busy =
             self.run.is_some() || !self.queue.is_empty() || self.waiting_for_permit.is_some();
@@ -120,6 +127,7 @@ impl Session {
             accepted_at: Timestamp::now(),
             started_at: None,
             completed_at: None,
+            usage: Default::default(),
         };
         let turn_id = turn.id;
         if let Some(client_id) = &msg.client_message_id {
@@ -242,19 +250,31 @@ impl Handler<SendTurn> for Session {
             .client_message_id
             .as_ref()
             .filter(|id| !self.client_ids.contains_key(*id));
-        let Some(client_id) = unseen else {
-            let result = self.accept_turn_gathered(msg, None, ctx);
+        // Whether an earlier activation accepted this id is in the store, and what the owner
+        // spent today when a daily cap is configured. The actor handles nothing else until the
+        // reads answer, so a repeat sent meanwhile cannot be accepted twice.
+        let client_read = unseen.map(|id| self.shared.store.turn_for_client_id(self.id(), id));
+        let owner_read = self.owner_today();
+        if client_read.is_none() && owner_read.is_none() {
+            let result = self.accept_turn_gathered(msg, None, None, ctx);
             return self.reply_when_durable(result);
+        }
+        let reads = async move {
+            let stored = match client_read {
+                Some(read) => read.await?,
+                None => None,
+            };
+            let today = match owner_read {
+                Some(read) => Some(read.await?),
+                None => None,
+            };
+            Ok::<_, crate::store::StoreError>((stored, today))
         };
-        // Whether an earlier activation accepted this id is in the store. The actor handles
-        // nothing else until the read answers, so a repeat sent meanwhile cannot be accepted
-        // twice.
-        let read = self.shared.store.turn_for_client_id(self.id(), client_id);
         let (tx, rx) = oneshot::channel();
-        ctx.wait(read.into_actor(self).map(move |stored, session, ctx| {
-            let result = stored
+        ctx.wait(reads.into_actor(self).map(move |reads, session, ctx| {
+            let result = reads
                 .map_err(RuntimeError::Store)
-                .and_then(|stored| session.accept_turn_gathered(msg, stored, ctx));
+                .and_then(|(stored, today)| session.accept_turn_gathered(msg, stored, today, ctx));
             let _ = tx.send(session.reply_when_durable(result));
         }));
         Box::pin(async move {

@@ -5,7 +5,9 @@ use super::{
 };
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
+use crate::process_groups::{ProcessGroupChange, ProcessGroupKey, ProcessGroupRecord};
 use crate::record::{SessionRecord, TurnRecord, TurnStatus};
+use crate::usage::{OwnerDayUsage, Usage};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -25,6 +27,9 @@ struct Inner {
     client_ids: HashMap<(SessionId, String), TurnId>,
     provider_ids: HashMap<(String, String), SessionId>,
     active: HashSet<SessionId>,
+    /// (owner, day) → that day's usage; never removed with a session (the money was spent).
+    usage: BTreeMap<(String, String), Usage>,
+    process_groups: BTreeMap<ProcessGroupKey, ProcessGroupRecord>,
 }
 
 impl MemoryStore {
@@ -72,6 +77,14 @@ impl Inner {
                 self.delete_session(id);
                 Ok(Written::Done)
             }
+            Write::ProcessGroup(ProcessGroupChange::Started(record)) => {
+                self.process_groups.insert(record.key(), record);
+                Ok(Written::Done)
+            }
+            Write::ProcessGroup(ProcessGroupChange::Ended(key)) => {
+                self.process_groups.remove(&key);
+                Ok(Written::Done)
+            }
         }
     }
 
@@ -108,6 +121,13 @@ impl Inner {
                 inner.active.remove(&session);
             }
             None => {}
+        }
+        for increment in batch.usage {
+            let day = inner
+                .usage
+                .entry((increment.owner, increment.day))
+                .or_default();
+            *day = day.plus(&increment.usage);
         }
         if !batch.events.is_empty() {
             inner
@@ -234,6 +254,30 @@ impl EmbeddedStore for MemoryStore {
             .provider_ids
             .get(&(provider.to_string(), provider_session_id.to_string()))
             .copied())
+    }
+
+    fn usage_days(
+        &self,
+        owner: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<OwnerDayUsage>, StoreError> {
+        Ok(self
+            .lock()
+            .usage
+            .iter()
+            .filter(|((o, day), _)| {
+                owner.is_none_or(|owner| owner == o) && day.as_str() >= from && day.as_str() <= to
+            })
+            .map(|((owner, day), usage)| OwnerDayUsage {
+                owner: owner.clone(),
+                day: day.clone(),
+                usage: *usage,
+            })
+            .collect())
+    }
+    fn process_groups(&self) -> Result<Vec<ProcessGroupRecord>, StoreError> {
+        Ok(self.lock().process_groups.values().cloned().collect())
     }
 
     fn flush(&self) -> Result<(), StoreError> {

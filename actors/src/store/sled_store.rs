@@ -17,6 +17,9 @@
 //! c sid client_id     idempotency key -> turn id
 //! p provider 0 id     provider session id -> sid
 //! a sid               session has open turns
+//! u owner 0 day       the owner's usage that UTC day (JSON), added to inside commits
+//! g pgid start        running agent process group (JSON); pgid 4 bytes, leader start 8 bytes,
+//!                     both big-endian
 //!
 //! tree `events`:
 //! e sid seq           a block of consecutive events starting at seq:
@@ -39,7 +42,9 @@ use super::{
 };
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
+use crate::process_groups::ProcessGroupRecord;
 use crate::record::{SessionRecord, TurnRecord};
+use crate::usage::OwnerDayUsage;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -485,6 +490,36 @@ impl SledEngine {
         self.tree.apply_batch(batch).map_err(engine_err)
     }
 
+    fn usage_days(
+        &self,
+        owner: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<OwnerDayUsage>, StoreError> {
+        let prefix = match owner {
+            Some(owner) => key(b'u', &[owner.as_bytes(), &[0]]),
+            None => vec![b'u'],
+        };
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(prefix) {
+            let (k, v) = kv.map_err(engine_err)?;
+            let rest = &k[1..];
+            let Some(split) = rest.iter().position(|b| *b == 0) else {
+                return Err(StoreError::Corrupt("usage key without a day".into()));
+            };
+            let owner = String::from_utf8_lossy(&rest[..split]).into_owned();
+            let day = String::from_utf8_lossy(&rest[split + 1..]).into_owned();
+            if day.as_str() >= from && day.as_str() <= to {
+                out.push(OwnerDayUsage {
+                    owner,
+                    day,
+                    usage: decode(&v)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(engine_err)
     }
@@ -518,6 +553,14 @@ impl SledEngine {
             Write::Create { record, first, key } => self.create(&record, &first, key.as_ref()),
             Write::ClaimKey { key, session } => self.claim_key(&key, session).map(Written::Claimed),
             Write::Delete(id) => self.delete_session(id).map(|()| Written::Done),
+            Write::ProcessGroup(change) => {
+                let (k, v) = process_group_write(&change);
+                let result = match v {
+                    Some(v) => self.tree.insert(k, v).map(|_| ()),
+                    None => self.tree.remove(k).map(|_| ()),
+                };
+                result.map(|()| Written::Done).map_err(engine_err)
+            }
         }
     }
 }
@@ -597,6 +640,18 @@ impl EmbeddedStore for SledStore {
     ) -> Result<Option<SessionId>, StoreError> {
         self.engine
             .session_for_provider_id(provider, provider_session_id)
+    }
+
+    fn usage_days(
+        &self,
+        owner: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<OwnerDayUsage>, StoreError> {
+        self.engine.usage_days(owner, from, to)
+    }
+    fn process_groups(&self) -> Result<Vec<ProcessGroupRecord>, StoreError> {
+        self.engine.scan_prefix(vec![b'g'])
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -28,11 +28,17 @@ pub struct OpenAiError {
 impl OpenAiError {
     /// An error with `status`, `code` and `message`; the type follows from the status.
     pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
+        let code = code.into();
         OpenAiError {
             status,
             message: message.into(),
-            kind: type_of(status),
-            code: code.into(),
+            // OpenAI's own answer when spending is capped: 429 `insufficient_quota`.
+            kind: if code == "budget_exceeded" {
+                "insufficient_quota"
+            } else {
+                type_of(status)
+            },
+            code,
             param: None,
         }
     }
@@ -104,6 +110,7 @@ impl OpenAiError {
                     | "untrusted_project"
                     | "provider_misconfigured" => StatusCode::SERVICE_UNAVAILABLE,
                     "turn_timeout" => StatusCode::GATEWAY_TIMEOUT,
+                    "budget_exceeded" => StatusCode::TOO_MANY_REQUESTS,
                     _ => StatusCode::BAD_GATEWAY,
                 };
                 Self::new(status, code, detail("the provider failed"))

@@ -14,6 +14,7 @@ use crate::ids::{ScopedKey, SessionId};
 use crate::record::SessionRecord;
 use crate::record::TurnStatus;
 use crate::store::{Batch, CreateOutcome, StoreError, Write, Written};
+use crate::usage::Usage;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::collections::HashMap;
@@ -31,6 +32,8 @@ pub(super) enum Prepared {
         writes: Vec<KeyWrite>,
         blocks: Vec<(Vec<u8>, Vec<u8>)>,
         append: Option<(u64, Option<Vec<u8>>)>,
+        /// Additions to owners' day totals: read, added to and written in the transaction.
+        increments: Vec<(Vec<u8>, Usage)>,
     },
     /// A create: the key to claim (if any), the record, the owner index, the first event.
     Create {
@@ -40,6 +43,8 @@ pub(super) enum Prepared {
         owner: Vec<u8>,
         blocks: Vec<(Vec<u8>, Vec<u8>)>,
     },
+    /// Plain writes of records outside any session (a process group's record).
+    Plain { writes: Vec<KeyWrite> },
 }
 
 /// What one prepared write did in a transaction: a commit landed (`None`), a create made the
@@ -114,11 +119,17 @@ impl SledEngine {
         if let (Some(last), Some((k, _))) = (batch.events.last(), blocks.last()) {
             ends.insert(session, (k.clone(), last.seq));
         }
+        let increments = batch
+            .usage
+            .iter()
+            .map(|i| (usage_key(&i.owner, &i.day), i.usage))
+            .collect();
         Ok(Prepared::Commit {
             session,
             writes,
             blocks,
             append: first_seq.map(|first| (first, previous)),
+            increments,
         })
     }
 
@@ -150,6 +161,9 @@ impl SledEngine {
             Write::Create { record, first, key } => {
                 Some(Ok(self.prepare_create(record, first, key.as_ref(), ends)))
             }
+            Write::ProcessGroup(change) => Some(Ok(Prepared::Plain {
+                writes: vec![process_group_write(change)],
+            })),
             Write::ClaimKey { .. } | Write::Delete(_) => None,
         }
     }
@@ -165,6 +179,7 @@ impl SledEngine {
                         writes,
                         blocks,
                         append,
+                        increments,
                     } => {
                         if let Some((first, previous)) = append {
                             // Append with an expected seq: the slot is free and follows the
@@ -189,6 +204,15 @@ impl SledEngine {
                         for (k, v) in blocks {
                             etx.insert(k.as_slice(), v.as_slice())?;
                         }
+                        for (k, add) in increments {
+                            // An unreadable total is replaced rather than failing every write
+                            // of the owner: the session records still hold what was spent.
+                            let day: Usage = match tx.get(k.as_slice())? {
+                                Some(v) => decode(&v).unwrap_or_default(),
+                                None => Usage::default(),
+                            };
+                            tx.insert(k.as_slice(), encode(&day.plus(add)))?;
+                        }
                         landed.push(None);
                     }
                     Prepared::Create {
@@ -211,6 +235,15 @@ impl SledEngine {
                             etx.insert(k.as_slice(), v.as_slice())?;
                         }
                         landed.push(Some(None));
+                    }
+                    Prepared::Plain { writes } => {
+                        for (k, v) in writes {
+                            match v {
+                                Some(v) => tx.insert(k.as_slice(), v.as_slice())?,
+                                None => tx.remove(k.as_slice())?,
+                            };
+                        }
+                        landed.push(None);
                     }
                 }
             }

@@ -2,6 +2,7 @@
 
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
+use crate::process_groups::{ProcessGroupChange, ProcessGroupKey};
 use crate::store::StoreError;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -60,6 +61,11 @@ pub(super) fn scoped_key(k: &ScopedKey) -> Vec<u8> {
             k.key.as_bytes(),
         ],
     )
+}
+
+/// An owner's usage on a UTC day: `u owner 0 day`.
+pub(super) fn usage_key(owner: &str, day: &str) -> Vec<u8> {
+    key(b'u', &[owner.as_bytes(), &[0], day.as_bytes()])
 }
 
 pub(super) fn event_key(id: SessionId, seq: u64) -> Vec<u8> {
@@ -123,6 +129,21 @@ pub(super) fn provider_key(provider: &str, provider_id: &str) -> Vec<u8> {
 
 pub(super) fn active_key(id: SessionId) -> Vec<u8> {
     key(b'a', &[id.as_bytes()])
+}
+
+pub(super) fn process_group_key(group: ProcessGroupKey) -> Vec<u8> {
+    let (pgid, start) = (group.pgid.to_be_bytes(), group.leader_start.to_be_bytes());
+    key(b'g', &[&pgid, &start])
+}
+
+/// The key and value (`None`: remove) a process group change writes.
+pub(super) fn process_group_write(change: &ProcessGroupChange) -> (Vec<u8>, Option<Vec<u8>>) {
+    match change {
+        ProcessGroupChange::Started(record) => {
+            (process_group_key(record.key()), Some(encode(record)))
+        }
+        ProcessGroupChange::Ended(key) => (process_group_key(*key), None),
+    }
 }
 
 pub(super) fn session_id_from(bytes: &[u8]) -> Result<SessionId, StoreError> {
