@@ -1,8 +1,10 @@
 //! The real Gemini CLI as an ACP agent (`gemini --experimental-acp`, npm `@google/gemini-cli`)
 //! driven by the `acp` provider against a mock of the Gemini API on 127.0.0.1
 //! (`GOOGLE_GEMINI_BASE_URL`): two turns in one ACP session, a third in a fresh agent process
-//! whose `session/load` Gemini CLI 0.61 refuses (resume-lost: fresh once, announced), a lost session (fresh once, announced), a `write_file` call
-//! that asks for permission answered allow, the same call rejected by the `deny` policy (the file
+//! whose `session/load` Gemini CLI 0.61 refuses (resume-lost: fresh once, announced), a lost
+//! session (fresh once, announced), a `write_file` call that asks for permission answered allow
+//! (in process, and over REST through the real server), one rejected over the real server's
+//! WebSocket, one answered by the timeout, the same call rejected by the `deny` policy (the file
 //! is never written) and allowed by the `allow` policy without asking, and an abort mid-turn that
 //! leaves no process. Skips loudly when `gemini` is missing, fails under CI.
 
@@ -19,11 +21,11 @@ use troupe_actors::{BusyMode, EventBody, Outcome, Provider, Runtime, SessionHand
 /// The model asked for, so Gemini CLI does not route between models first.
 const MODEL: &str = "gemini-2.5-pro";
 
-/// The file the mock's tool call writes, in the session's project.
+/// The file the mock's tool call writes for "Please write approved.", in the session's project.
 const WRITTEN: &str = "approved.txt";
 
-/// A mock of the Gemini API: `heard: <the user's messages>`; a last message asking to write gets
-/// a `write_file` call first, then `tool said: …` once the call's answer comes back; a last
+/// A mock of the Gemini API: `heard: <the user's messages>`; a last message asking to write
+/// ("Please write NAME.") gets a `write_file` call of `NAME.txt` in the project first, then `tool said: …` once the call's answer comes back; a last
 /// message asking for slowness starts the stream and never ends it.
 #[derive(Clone, Default)]
 struct GeminiMock {
@@ -79,7 +81,9 @@ impl GeminiMock {
             let first = chunk(json!([{"text": "thinking about it"}]));
             return MockReply::Stall(sse_head() + &sse_frames(&[(None, first)]));
         } else if asked.contains("write") {
-            let path = format!("{}/{WRITTEN}", self.project.lock().unwrap());
+            let name = asked.split_whitespace().last().unwrap_or("file");
+            let name = name.trim_end_matches('.');
+            let path = format!("{}/{name}.txt", self.project.lock().unwrap());
             json!([{"functionCall": {"name": "write_file",
                 "args": {"file_path": path, "content": "approved\n"}}}])
         } else {
@@ -110,13 +114,34 @@ struct World {
     rt: Runtime,
 }
 
-async fn world(test: &str, approvals: Approvals) -> Option<World> {
+/// Gemini CLI, or a loud skip (a failure under CI).
+fn real_agent(test: &str) -> Option<String> {
     let install = "npm install --prefix .ci/npm @google/gemini-cli@0.61.0 (.ci/run does it)";
     let gemini = external::require_program(test, "gemini", install)?;
+    Some(gemini.display().to_string())
+}
+
+async fn world(test: &str, approvals: Approvals) -> Option<World> {
+    let gemini = real_agent(test)?;
     let home = tempfile::tempdir().unwrap();
     let project = tempfile::tempdir().unwrap();
     let (mock, url) = GeminiMock::start(project.path()).await;
-    let dot = home.path().join(".gemini");
+    let settings = settings(&gemini, &url, home.path(), approvals);
+    let provider = Arc::new(AcpProvider::new(settings));
+    let rt = runtime_with_shared("gemini-acp", provider.clone() as Arc<dyn Provider>);
+    Some(World {
+        mock,
+        home,
+        project,
+        provider,
+        rt,
+    })
+}
+
+/// The provider's settings: Gemini CLI's own settings in a fresh `HOME`, loopback only, a fake
+/// key, a short kill grace.
+fn settings(gemini: &str, url: &str, home: &Path, approvals: Approvals) -> AcpSettings {
+    let dot = home.join(".gemini");
     std::fs::create_dir_all(&dot).unwrap();
     let settings_json = json!({
         "security": {"auth": {"selectedType": "gemini-api-key"},
@@ -128,13 +153,13 @@ async fn world(test: &str, approvals: Approvals) -> Option<World> {
         "model": {"name": MODEL},
     });
     std::fs::write(dot.join("settings.json"), settings_json.to_string()).unwrap();
-    let mut settings = AcpSettings::new(gemini.display().to_string());
+    let mut settings = AcpSettings::new(gemini);
     settings.args = vec!["--experimental-acp".into()];
     for (name, value) in [
-        ("GOOGLE_GEMINI_BASE_URL", url),
+        ("GOOGLE_GEMINI_BASE_URL", url.to_string()),
         ("GEMINI_API_KEY", "AIza-test-mock-key-0000".to_string()),
-        ("HOME", home.path().display().to_string()),
-        ("TMPDIR", home.path().display().to_string()),
+        ("HOME", home.display().to_string()),
+        ("TMPDIR", home.display().to_string()),
     ] {
         settings.env.insert(name.into(), value);
     }
@@ -143,15 +168,7 @@ async fn world(test: &str, approvals: Approvals) -> Option<World> {
     }
     settings.kill_grace = Duration::from_millis(500);
     settings.approvals.mode = approvals;
-    let provider = Arc::new(AcpProvider::new(settings));
-    let rt = runtime_with_shared("gemini-acp", provider.clone() as Arc<dyn Provider>);
-    Some(World {
-        mock,
-        home,
-        project,
-        provider,
-        rt,
-    })
+    settings
 }
 
 impl World {
@@ -204,6 +221,14 @@ async fn gemini_acp_two_turns_resume_also_in_a_fresh_agent_process() {
     let (first, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{first:#?}");
     assert_eq!(streamed_text(&first), "heard: Say hello.");
+    // Gemini CLI reports the prompt's tokens in its result's `_meta.quota.token_count`.
+    let EventBody::TurnCompleted { usage, .. } = &end else {
+        unreachable!("completed() ends with a turn.completed")
+    };
+    let usage = usage.as_ref().expect("the turn's usage");
+    assert!(usage["input_tokens"].as_u64() > Some(0), "{usage}");
+    assert!(usage["output_tokens"].as_u64() > Some(0), "{usage}");
+    eprintln!("gemini --experimental-acp usage: {usage}");
     let acp_session = session.info().await.unwrap().provider_session_id;
     assert!(acp_session.is_some());
     session
@@ -276,7 +301,7 @@ async fn gemini_acp_asks_before_writing_and_an_allow_runs_the_tool() {
     let session = w.session().await;
     let mut sub = session.subscribe(0).await.unwrap();
     session
-        .send_text("Please write the file.", BusyMode::Enqueue)
+        .send_text("Please write approved.", BusyMode::Enqueue)
         .await
         .unwrap();
     let (request_id, options) = next_request(&mut sub).await;
@@ -305,7 +330,7 @@ async fn gemini_acp_policy_deny_never_runs_the_tool_and_allow_never_asks() {
         let session = w.session().await;
         let mut sub = session.subscribe(0).await.unwrap();
         session
-            .send_text("Please write the file.", BusyMode::Enqueue)
+            .send_text("Please write approved.", BusyMode::Enqueue)
             .await
             .unwrap();
         let (events, end) = completed(&mut sub).await;
@@ -358,4 +383,63 @@ async fn gemini_acp_abort_mid_turn_leaves_no_process() {
         .unwrap();
     let (events, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
+}
+
+#[actix_rt::test]
+async fn gemini_acp_unanswered_request_times_out_as_a_rejection() {
+    let test = "gemini_acp_unanswered_request_times_out_as_a_rejection";
+    let Some(gemini) = real_agent(test) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let (_mock, url) = GeminiMock::start(project.path()).await;
+    let mut settings = settings(&gemini, &url, home.path(), Approvals::Ask);
+    settings.approvals.timeout = Duration::from_millis(300);
+    let provider = Arc::new(AcpProvider::new(settings));
+    let rt = runtime_with_shared("gemini-acp", provider as Arc<dyn Provider>);
+    let session = open_session(&rt, "gemini-acp", Some(project.path())).await;
+    let mut sub = session.subscribe(0).await.unwrap();
+    session
+        .send_text("Please write approved.", BusyMode::Enqueue)
+        .await
+        .unwrap();
+    let (events, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
+    assert_eq!(count_kind(&events, "permission.requested"), 1, "{events:#?}");
+    let timed_out = events.iter().any(|e| {
+        matches!(e, EventBody::PermissionResolved { by, option_id: Some(_), .. } if by == "timeout")
+    });
+    assert!(
+        timed_out,
+        "the timeout answered with the reject option: {events:#?}"
+    );
+    assert!(
+        !project.path().join(WRITTEN).exists(),
+        "the rejected tool never ran"
+    );
+}
+
+#[actix_rt::test]
+async fn gemini_acp_permissions_answered_over_rest_and_the_websocket() {
+    use troupe::providers::{ProviderConfig, ProviderKind};
+    let test = "gemini_acp_permissions_answered_over_rest_and_the_websocket";
+    let Some(gemini) = real_agent(test) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let (_mock, url) = GeminiMock::start(project.path()).await;
+    // The real server, configured as an operator would: `[providers.gemini-acp] kind = "acp"`,
+    // `command = "gemini"`, `args = ["--experimental-acp"]`.
+    let acp = settings(&gemini, &url, home.path(), Approvals::Ask);
+    let mut provider = ProviderConfig::of_kind(ProviderKind::Acp);
+    provider.command = Some(gemini);
+    provider.args = acp.args;
+    provider.env = acp.env;
+    provider.timeouts.kill_grace_ms = Some(500);
+    let mut server = acp_server::AcpServer::start("gemini-acp", provider).await;
+    acp_server::permissions_over_rest_and_the_websocket(&mut server, "gemini-acp", project.path())
+        .await;
+    server.stop().await;
 }

@@ -1,8 +1,11 @@
 //! Real ACP agents driven by the `acp` provider, each against a mock model API on 127.0.0.1:
 //! `@zed-industries/claude-agent-acp` over the real Claude Code CLI (Anthropic Messages mock).
-//! Two turns that resume the ACP session (also in a fresh agent process, through `session/load`),
-//! a tool call that asks for permission answered allow, one rejected by the `deny` policy (the
-//! tool never runs), one answered by the timeout, and an abort mid-turn that leaves no process.
+//! Two turns that resume the ACP session (also in a fresh agent process, through `session/load`)
+//! and report their usage, a lost ACP session (fresh once, announced), a tool call that asks for
+//! permission answered allow (in process, and over REST through the real server), one rejected
+//! over the real server's WebSocket, one rejected by the `deny` policy (the tool never runs, no
+//! request is shown), one allowed by the `allow` policy without asking, one answered by the
+//! timeout, and an abort mid-turn that leaves no process.
 //! Skips loudly when the agent is missing, fails under CI.
 
 mod providers_support;
@@ -202,7 +205,7 @@ fn settings(
 /// One test's world: mock, home, project, the provider and a runtime with it.
 struct World {
     mock: AnthropicMock,
-    _home: tempfile::TempDir,
+    home: tempfile::TempDir,
     project: tempfile::TempDir,
     provider: Arc<AcpProvider>,
     rt: Runtime,
@@ -221,7 +224,7 @@ async fn world(test: &str, approvals: Approvals, timeout: Option<Duration>) -> O
     let rt = runtime_with_shared("claude-acp", provider.clone() as Arc<dyn Provider>);
     Some(World {
         mock,
-        _home: home,
+        home,
         project,
         provider,
         rt,
@@ -283,6 +286,14 @@ async fn claude_acp_two_turns_resume_also_in_a_fresh_agent_process() {
     let (first, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{first:#?}");
     assert_eq!(streamed_text(&first), "heard: Say hello.");
+    // claude-agent-acp reports the prompt's tokens with its result, and its cost.
+    let EventBody::TurnCompleted { usage, cost_usd, .. } = &end else {
+        unreachable!("completed() ends with a turn.completed")
+    };
+    let usage = usage.as_ref().expect("the turn's usage");
+    assert!(usage["input_tokens"].as_u64() >= Some(10), "{usage}");
+    assert!(usage["output_tokens"].as_u64() >= Some(3), "{usage}");
+    eprintln!("claude-agent-acp usage: {usage}, cost {cost_usd:?}");
     let acp_session = session.info().await.unwrap().provider_session_id;
     assert!(
         acp_session.is_some(),
@@ -507,46 +518,50 @@ async fn claude_acp_abort_mid_turn_leaves_no_process() {
     assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
 }
 
-/// The next WebSocket frame that `matches`.
-async fn next_frame(
-    socket: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    matches: impl Fn(&Value) -> bool,
-) -> Value {
-    use futures::StreamExt;
-    loop {
-        let message = tokio::time::timeout(REAL_TURN_LIMIT, socket.next())
-            .await
-            .expect("a frame in time")
-            .expect("open")
-            .expect("reads");
-        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
-            let frame: Value = serde_json::from_str(&text).unwrap();
-            if matches(&frame) {
-                return frame;
-            }
-        }
-    }
-}
-
-/// The first option of `kind` in a `permission.requested` frame.
-fn option_of(requested: &Value, kind: &str) -> String {
-    let options = requested["data"]["options"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let option = options.iter().find(|o| o["kind"] == kind);
-    option
-        .and_then(|o| o["id"].as_str())
-        .expect("the option")
-        .to_string()
+#[actix_rt::test]
+async fn claude_acp_lost_session_starts_fresh_once() {
+    let Some(w) = world(
+        "claude_acp_lost_session_starts_fresh_once",
+        Approvals::Ask,
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    let session = w.session().await;
+    let mut sub = session.subscribe(0).await.unwrap();
+    session
+        .send_text("First.", BusyMode::Enqueue)
+        .await
+        .unwrap();
+    let (first, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end), (Outcome::Success, None), "{first:#?}");
+    let lost = session.info().await.unwrap().provider_session_id;
+    // The agent goes, and so does the transcript Claude Code kept of the conversation: the
+    // next agent's `session/load` finds nothing to load.
+    w.provider.end_session(session.id());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    std::fs::remove_dir_all(w.home.path().join(".claude/projects")).unwrap();
+    session
+        .send_text("Second.", BusyMode::Enqueue)
+        .await
+        .unwrap();
+    let (events, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
+    assert!(
+        events.iter().any(|e| matches!(e,
+            EventBody::SessionUpdated { reason, .. } if reason == "provider_session_reset")),
+        "the reset is announced: {events:#?}"
+    );
+    assert_eq!(count_kind(&events, "turn.started"), 2, "fresh once");
+    assert_eq!(streamed_text(&events), "heard: Second.");
+    let fresh = session.info().await.unwrap().provider_session_id;
+    assert!(fresh.is_some() && fresh != lost, "{fresh:?} after {lost:?}");
 }
 
 #[actix_rt::test]
 async fn claude_acp_permissions_answered_over_rest_and_the_websocket() {
-    use futures::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
     use troupe::providers::{ProviderConfig, ProviderKind};
     let test = "claude_acp_permissions_answered_over_rest_and_the_websocket";
     let Some((agent, claude)) = real_agent(test) else {
@@ -554,89 +569,15 @@ async fn claude_acp_permissions_answered_over_rest_and_the_websocket() {
     };
     let home = tempfile::tempdir().unwrap();
     let project = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
     let (_mock, url) = AnthropicMock::start(project.path()).await;
     // The real server, configured as an operator would: `[providers.claude-acp] kind = "acp"`.
     let acp = settings(&agent, &claude, &url, home.path(), Approvals::Ask);
     let mut provider = ProviderConfig::of_kind(ProviderKind::Acp);
-    provider.command = Some(agent.clone());
-    provider.env = acp.env.clone();
+    provider.command = Some(agent);
+    provider.env = acp.env;
     provider.timeouts.kill_grace_ms = Some(500);
-    let mut config = troupe::config::Config {
-        bind: "127.0.0.1:0".into(),
-        data_dir: data.path().to_path_buf(),
-        ..troupe::config::Config::default()
-    };
-    config.providers.insert("claude-acp".into(), provider);
-    let app = troupe::app::Application::build(config).await.unwrap();
-    let base = format!("http://{}", app.address());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = actix_rt::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{base}/api/v1/sessions"))
-        .json(&json!({"provider": "claude-acp", "project": project.path()}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["session"]["id"]
-        .as_str()
-        .expect("a session")
-        .to_string();
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/api/v1/ws", &base[7..]))
-        .await
-        .unwrap();
-    let subscribe = json!({"type": "subscribe", "id": "s", "session_id": id});
-    ws.send(Message::text(subscribe.to_string())).await.unwrap();
-    let event = |kind: &'static str| move |f: &Value| f["type"] == "event" && f["kind"] == kind;
-
-    // Allowed over REST: the tool runs.
-    let turn = |content: &str| {
-        http.post(format!("{base}/api/v1/sessions/{id}/turns"))
-            .json(&json!({"content": content}))
-            .send()
-    };
-    assert_eq!(turn("Please write approved.").await.unwrap().status(), 202);
-    let requested = next_frame(&mut ws, event("permission.requested")).await;
-    let request = requested["data"]["request_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let answer = http
-        .post(format!("{base}/api/v1/sessions/{id}/permissions/{request}"))
-        .json(&json!({"option_id": option_of(&requested, "allow_once")}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
-    let completed = next_frame(&mut ws, event("turn.completed")).await;
-    assert_eq!(completed["data"]["outcome"], "success", "{completed}");
-    assert!(
-        project.path().join("approved.txt").exists(),
-        "the allowed tool ran"
-    );
-
-    // Rejected over the WebSocket: the tool never runs, the turn goes on.
-    assert_eq!(turn("Please write denied.").await.unwrap().status(), 202);
-    let requested = next_frame(&mut ws, event("permission.requested")).await;
-    let reply = json!({"type": "permission.reply", "id": "p", "session_id": id,
-        "request_id": requested["data"]["request_id"],
-        "option_id": option_of(&requested, "reject_once")});
-    ws.send(Message::text(reply.to_string())).await.unwrap();
-    let ack = next_frame(&mut ws, |f| f["id"] == "p").await;
-    assert_eq!(ack["type"], "ack", "{ack}");
-    let completed = next_frame(&mut ws, event("turn.completed")).await;
-    assert_eq!(completed["data"]["outcome"], "success", "{completed}");
-    assert!(
-        !project.path().join("denied.txt").exists(),
-        "the rejected tool never ran"
-    );
-
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    let mut server = acp_server::AcpServer::start("claude-acp", provider).await;
+    acp_server::permissions_over_rest_and_the_websocket(&mut server, "claude-acp", project.path())
+        .await;
+    server.stop().await;
 }

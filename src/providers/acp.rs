@@ -195,7 +195,12 @@ impl AcpProvider {
             process.pid
         );
         let label = format!("session {} (acp)", request.session_id);
-        let agent = AgentHandle::start(process, self.settings.clone(), label);
+        let agent = AgentHandle::start(
+            process,
+            request.processes.clone(),
+            self.settings.clone(),
+            label,
+        );
         agents.insert(request.session_id, agent.clone());
         Ok(agent)
     }

@@ -4,6 +4,7 @@
 
 #[path = "../support/external.rs"]
 pub mod external;
+pub mod acp_server;
 pub mod http_mock;
 pub mod real_cli;
 

@@ -1,8 +1,10 @@
 //! One ACP agent process and its connection: the task that owns the child, speaks ACP to it
 //! through the `agent-client-protocol` crate, and runs the session's prompts one at a time.
-//! The process group dies when the task ends, however it ends.
+//! The process group dies when the task ends, however it ends; it is recorded durably (through
+//! the ledger of the attempt that started it) before the agent gets any message, so the reaper
+//! finds it after a crash, and the record is cleared once the group is gone.
 
-use super::updates::{stop_reason_event, update_events};
+use super::updates::{prompt_end, reported_cost, update_events};
 use super::{AcpSettings, Approvals};
 use crate::providers::classify::{classify, redact};
 use crate::providers::process::{OutputLine, RunningProcess};
@@ -21,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use troupe_actors::{
     FailureClass, PermissionAnswer, PermissionOption, PermissionRequest, ProviderError,
-    ProviderEvent,
+    ProcessLedger, ProviderEvent,
 };
 
 /// Events buffered between the agent's task and the session.
@@ -57,12 +59,17 @@ pub struct AgentHandle {
 }
 
 impl AgentHandle {
-    /// Starts the task that owns `process`.
-    pub fn start(process: RunningProcess, settings: Arc<AcpSettings>, label: String) -> Self {
+    /// Starts the task that owns `process`; `ledger` (the starting attempt's) records its group.
+    pub fn start(
+        process: RunningProcess,
+        ledger: ProcessLedger,
+        settings: Arc<AcpSettings>,
+        label: String,
+    ) -> Self {
         let (jobs, rx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let pid = process.pid;
-        tokio::spawn(serve(process, rx, stop.clone(), settings, label));
+        tokio::spawn(serve(process, ledger, rx, stop.clone(), settings, label));
         AgentHandle { jobs, stop, pid }
     }
 
@@ -102,11 +109,31 @@ enum Incoming {
 /// group when the connection ends, the agent is stopped, or the process exits.
 async fn serve(
     mut process: RunningProcess,
-    jobs: mpsc::UnboundedReceiver<PromptJob>,
+    ledger: ProcessLedger,
+    mut jobs: mpsc::UnboundedReceiver<PromptJob>,
     stop: CancellationToken,
     settings: Arc<AcpSettings>,
     label: String,
 ) {
+    // Nothing goes to the agent (not even `initialize`) before its group is durable.
+    let recorded = process
+        .record_then_prompt(&ledger, Vec::new(), settings.kill_grace, stop.cancelled())
+        .await;
+    if !recorded {
+        process
+            .group
+            .terminate(&mut process.child, settings.kill_grace)
+            .await;
+        jobs.close();
+        while let Ok(job) = jobs.try_recv() {
+            let error = ProviderError::transient(
+                "process_not_recorded",
+                "the ACP agent's process group could not be recorded",
+            );
+            let _ = job.events.send(ProviderEvent::Failed(error)).await;
+        }
+        return;
+    }
     let (line_tx, mut line_rx) = mpsc::unbounded_channel::<std::io::Result<String>>();
     let incoming_lines = futures::stream::poll_fn(move |cx| line_rx.poll_recv(cx));
     let stdin = process.stdin.take();
@@ -155,6 +182,8 @@ async fn serve(
                     label: conversation_label,
                     acp_session: None,
                     can_load: false,
+                    cost_seen: 0.0,
+                    prompt_cost: None,
                 };
                 conversation.run(jobs).await;
                 Ok(())
@@ -222,6 +251,10 @@ struct Conversation {
     acp_session: Option<String>,
     /// The agent said it can `session/load`.
     can_load: bool,
+    /// The session's cumulative cost (US dollars) as the agent last reported it.
+    cost_seen: f64,
+    /// What the running prompt cost so far, by the agent's reports.
+    prompt_cost: Option<f64>,
 }
 
 /// How one prompt ended, for the loop over jobs.
@@ -290,8 +323,13 @@ impl Conversation {
                 }
                 let load = LoadSessionRequest::new(wanted.clone(), job.cwd.clone());
                 let loaded = self.cx.send_request(load).block_task().await;
-                // `session/load` replays the conversation as updates: they were shown long ago.
-                while self.incoming.try_recv().is_ok() {}
+                // `session/load` replays the conversation as updates: they were shown long ago
+                // (a replayed cost is where this process's count starts).
+                while let Ok(replayed) = self.incoming.try_recv() {
+                    if let Incoming::Update(n) = replayed {
+                        self.cost_seen = reported_cost(&n.update).unwrap_or(self.cost_seen);
+                    }
+                }
                 return match loaded {
                     Ok(_) => {
                         self.acp_session = Some(wanted.clone());
@@ -334,6 +372,7 @@ impl Conversation {
         let Some(session) = self.acp_session.clone() else {
             return Ended::KillAgent;
         };
+        self.prompt_cost = None;
         let request = PromptRequest::new(
             session.clone(),
             vec![ContentBlock::Text(TextContent::new(job.text.clone()))],
@@ -389,7 +428,7 @@ impl Conversation {
         }
         match answered {
             Ok(response) => {
-                let end = stop_reason_event(response.stop_reason);
+                let end = prompt_end(&response, self.prompt_cost);
                 let _ = job.events.send(end).await;
                 Ended::Answered
             }
@@ -415,6 +454,9 @@ impl Conversation {
     ) -> bool {
         match incoming {
             Incoming::Update(notification) => {
+                if let Some(amount) = reported_cost(&notification.update) {
+                    self.count_cost(amount);
+                }
                 for event in update_events(&notification.update, tools) {
                     if job.events.send(event).await.is_err() {
                         return false;
@@ -426,6 +468,18 @@ impl Conversation {
                 self.ask(request, responder, job, waiting).await
             }
         }
+    }
+
+    /// Counts a reported cumulative cost into the running prompt's: what it adds to the last
+    /// report, or all of it when it went down (an agent that reports per prompt).
+    fn count_cost(&mut self, amount: f64) {
+        let added = if amount >= self.cost_seen {
+            amount - self.cost_seen
+        } else {
+            amount
+        };
+        self.cost_seen = amount;
+        self.prompt_cost = Some(self.prompt_cost.unwrap_or(0.0) + added);
     }
 
     /// Applies the policy to a permission request; asks the session's clients when it says so.

@@ -1,8 +1,9 @@
 //! ACP `session/update` notifications and `session/prompt` stop reasons as Troupe events:
 //! message chunks → `message.delta`, thought chunks → `thinking`, tool calls → `tool.use`, their
-//! final updates → `tool.result`, plans and usage → `status`.
+//! final updates → `tool.result`, plans and context usage → `status`; a prompt's token usage
+//! and cost → the attempt's [`Completion`].
 
-use agent_client_protocol::schema::v1::{SessionUpdate, StopReason};
+use agent_client_protocol::schema::v1::{PromptResponse, SessionUpdate, StopReason};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use troupe_actors::{Completion, ProviderError, ProviderEvent};
@@ -119,6 +120,47 @@ fn chunk_text(content: &Value) -> String {
     }
 }
 
+/// The session's cumulative cost (US dollars) a `usage_update` reports, when it has one.
+pub fn reported_cost(update: &SessionUpdate) -> Option<f64> {
+    match update {
+        SessionUpdate::UsageUpdate(usage) => usage
+            .cost
+            .as_ref()
+            .filter(|c| c.currency.eq_ignore_ascii_case("USD"))
+            .map(|c| c.amount),
+        _ => None,
+    }
+}
+
+/// The token usage a `session/prompt` result reports, in the names [`troupe_actors::Usage`]
+/// reads: ACP's own `usage` (claude-agent-acp; cache reads and writes counted apart from
+/// `inputTokens`, as Anthropic counts them), else Gemini CLI's `_meta.quota.token_count`.
+pub fn prompt_usage(response: &PromptResponse) -> Option<Value> {
+    if let Some(usage) = &response.usage {
+        return Some(json!({
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_read_input_tokens": usage.cached_read_tokens.unwrap_or(0),
+            "cache_creation_input_tokens": usage.cached_write_tokens.unwrap_or(0),
+        }));
+    }
+    let counts = response.meta.as_ref()?.get("quota")?.get("token_count")?;
+    counts.is_object().then(|| counts.clone())
+}
+
+/// How a prompt's result ends the attempt: its stop reason says whether it succeeded
+/// ([`stop_reason_event`]); a success carries the prompt's usage and `cost_usd`.
+pub fn prompt_end(response: &PromptResponse, cost_usd: Option<f64>) -> ProviderEvent {
+    match stop_reason_event(response.stop_reason) {
+        ProviderEvent::Done(_) => ProviderEvent::Done(Completion {
+            usage: prompt_usage(response),
+            cost_usd,
+            exit_code: None,
+        }),
+        failed => failed,
+    }
+}
+
 /// How a prompt's stop reason ends the attempt: `end_turn` is a success; `max_tokens`,
 /// `max_turn_requests` and `refusal` are terminal failures (another attempt would end the same);
 /// `cancelled` without an abort is the agent giving up, worth a retry.
@@ -202,6 +244,31 @@ mod tests {
             &update_events(&plan, &mut tools)[..],
             [ProviderEvent::Status(_)]
         ));
+    }
+
+    #[test]
+    fn a_prompts_usage_and_cost_reach_the_completion() {
+        let claude: PromptResponse = serde_json::from_value(json!({"stopReason": "end_turn",
+            "usage": {"inputTokens": 10, "outputTokens": 3, "cachedReadTokens": 5,
+            "cachedWriteTokens": 2, "totalTokens": 20}}))
+        .unwrap();
+        let ProviderEvent::Done(done) = prompt_end(&claude, Some(0.25)) else {
+            panic!("a success")
+        };
+        let usage = troupe_actors::Usage::from_provider(done.usage.as_ref(), done.cost_usd);
+        assert_eq!(usage, Some(troupe_actors::Usage::new(17, 3, 5, 0.25)));
+        let gemini: PromptResponse = serde_json::from_value(json!({"stopReason": "end_turn",
+            "_meta": {"quota": {"token_count": {"input_tokens": 7, "output_tokens": 4},
+            "model_usage": []}}}))
+        .unwrap();
+        let ProviderEvent::Done(done) = prompt_end(&gemini, None) else {
+            panic!("a success")
+        };
+        let usage = troupe_actors::Usage::from_provider(done.usage.as_ref(), done.cost_usd);
+        assert_eq!(usage, Some(troupe_actors::Usage::new(7, 4, 0, 0.0)));
+        let cost = update(json!({"sessionUpdate": "usage_update", "used": 100, "size": 1000,
+            "cost": {"amount": 0.5, "currency": "USD"}}));
+        assert_eq!(reported_cost(&cost), Some(0.5));
     }
 
     #[test]
