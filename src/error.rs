@@ -339,8 +339,8 @@ mod tests {
                 | SessionNotFound | TurnNotFound | NotFound | MethodNotAllowed
                 | UnknownProvider | InvalidSessionKey | ProjectNotAllowed | SessionBusy
                 | QueueFull | SessionFailed | SessionArchived | NotRunning | TurnRunning
-                | PermissionNotFound | PermissionResolved | BudgetExceeded | ProviderUnavailable
-                | StoreUnavailable | Internal => {}
+                | PermissionNotFound | PermissionResolved | BudgetExceeded
+                | ProviderUnavailable | StoreUnavailable | Internal => {}
             }
         }
         all

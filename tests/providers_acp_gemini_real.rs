@@ -406,7 +406,11 @@ async fn gemini_acp_unanswered_request_times_out_as_a_rejection() {
         .unwrap();
     let (events, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
-    assert_eq!(count_kind(&events, "permission.requested"), 1, "{events:#?}");
+    assert_eq!(
+        count_kind(&events, "permission.requested"),
+        1,
+        "{events:#?}"
+    );
     let timed_out = events.iter().any(|e| {
         matches!(e, EventBody::PermissionResolved { by, option_id: Some(_), .. } if by == "timeout")
     });

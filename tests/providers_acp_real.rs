@@ -50,7 +50,14 @@ impl AnthropicMock {
                 &json!({"type": "error", "error": {"type": "not_found_error", "message": "no"}}),
             );
         }
-        self.messages.lock().unwrap().push(body.clone());
+        // Every answer has its own message and tool call ids: Claude Code joins the blocks of
+        // answers that share a message id, and keeps one result per tool call id.
+        let serial = {
+            let mut messages = self.messages.lock().unwrap();
+            messages.push(body.clone());
+            messages.len()
+        };
+        let (message_id, tool_id) = (format!("msg_mock_{serial}"), format!("toolu_mock_{serial}"));
         let users = user_texts(body);
         let model = body["model"].as_str().unwrap_or("claude-sonnet-4-5");
         let last_is_result = tool_result_text(body);
@@ -67,7 +74,7 @@ impl AnthropicMock {
                 let input = json!({"file_path": format!("{}/{name}.txt", self.project.lock().unwrap()),
                     "content": "approved\n"});
                 (
-                    json!({"type": "tool_use", "id": "toolu_mock_1", "name": "Write", "input": {}}),
+                    json!({"type": "tool_use", "id": tool_id, "name": "Write", "input": {}}),
                     json!({"type": "input_json_delta", "partial_json": input.to_string()}),
                     "tool_use",
                 )
@@ -86,7 +93,7 @@ impl AnthropicMock {
         if body["stream"] != true {
             return json_reply(
                 200,
-                &json!({"id": "msg_mock", "type": "message", "role": "assistant",
+                &json!({"id": message_id, "type": "message", "role": "assistant",
                 "model": model, "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn",
                 "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 3}}),
             );
@@ -94,9 +101,10 @@ impl AnthropicMock {
         let start = [
             (
                 Some("message_start"),
-                json!({"type": "message_start", "message": {"id": "msg_mock",
+                json!({"type": "message_start", "message": {"id": message_id,
                 "type": "message", "role": "assistant", "model": model, "content": [],
-                "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+                "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 1,
+                "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}}}),
             ),
             (
                 Some("content_block_start"),
@@ -144,17 +152,31 @@ fn user_texts(body: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The text of a `tool_result` in the last message, when it is one.
+/// The text of the last `tool_result` when it answers the call made for the last prompt that
+/// asked to write: it comes after that prompt (Claude Code sends a later turn's prompt in the
+/// same message as the tool result before it, and may add notes of its own after a result).
 fn tool_result_text(body: &Value) -> Option<String> {
-    let last = body["messages"].as_array()?.last()?.clone();
-    let blocks = last["content"].as_array()?.clone();
-    blocks
+    let messages = body["messages"].as_array()?;
+    let blocks = messages
         .iter()
-        .find(|b| b["type"] == "tool_result")
-        .map(|b| match &b["content"] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
+        .filter(|m| m["role"] == "user")
+        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default());
+    let (mut result, mut asked) = (None, None);
+    for (at, block) in blocks.enumerate() {
+        if block["type"] == "tool_result" {
+            let text = match &block["content"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            result = Some((at, text));
+        } else if block["text"].as_str().is_some_and(|t| t.contains("write")) {
+            asked = Some(at);
+        }
+    }
+    match (result, asked) {
+        (Some((at, text)), Some(prompt)) if at > prompt => Some(text),
+        _ => None,
+    }
 }
 
 /// `claude-agent-acp` and the Claude CLI it drives, or a loud skip (a failure under CI).
@@ -287,13 +309,20 @@ async fn claude_acp_two_turns_resume_also_in_a_fresh_agent_process() {
     assert_eq!(ending(&end), (Outcome::Success, None), "{first:#?}");
     assert_eq!(streamed_text(&first), "heard: Say hello.");
     // claude-agent-acp reports the prompt's tokens with its result, and its cost.
-    let EventBody::TurnCompleted { usage, cost_usd, .. } = &end else {
+    let EventBody::TurnCompleted {
+        usage, cost_usd, ..
+    } = &end
+    else {
         unreachable!("completed() ends with a turn.completed")
     };
     let usage = usage.as_ref().expect("the turn's usage");
     assert!(usage["input_tokens"].as_u64() >= Some(10), "{usage}");
     assert!(usage["output_tokens"].as_u64() >= Some(3), "{usage}");
-    eprintln!("claude-agent-acp usage: {usage}, cost {cost_usd:?}");
+    assert!(
+        cost_usd.is_some_and(|c| c > 0.0),
+        "the cost of its usage_update: {cost_usd:?}"
+    );
+    let first_cost = cost_usd.unwrap_or_default();
     let acp_session = session.info().await.unwrap().provider_session_id;
     assert!(
         acp_session.is_some(),
@@ -309,6 +338,15 @@ async fn claude_acp_two_turns_resume_also_in_a_fresh_agent_process() {
         streamed_text(&second),
         "heard: Say hello. | Again.",
         "same agent, same conversation"
+    );
+    // The agent reports the session's cumulative cost: the second turn counts only its own.
+    let EventBody::TurnCompleted { cost_usd, .. } = &end else {
+        unreachable!("completed() ends with a turn.completed")
+    };
+    let second_cost = cost_usd.expect("the second turn's cost");
+    assert!(
+        second_cost > 0.0 && second_cost < first_cost * 1.5,
+        "{second_cost} after {first_cost}"
     );
     // The agent process goes (as on passivation); the next turn loads the session in a new one.
     let pid = session.snapshot().await.unwrap().run.map(|r| r.pid);
@@ -577,6 +615,7 @@ async fn claude_acp_permissions_answered_over_rest_and_the_websocket() {
     provider.env = acp.env;
     provider.timeouts.kill_grace_ms = Some(500);
     let mut server = acp_server::AcpServer::start("claude-acp", provider).await;
+    let _ = env_logger::builder().is_test(true).try_init();
     acp_server::permissions_over_rest_and_the_websocket(&mut server, "claude-acp", project.path())
         .await;
     server.stop().await;

@@ -111,17 +111,15 @@ impl AcpServer {
             .as_u16()
     }
 
-    /// Answers a permission request with a WebSocket frame; the frame that answers it.
-    pub async fn answer_over_websocket(
-        &mut self,
-        session: &str,
-        request: &str,
-        option: &str,
-    ) -> Value {
+    /// Answers a permission request with a WebSocket frame (its answer, an `ack` frame, comes
+    /// among the session's events).
+    pub async fn answer_over_websocket(&mut self, session: &str, request: &str, option: &str) {
         let reply = json!({"type": "permission.reply", "id": "p", "session_id": session,
             "request_id": request, "option_id": option});
-        self.ws.send(Message::text(reply.to_string())).await.unwrap();
-        self.next_frame(|f| f["id"] == "p").await
+        self.ws
+            .send(Message::text(reply.to_string()))
+            .await
+            .unwrap();
     }
 
     /// The next event frame of `kind`.
@@ -147,8 +145,10 @@ impl AcpServer {
         }
     }
 
-    /// Stops the server and waits for it.
-    pub async fn stop(self) {
+    /// Closes the WebSocket (a graceful shutdown waits for open connections), then stops the
+    /// server and waits for it.
+    pub async fn stop(mut self) {
+        let _ = self.ws.close(None).await;
         let _ = self.stop.send(());
         self.server.await.unwrap().unwrap();
     }
@@ -180,7 +180,10 @@ pub async fn permissions_over_rest_and_the_websocket(
 
     assert_eq!(server.send(&id, "Please write approved.").await, 202);
     let requested = server.next_event("permission.requested").await;
-    let request = requested["data"]["request_id"].as_str().unwrap().to_string();
+    let request = requested["data"]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         !project.join("approved.txt").exists(),
         "nothing is written before the answer"
@@ -203,13 +206,27 @@ pub async fn permissions_over_rest_and_the_websocket(
 
     assert_eq!(server.send(&id, "Please write denied.").await, 202);
     let requested = server.next_event("permission.requested").await;
-    let request = requested["data"]["request_id"].as_str().unwrap().to_string();
+    let request = requested["data"]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let reject = option_of(&requested, "reject_once");
-    let answered = server.answer_over_websocket(&id, &request, &reject).await;
-    assert_eq!(answered["type"], "ack", "{answered}");
-    let resolved = server.next_event("permission.resolved").await;
+    server.answer_over_websocket(&id, &request, &reject).await;
+    let (mut ack, mut resolved) = (None, None);
+    let completed = loop {
+        let frame = server.next_frame(|_| true).await;
+        match (frame["type"].as_str(), frame["kind"].as_str()) {
+            (Some("ack" | "error"), _) if frame["id"] == "p" => ack = Some(frame),
+            (_, Some("permission.resolved")) => resolved = Some(frame),
+            (_, Some("turn.completed")) => break frame,
+            _ => {}
+        }
+    };
+    let ack = ack.expect("the reply is answered");
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let resolved = resolved.expect("permission.resolved");
     assert_eq!(resolved["data"]["option_id"], reject.as_str(), "{resolved}");
-    let completed = server.next_event("turn.completed").await;
+    assert_eq!(resolved["data"]["by"], "local", "{resolved}");
     assert_eq!(completed["data"]["outcome"], "success", "{completed}");
     assert!(
         !project.join("denied.txt").exists(),

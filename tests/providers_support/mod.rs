@@ -2,9 +2,9 @@
 //! process checks, the mock HTTP server of the real-CLI tests and where external programs are.
 #![allow(dead_code)]
 
+pub mod acp_server;
 #[path = "../support/external.rs"]
 pub mod external;
-pub mod acp_server;
 pub mod http_mock;
 pub mod real_cli;
 

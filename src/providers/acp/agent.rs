@@ -22,8 +22,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use troupe_actors::{
-    FailureClass, PermissionAnswer, PermissionOption, PermissionRequest, ProviderError,
-    ProcessLedger, ProviderEvent,
+    FailureClass, PermissionAnswer, PermissionOption, PermissionRequest, ProcessLedger,
+    ProviderError, ProviderEvent,
 };
 
 /// Events buffered between the agent's task and the session.

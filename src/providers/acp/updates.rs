@@ -266,8 +266,10 @@ mod tests {
         };
         let usage = troupe_actors::Usage::from_provider(done.usage.as_ref(), done.cost_usd);
         assert_eq!(usage, Some(troupe_actors::Usage::new(7, 4, 0, 0.0)));
-        let cost = update(json!({"sessionUpdate": "usage_update", "used": 100, "size": 1000,
-            "cost": {"amount": 0.5, "currency": "USD"}}));
+        let cost = update(
+            json!({"sessionUpdate": "usage_update", "used": 100, "size": 1000,
+            "cost": {"amount": 0.5, "currency": "USD"}}),
+        );
         assert_eq!(reported_cost(&cost), Some(0.5));
     }
 
