@@ -5,7 +5,8 @@
 //! permission answered allow (in process, and over REST through the real server), one rejected
 //! over the real server's WebSocket, one rejected by the `deny` policy (the tool never runs, no
 //! request is shown), one allowed by the `allow` policy without asking, one answered by the
-//! timeout, and an abort mid-turn that leaves no process.
+//! timeout, and an abort mid-turn that leaves no process (the agent's process group recorded before
+//! it got any message, the record cleared once the group is gone).
 //! Skips loudly when the agent is missing, fails under CI.
 
 mod providers_support;
@@ -539,6 +540,14 @@ async fn claude_acp_abort_mid_turn_leaves_no_process() {
         .run
         .and_then(|r| r.pid)
         .expect("a pid") as i32;
+    // The agent's process group was recorded before it got any message, so a crashed server's
+    // successor would reap it.
+    let recorded = w.rt.store().process_groups().await.unwrap();
+    assert_eq!(
+        recorded.iter().map(|r| r.leader_pid).collect::<Vec<_>>(),
+        vec![pid],
+        "{recorded:?}"
+    );
     let aborted = session.abort().await.unwrap();
     assert!(aborted.aborted);
     let (events, end) = completed(&mut sub).await;
@@ -547,6 +556,11 @@ async fn claude_acp_abort_mid_turn_leaves_no_process() {
         wait_gone(pid).await,
         "the agent's process is gone after the abort"
     );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !w.rt.store().process_groups().await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the record stays");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The session goes on in a fresh agent.
     session
         .send_text("Hello again.", BusyMode::Enqueue)
