@@ -36,6 +36,10 @@ pub struct Config {
     pub http: HttpConfig,
     /// Runtime tunables.
     pub runtime: RuntimeConfig,
+    /// The OpenAI-compatible routes.
+    pub openai: OpenAiConfig,
+    /// The AG-UI route.
+    pub agui: AguiConfig,
     /// Seconds running attempts get to finish at shutdown before they are interrupted.
     pub shutdown_grace_secs: u64,
     /// Providers by name (`[providers.NAME]` tables); empty means `echo` plus every CLI on
@@ -70,6 +74,8 @@ impl Default for Config {
             websocket: WebSocketConfig::default(),
             http: HttpConfig::default(),
             runtime: RuntimeConfig::default(),
+            openai: OpenAiConfig::default(),
+            agui: AguiConfig::default(),
             shutdown_grace_secs: 10,
             providers: BTreeMap::new(),
             budgets: BudgetsConfig::default(),
@@ -176,6 +182,8 @@ pub struct LimitsConfig {
     pub ws_frame_bytes: usize,
     /// Outbound frames a WebSocket may have unsent before it is closed 1013 `lagged`.
     pub ws_outbound_buffer: usize,
+    /// Largest session export `POST /api/v1/sessions/import` takes (413 beyond).
+    pub import_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -184,8 +192,46 @@ impl Default for LimitsConfig {
             body_bytes: 1024 * 1024,
             ws_frame_bytes: 1024 * 1024,
             ws_outbound_buffer: 4096,
+            import_bytes: 64 * 1024 * 1024,
         }
     }
+}
+
+/// The OpenAI-compatible routes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// What a request naming another model (or provider) for an existing session does.
+    pub model_switch: ModelSwitch,
+}
+
+/// The AG-UI route (`POST /api/v1/agui`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AguiConfig {
+    /// The provider (or `provider/model`) of a session a new `threadId` creates, when the
+    /// request's `forwardedProps.model` names none.
+    pub model: String,
+}
+
+impl Default for AguiConfig {
+    fn default() -> Self {
+        AguiConfig {
+            model: "echo".into(),
+        }
+    }
+}
+
+/// What an OpenAI request naming another model for an existing session does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelSwitch {
+    /// Switch the session to it, as `PATCH /api/v1/sessions/{id} {model, provider}` does
+    /// (announced with `session.updated`), when the provider exists.
+    #[default]
+    Switch,
+    /// Refuse another provider with 400 (`param: "model"`) and keep the session's model.
+    Refuse,
 }
 
 /// WebSocket heartbeat.

@@ -291,6 +291,8 @@ pub struct CapabilitiesSchema {
     pub steer: bool,
     /// It keeps no conversation; Troupe sends the history.
     pub stateless: bool,
+    /// It resumes a conversation as a new one (a forked session continues the source's).
+    pub fork: bool,
 }
 
 /// The running attempt of a live session actor.

@@ -84,6 +84,9 @@ pub enum EventBody {
     SessionCreated {
         /// The new session.
         session: SessionView,
+        /// The session it was forked or imported from, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<crate::record::Origin>,
     },
     /// An attribute changed (provider id mapped, renamed, archived, fallback, reset).
     #[serde(rename = "session.updated")]

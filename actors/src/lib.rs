@@ -16,6 +16,7 @@
 //! - [`event_log`], [`turn_queue`], [`subscription`], [`owner_feed`]: the session's parts.
 //! - [`store`]: the [`Store`] trait with sled and in-memory implementations.
 //! - [`provider`]: the [`Provider`] trait and the scripted [`EchoProvider`].
+//! - [`transfer`]: sessions made from others (fork at a turn, import of an export).
 //! - [`usage`]: tokens and cost normalized, totals per session and owner day, budgets.
 //! - [`process_groups`]: the durable record of running agent process groups, read by the
 //!   reaper that kills what a crashed server left behind.
@@ -58,6 +59,7 @@ pub mod shared;
 pub mod store;
 pub mod subscription;
 pub mod time;
+pub mod transfer;
 pub mod turn_queue;
 pub mod usage;
 

@@ -26,6 +26,10 @@ pub struct Capabilities {
     pub steer: bool,
     /// It keeps no conversation: Troupe sends the history from its own log.
     pub stateless: bool,
+    /// It can resume its conversation as a new one, leaving the original untouched (Claude's
+    /// `--resume <id> --fork-session`): a forked session continues the source's conversation.
+    #[serde(default)]
+    pub fork: bool,
 }
 
 /// How a provider failure is handled (DESIGN.md §5).
@@ -222,6 +226,8 @@ pub struct AttemptRequest {
     pub attempt: u32,
     /// The provider's id to resume, if it has one.
     pub provider_session_id: Option<String>,
+    /// Resume `provider_session_id` as a new conversation (a forked session's first attempt).
+    pub fork_session: bool,
     /// The user's message.
     pub prompt: String,
     /// Earlier messages, filled in for stateless providers.

@@ -73,6 +73,7 @@ impl NewSession {
             archived: false,
             consecutive_failures: 0,
             running_since: None,
+            handover: None,
             usage: Default::default(),
             budget: None,
             budget_held: false,
@@ -85,6 +86,7 @@ impl NewSession {
             ts: now,
             body: EventBody::SessionCreated {
                 session: SessionView::new(&record, false, 1, 0),
+                origin: None,
             },
         });
         (record, created)

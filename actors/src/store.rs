@@ -157,6 +157,10 @@ pub enum Write {
         first: Arc<Event>,
         /// The scoped key to claim, if any.
         key: Option<ScopedKey>,
+        /// The rest of a session made from another (a fork, an import): its events after the
+        /// first (seq 2, 3, …), its turns and the like, landing in the same transaction so a
+        /// crash never leaves half a session. Empty for a new session; its `record` is unused.
+        rest: Box<Batch>,
     },
     /// Maps `key` to `session` unless it maps to something already (compare-and-set).
     ClaimKey {
@@ -469,7 +473,25 @@ impl dyn Store {
         first: Arc<Event>,
         key: Option<ScopedKey>,
     ) -> Result<CreateOutcome, StoreError> {
-        match self.write(Write::Create { record, first, key }).await? {
+        self.create_with(record, first, key, Batch::default()).await
+    }
+
+    /// Creates a session with the rest of its content (events after the first, turns) in one
+    /// atomic write, and waits until it is durable.
+    pub async fn create_with(
+        &self,
+        record: SessionRecord,
+        first: Arc<Event>,
+        key: Option<ScopedKey>,
+        rest: Batch,
+    ) -> Result<CreateOutcome, StoreError> {
+        let write = Write::Create {
+            record,
+            first,
+            key,
+            rest: Box::new(rest),
+        };
+        match self.write(write).await? {
             Written::Created(outcome) => Ok(outcome),
             other => Err(StoreError::Engine(format!("create answered {other:?}"))),
         }

@@ -212,6 +212,8 @@ impl Provider for AcpProvider {
             resume: true,
             steer: false,
             stateless: false,
+            // ACP's `session/fork` is unstable and unexercised: a fork gets a transcript.
+            fork: false,
         }
     }
 

@@ -159,6 +159,7 @@ impl Provider for OpenAiHttp {
             resume: false,
             steer: false,
             stateless: true,
+            fork: false,
         }
     }
 

@@ -2,15 +2,17 @@
 //! runtime's actors.
 //!
 //! - [`health`]: `/healthz`, `/readyz`; [`metrics`]: `/metrics`.
-//! - Under `/api/v1`: [`sessions`] (CRUD), [`turns`] (send, list, cancel, promote),
-//!   [`controls`] (abort, pause, resume, reset), [`permissions`] (answer a tool-permission
-//!   request), [`events`] (page, SSE stream), [`providers`], [`usage`] (owners' usage per day),
-//!   [`admin`] (actor table), [`openapi`] (the generated document).
+//! - Under `/api/v1`: [`sessions`] (CRUD), [`transfer`] (fork, export, import), [`agui`] (AG-UI
+//!   runs), [`turns`] (send, list, cancel, promote), [`controls`] (abort, pause, resume, reset),
+//!   [`permissions`] (answer a tool-permission request), [`events`] (page, SSE stream),
+//!   [`providers`], [`usage`] (owners' usage per day), [`admin`] (actor table), [`openapi`]
+//!   (the generated document).
 //!
 //! Every route is a `web::resource`, so a path answers a method it does not serve with 405 and
 //! `Allow` (given its body by [`crate::error::method_not_allowed`]), never 404.
 
 pub mod admin;
+pub mod agui;
 pub mod controls;
 pub mod events;
 pub mod health;
@@ -20,6 +22,7 @@ pub mod openapi;
 pub mod permissions;
 pub mod providers;
 pub mod sessions;
+pub mod transfer;
 pub mod turns;
 pub mod usage;
 pub mod ws;
@@ -44,6 +47,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
         .configure(ws::configure)
         .service(
             web::scope(API_PREFIX)
+                .configure(transfer::configure)
+                .configure(agui::configure)
                 .configure(sessions::configure)
                 .configure(turns::configure)
                 .configure(controls::configure)

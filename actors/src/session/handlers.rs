@@ -11,7 +11,7 @@ use crate::error::RuntimeError;
 use crate::event::EventBody;
 use crate::metrics::RuntimeMetrics;
 use crate::provider::Completion;
-use crate::record::{Outcome, SessionView, TurnView};
+use crate::record::{Handover, Outcome, SessionView, TurnView};
 use crate::store::{Batch, Write};
 use crate::subscription::Subscription;
 use actix::prelude::*;
@@ -172,10 +172,24 @@ impl Session {
                 reasons.push("project_backfilled");
             }
         }
+        // Every refusal comes before any change, so a refused update changes nothing: an
+        // archived session takes no change but unarchiving (in the same update, or before).
+        let changes = msg.model.is_some()
+            || msg.provider.is_some()
+            || msg.title.is_some()
+            || msg.budget.is_some();
+        if changes && self.record.archived && msg.archived != Some(false) {
+            return Err(RuntimeError::SessionArchived);
+        }
+        if let Some(provider) = msg.provider.filter(|p| *p != self.record.provider) {
+            self.switch_provider(provider)?;
+            reasons.push("provider_changed");
+        }
+        if let Some(model) = msg.model.filter(|m| self.record.model.as_ref() != Some(m)) {
+            self.record.model = Some(model);
+            reasons.push("model_changed");
+        }
         if let Some(title) = msg.title {
-            if self.record.archived {
-                return Err(RuntimeError::SessionArchived);
-            }
             self.record.title = Some(title);
             reasons.push("renamed");
         }
@@ -208,9 +222,6 @@ impl Session {
             _ => {}
         }
         if let Some(budget) = msg.budget {
-            if self.record.archived {
-                return Err(RuntimeError::SessionArchived);
-            }
             self.set_budget(budget);
             reasons.push("budget");
         }
@@ -243,6 +254,26 @@ impl Session {
 }
 
 answered_when_durable!(UpdateSession => update_now, SessionView);
+
+impl Session {
+    /// Hands the session to another provider from the next attempt on: a stateless one reads
+    /// the history from the log; any other starts fresh with a transcript of the conversation.
+    fn switch_provider(&mut self, provider: String) -> Result<(), RuntimeError> {
+        let caps = self
+            .shared
+            .providers
+            .get(&provider)
+            .ok_or_else(|| RuntimeError::UnknownProvider(provider.clone()))?
+            .capabilities();
+        // The transcript is made from the log when the next attempt starts.
+        let handover = (!caps.stateless).then_some(Handover::TranscriptOfLog);
+        self.record.provider = provider;
+        self.record.provider_session_id = None;
+        self.record.model = None;
+        self.record.handover = handover;
+        Ok(())
+    }
+}
 
 impl Handler<DeleteSession> for Session {
     type Result = ResponseFuture<Result<(), RuntimeError>>;

@@ -118,6 +118,8 @@ impl Session {
         let mut turn = run.turns.pop_front().expect("a run always has a turn");
         let finished = run.turns.is_empty();
         self.record.consecutive_failures = 0;
+        // The provider has the conversation now (forked, or told by the transcript).
+        self.record.handover = None;
         let mut batch = Batch::default();
         if finished {
             self.stop_attempt(ctx);

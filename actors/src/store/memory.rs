@@ -50,16 +50,35 @@ impl Inner {
         record: SessionRecord,
         first: Arc<Event>,
         key: Option<ScopedKey>,
-    ) -> CreateOutcome {
+        rest: Batch,
+    ) -> Result<CreateOutcome, StoreError> {
+        if let Some(next) = rest.events.first() {
+            if next.seq != first.seq + 1 {
+                return Err(StoreError::SeqConflict {
+                    session: record.id,
+                    expected: next.seq,
+                    actual: first.seq,
+                });
+            }
+        }
         if let Some(key) = key {
             if let Some(existing) = self.keys.get(&key) {
-                return CreateOutcome::Existing(*existing);
+                return Ok(CreateOutcome::Existing(*existing));
             }
             self.keys.insert(key, record.id);
         }
-        self.events.insert(record.id, vec![first]);
-        self.sessions.insert(record.id, record);
-        CreateOutcome::Created
+        let id = record.id;
+        self.events.insert(id, vec![first]);
+        self.sessions.insert(id, record);
+        // The seq was checked above: the rest follows the first event.
+        self.commit(
+            id,
+            Batch {
+                record: None,
+                ..rest
+            },
+        )?;
+        Ok(CreateOutcome::Created)
     }
 
     fn claim_key(&mut self, key: ScopedKey, id: SessionId) -> SessionId {
@@ -69,9 +88,12 @@ impl Inner {
     fn apply(&mut self, write: Write) -> Result<Written, StoreError> {
         match write {
             Write::Commit { session, batch } => self.commit(session, batch).map(|()| Written::Done),
-            Write::Create { record, first, key } => {
-                Ok(Written::Created(self.create(record, first, key)))
-            }
+            Write::Create {
+                record,
+                first,
+                key,
+                rest,
+            } => self.create(record, first, key, *rest).map(Written::Created),
             Write::ClaimKey { key, session } => Ok(Written::Claimed(self.claim_key(key, session))),
             Write::Delete(id) => {
                 self.delete_session(id);

@@ -111,14 +111,35 @@ impl SledStore {
     }
 }
 
+/// How long an open waits for the directory's lock: a store of this process that was just
+/// dropped releases it when sled's last I/O thread lets go of the file, a moment later.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens sled in `dir`, waiting up to [`LOCK_WAIT`] for a lock another handle still holds.
+fn open_db(dir: &Path, flush_every_ms: Option<u64>) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .flush_every_ms(flush_every_ms)
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                // sled reports a held lock as an `Other` error with this text.
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            opened => return opened.map_err(engine_err),
+        }
+    }
+}
+
 impl SledEngine {
     fn open(dir: impl AsRef<Path>, flush_every_ms: Option<u64>) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_path_buf();
-        let db = sled::Config::new()
-            .path(&dir)
-            .flush_every_ms(flush_every_ms)
-            .open()
-            .map_err(engine_err)?;
+        let db = open_db(&dir, flush_every_ms)?;
         let tree = db.open_tree("troupe").map_err(engine_err)?;
         let events = db.open_tree("events").map_err(engine_err)?;
         let store = SledEngine {
@@ -278,8 +299,10 @@ impl SledEngine {
         record: &SessionRecord,
         first: &Arc<Event>,
         key: Option<&ScopedKey>,
+        rest: &Batch,
     ) -> Result<Written, StoreError> {
-        let prepared = self.prepare_create(record, first, key, &mut group::Ends::new());
+        let mut ends = group::Ends::new();
+        let prepared = self.prepare_create(record, first, key, rest, &mut ends)?;
         match self.transact(std::slice::from_ref(&prepared)) {
             // One prepared write, one answer.
             Ok(mut landed) => landed.pop().map_or_else(
@@ -550,7 +573,12 @@ impl SledEngine {
     fn apply_one(&self, write: Write) -> Result<Written, StoreError> {
         match write {
             Write::Commit { session, batch } => self.commit(session, batch).map(|()| Written::Done),
-            Write::Create { record, first, key } => self.create(&record, &first, key.as_ref()),
+            Write::Create {
+                record,
+                first,
+                key,
+                rest,
+            } => self.create(&record, &first, key.as_ref(), &rest),
             Write::ClaimKey { key, session } => self.claim_key(&key, session).map(Written::Claimed),
             Write::Delete(id) => self.delete_session(id).map(|()| Written::Done),
             Write::ProcessGroup(change) => {
