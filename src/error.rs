@@ -51,6 +51,10 @@ pub enum ErrorCode {
     NotRunning,
     /// Cancelling or promoting the turn that runs.
     TurnRunning,
+    /// No permission request of that id waits in the session.
+    PermissionNotFound,
+    /// The permission request was answered already, or ended with its attempt.
+    PermissionResolved,
     /// A budget leaves nothing to spend (the owner's daily cap refuses new turns).
     BudgetExceeded,
     /// The provider cannot be used now.
@@ -70,12 +74,11 @@ impl ErrorCode {
             | ProjectNotAllowed => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
-            SessionNotFound | TurnNotFound | NotFound => StatusCode::NOT_FOUND,
+            SessionNotFound | TurnNotFound | PermissionNotFound | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            SessionBusy | SessionFailed | SessionArchived | NotRunning | TurnRunning => {
-                StatusCode::CONFLICT
-            }
+            SessionBusy | SessionFailed | SessionArchived | NotRunning | TurnRunning
+            | PermissionResolved => StatusCode::CONFLICT,
             QueueFull | BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
             ProviderUnavailable | StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -104,6 +107,8 @@ impl ErrorCode {
             SessionArchived => "session_archived",
             NotRunning => "not_running",
             TurnRunning => "turn_running",
+            PermissionNotFound => "permission_not_found",
+            PermissionResolved => "permission_resolved",
             BudgetExceeded => "budget_exceeded",
             ProviderUnavailable => "provider_unavailable",
             StoreUnavailable => "store_unavailable",
@@ -126,6 +131,8 @@ impl ErrorCode {
             RuntimeError::SessionArchived => SessionArchived,
             RuntimeError::NotRunning => NotRunning,
             RuntimeError::TurnRunning => TurnRunning,
+            RuntimeError::PermissionNotFound => PermissionNotFound,
+            RuntimeError::PermissionResolved => PermissionResolved,
             RuntimeError::BudgetExceeded(_) => BudgetExceeded,
             RuntimeError::ProviderUnavailable(_) => ProviderUnavailable,
             RuntimeError::Store(_) => StoreUnavailable,
@@ -319,6 +326,8 @@ mod tests {
             SessionArchived,
             NotRunning,
             TurnRunning,
+            PermissionNotFound,
+            PermissionResolved,
             BudgetExceeded,
             ProviderUnavailable,
             StoreUnavailable,
@@ -330,7 +339,8 @@ mod tests {
                 | SessionNotFound | TurnNotFound | NotFound | MethodNotAllowed
                 | UnknownProvider | InvalidSessionKey | ProjectNotAllowed | SessionBusy
                 | QueueFull | SessionFailed | SessionArchived | NotRunning | TurnRunning
-                | BudgetExceeded | ProviderUnavailable | StoreUnavailable | Internal => {}
+                | PermissionNotFound | PermissionResolved | BudgetExceeded
+                | ProviderUnavailable | StoreUnavailable | Internal => {}
             }
         }
         all

@@ -3,6 +3,7 @@
 //! is the product around it.
 //!
 //! # Layout
+//! - [`acp_agent`]: `troupe acp`, Troupe as an Agent Client Protocol agent for editors.
 //! - [`console`]: the embedded web console served at `/`.
 //! - [`config`]: layered configuration (defaults, TOML file, `TROUPE_*` environment).
 //! - [`app`]: startup, the bound [`app::Application`], graceful shutdown.
@@ -18,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+pub mod acp_agent;
 pub mod app;
 pub mod auth;
 pub mod config;

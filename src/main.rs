@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use troupe::acp_agent::{serve_stdio, AcpAgentOptions};
 use troupe::app::{shutdown_signal, Application};
 use troupe::config::Config;
 
@@ -30,11 +31,37 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+    /// Speak the Agent Client Protocol on stdio, backed by a Troupe server (for editors).
+    Acp {
+        /// The server's root URL.
+        #[arg(long, env = "TROUPE_URL", default_value = "http://127.0.0.1:7878")]
+        url: String,
+        /// A bearer token, when the server requires one.
+        #[arg(long, env = "TROUPE_TOKEN")]
+        token: Option<String>,
+        /// The provider of sessions the editor creates.
+        #[arg(long, default_value = "echo")]
+        provider: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let Command::Serve { config, bind, data } = Cli::parse().command;
+    let (config, bind, data) = match Cli::parse().command {
+        Command::Serve { config, bind, data } => (config, bind, data),
+        Command::Acp {
+            url,
+            token,
+            provider,
+        } => {
+            let options = AcpAgentOptions {
+                url,
+                token,
+                provider,
+            };
+            return actix_web::rt::System::new().block_on(serve_stdio(options));
+        }
+    };
     let mut config = Config::load(config.as_deref())?;
     if let Some(bind) = bind {
         config.bind = bind;

@@ -10,9 +10,12 @@
 //!   [`CliDialect`](cli::CliDialect).
 //! - [`claude`], [`codex`], [`gemini`], [`cursor`]: the dialects of each agent CLI.
 //! - [`openai_http`]: any OpenAI-compatible chat-completions server, streamed.
+//! - [`acp`]: any Agent Client Protocol agent, one process per live session, with tool-permission
+//!   approvals.
 //! - [`classify`]: HTTP statuses and error texts to failure classes, shared by all.
 //! - [`config`]: the `[providers.NAME]` tables, [`build_providers`] and the defaults.
 
+pub mod acp;
 pub mod classify;
 pub mod claude;
 pub mod cli;
@@ -25,6 +28,7 @@ pub mod proc_table;
 pub mod process;
 pub mod reaper;
 
+pub use acp::{AcpProvider, AcpSettings, ApprovalPolicy, Approvals};
 pub use claude::ClaudeCli;
 pub use cli::{CliProvider, CliSettings, SandboxMode};
 pub use codex::CodexCli;

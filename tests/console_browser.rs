@@ -616,6 +616,49 @@ browser_test!(send_a_turn_and_see_the_streamed_echo, 1440, 900, |h| {
     h.assert_no_console_errors().await
 });
 
+browser_test!(
+    a_permission_request_shows_and_a_click_answers_it,
+    1440,
+    900,
+    |h| {
+        h.open("").await?;
+        h.create_session("permission").await?;
+        // The echo provider's script (in the prompt) asks before its tool.
+        h.send(
+            r#"{"script": {"ask_permission": true}, "text": "approve me"}"#,
+            "enqueue",
+        )
+        .await?;
+        h.wait_js(
+        "const p = document.querySelector('[data-testid=transcript] [data-testid=permission]'); \
+         return !!p && p.querySelectorAll('[data-testid=permission-option]').length === 2",
+        "the permission request with its two options",
+    )
+    .await?;
+        h.screenshot("permission").await?;
+        h.js("document.querySelector('[data-testid=permission-option][data-kind=allow_once]').click(); return true")
+        .await?;
+        h.wait_js(
+            "const s = document.querySelector('[data-testid=permission-status]'); \
+         return !!s && s.textContent.includes('by ')",
+            "the request shown resolved",
+        )
+        .await?;
+        h.wait_message("assistant", "approve me").await?;
+        h.wait_js(
+        "return document.querySelectorAll('[data-testid=turn-completed][data-outcome=success]').length === 1",
+        "the turn went on and succeeded",
+    )
+    .await?;
+        h.wait_js(
+        "return [...document.querySelectorAll('[data-testid=permission-option]')].every(b => b.disabled)",
+        "the answered request's buttons disabled",
+    )
+    .await?;
+        h.assert_no_console_errors().await
+    }
+);
+
 browser_test!(queue_two_turns_and_cancel_one, 1440, 900, |h| {
     h.open("").await?;
     h.create_session("queue").await?;

@@ -49,6 +49,12 @@ pub enum RuntimeError {
     /// The turn runs already; abort it instead.
     #[error("turn is running; abort it instead")]
     TurnRunning,
+    /// No permission request of that id waits in the session.
+    #[error("permission request not found")]
+    PermissionNotFound,
+    /// The permission request was answered already (or ended with its turn).
+    #[error("permission request already resolved")]
+    PermissionResolved,
     /// A budget (the owner's daily cap) leaves nothing to spend.
     #[error("{0}")]
     BudgetExceeded(String),
@@ -80,6 +86,8 @@ impl RuntimeError {
             RuntimeError::SessionArchived => "session_archived",
             RuntimeError::NotRunning => "not_running",
             RuntimeError::TurnRunning => "turn_running",
+            RuntimeError::PermissionNotFound => "permission_not_found",
+            RuntimeError::PermissionResolved => "permission_resolved",
             RuntimeError::BudgetExceeded(_) => "budget_exceeded",
             RuntimeError::ProviderUnavailable(_) => "provider_unavailable",
             RuntimeError::Store(_) => "store_unavailable",

@@ -1,6 +1,7 @@
 //! Normalized session events and their wire shape (DESIGN.md §7).
 
 use crate::ids::{SessionId, TurnId};
+use crate::provider::PermissionOption;
 use crate::record::{BusyMode, Outcome, SessionState, SessionView, TurnStatus, TurnView};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -209,6 +210,34 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         exit_code: Option<i32>,
     },
+    /// The agent asks before running a tool; any client of the session answers (DESIGN.md §12).
+    #[serde(rename = "permission.requested")]
+    PermissionRequested {
+        /// Names the request in the answer.
+        request_id: String,
+        /// The tool's name.
+        tool: String,
+        /// What the agent says it is about to do.
+        title: String,
+        /// The tool's input.
+        input: Value,
+        /// The answers the agent accepts.
+        options: Vec<PermissionOption>,
+        /// Unanswered this long, the request is answered with the agent's reject option.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
+    /// A permission request was answered, timed out, or ended with its turn.
+    #[serde(rename = "permission.resolved")]
+    PermissionResolved {
+        /// The request.
+        request_id: String,
+        /// The option chosen; `null` when the request ended unanswered (its turn ended).
+        option_id: Option<String>,
+        /// Who answered: the owner of the answering client, `timeout`, or how the turn ended
+        /// (`aborted`, `interrupted`).
+        by: String,
+    },
     /// The queue changed.
     #[serde(rename = "queue.updated")]
     QueueUpdated {
@@ -238,6 +267,8 @@ impl EventBody {
             EventBody::TurnRetrying { .. } => "turn.retrying",
             EventBody::TurnCompleted { .. } => "turn.completed",
             EventBody::QueueUpdated { .. } => "queue.updated",
+            EventBody::PermissionRequested { .. } => "permission.requested",
+            EventBody::PermissionResolved { .. } => "permission.resolved",
         }
     }
 
@@ -250,6 +281,8 @@ impl EventBody {
                 | EventBody::TurnCompleted { .. }
                 | EventBody::SessionCreated { .. }
                 | EventBody::SessionUpdated { .. }
+                | EventBody::PermissionRequested { .. }
+                | EventBody::PermissionResolved { .. }
         )
     }
 
@@ -260,6 +293,8 @@ impl EventBody {
             EventBody::SessionCreated { .. }
                 | EventBody::SessionUpdated { .. }
                 | EventBody::SessionStateChanged { .. }
+                | EventBody::PermissionRequested { .. }
+                | EventBody::PermissionResolved { .. }
         )
     }
 }

@@ -86,6 +86,11 @@ impl EventLog {
         appended
     }
 
+    /// The durable events held in memory, oldest first.
+    pub fn tail(&self) -> impl Iterator<Item = &Arc<Event>> {
+        self.tail.iter()
+    }
+
     /// The store confirmed `events` durable (they come in seq order): they join the tail.
     pub fn confirm(&mut self, events: &[Arc<Event>]) {
         for event in events {

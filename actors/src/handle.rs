@@ -6,9 +6,9 @@ use crate::ids::{SessionId, TurnId};
 use crate::record::{BusyMode, SessionView};
 use crate::runtime::Runtime;
 use crate::session::{
-    Abort, AbortResult, AbortTurn, ActorSnapshot, CancelTurn, Control, DeleteSession, EventPage,
-    GetInfo, ListTurns, PromoteTurn, ReadEvents, SendTurn, Session, Snapshot, Subscribe, TurnList,
-    TurnReceipt, UpdateSession,
+    Abort, AbortResult, AbortTurn, ActorSnapshot, AnswerPermission, CancelTurn, Control,
+    DeleteSession, EventPage, GetInfo, ListTurns, PermissionResolution, PromoteTurn, ReadEvents,
+    SendTurn, Session, Snapshot, Subscribe, TurnList, TurnReceipt, UpdateSession,
 };
 use crate::subscription::Subscription;
 use actix::dev::ToEnvelope;
@@ -181,6 +181,22 @@ impl SessionHandle {
     /// Renames, archives or backfills the project.
     pub async fn update(&self, update: UpdateSession) -> Result<SessionView, RuntimeError> {
         self.call(Resend::Safe, || update.clone()).await
+    }
+
+    /// Answers a permission request of the running attempt with one of its options; `by` names
+    /// who answers. A second answer gets `permission_resolved`.
+    pub async fn answer_permission(
+        &self,
+        request_id: &str,
+        option_id: &str,
+        by: &str,
+    ) -> Result<PermissionResolution, RuntimeError> {
+        self.call(Resend::Never, || AnswerPermission {
+            request_id: request_id.to_string(),
+            option_id: option_id.to_string(),
+            by: by.to_string(),
+        })
+        .await
     }
 
     /// Aborts, cancels the queue, deletes the log.

@@ -72,13 +72,14 @@ pub use handle::SessionHandle;
 pub use ids::{ScopedKey, SessionId, TurnId};
 pub use process_groups::{ProcessLedger, RecordedGroup, SpawnedGroup};
 pub use provider::{
-    AttemptRequest, Capabilities, Completion, EchoProvider, FailureClass, Provider, ProviderError,
-    ProviderEvent, ProviderRun, ProviderSet,
+    AttemptRequest, Capabilities, Completion, EchoProvider, FailureClass, PermissionAnswer,
+    PermissionOption, PermissionRequest, Provider, ProviderError, ProviderEvent, ProviderRun,
+    ProviderSet,
 };
 pub use record::{BusyMode, Outcome, SessionState, SessionView, TurnStatus, TurnView};
 pub use registry::NewSession;
 pub use runtime::{Runtime, RuntimeBuilder, SessionFilter};
-pub use session::{SendTurn, TurnReceipt, MAX_CLIENT_MESSAGE_ID_BYTES};
+pub use session::{PermissionResolution, SendTurn, TurnReceipt, MAX_CLIENT_MESSAGE_ID_BYTES};
 pub use settings::{FailurePolicy, Settings};
 pub use store::{MemoryStore, SledStore, Store};
 pub use subscription::{CloseReason, Subscription};

@@ -138,6 +138,8 @@ pub enum ProviderEvent {
     },
     /// Usage, budget, cost or other status.
     Status(Value),
+    /// The agent asks before running a tool; answered through [`ProviderRun::permissions`].
+    PermissionRequested(PermissionRequest),
     /// The attempt's usage so far (cumulative: each report replaces the one before), sent
     /// mid-run or before a failure, so budgets are checked while a turn streams and failed
     /// attempts are counted. A `Done`'s own figures, when it has them, are the final ones.
@@ -146,6 +148,46 @@ pub enum ProviderEvent {
     Done(Completion),
     /// The attempt failed.
     Failed(ProviderError),
+}
+
+/// One way to answer a tool-permission request (ACP `PermissionOption`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PermissionOption {
+    /// What the answer names (`option_id`).
+    pub id: String,
+    /// What a person reads on the button.
+    pub name: String,
+    /// `allow_once`, `allow_always`, `reject_once` or `reject_always`: lets a client or a
+    /// policy tell allowing from rejecting without reading the name.
+    pub kind: String,
+}
+
+/// A provider's question before it runs a tool (DESIGN.md §12).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PermissionRequest {
+    /// A UUID, unique within the session; names the request in the answer (and the REST path).
+    pub request_id: String,
+    /// The tool's name (or kind, when the agent names none).
+    pub tool: String,
+    /// What the agent says it is about to do.
+    pub title: String,
+    /// The tool's input.
+    pub input: Value,
+    /// The answers the agent accepts.
+    pub options: Vec<PermissionOption>,
+    /// Unanswered this long, the request is answered with `reject_option`.
+    pub timeout: Option<Duration>,
+    /// The option a timeout answers with.
+    pub reject_option: Option<String>,
+}
+
+/// The answer to a [`PermissionRequest`], from a client or the timeout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PermissionAnswer {
+    /// The request answered.
+    pub request_id: String,
+    /// The option chosen.
+    pub option_id: String,
 }
 
 /// One earlier message, for stateless providers.
@@ -213,6 +255,8 @@ pub struct ProviderRun {
     pub steer: Option<mpsc::UnboundedSender<String>>,
     /// The child process id, when there is one (for the actor table).
     pub pid: Option<u32>,
+    /// Where answers to the run's permission requests go, when the provider asks any.
+    pub permissions: Option<mpsc::UnboundedSender<PermissionAnswer>>,
 }
 
 impl ProviderRun {
@@ -224,6 +268,7 @@ impl ProviderRun {
             })),
             steer: None,
             pid: None,
+            permissions: None,
         }
     }
 }
@@ -253,6 +298,12 @@ pub trait Provider: Send + Sync + 'static {
     /// For a stateless provider: how much of the session's history each attempt is sent.
     fn history_window(&self) -> HistoryWindow {
         HistoryWindow::default()
+    }
+
+    /// The session's actor stopped (passivation, delete, shutdown, panic): release whatever the
+    /// provider keeps for it between attempts (a per-session agent process).
+    fn end_session(&self, session_id: SessionId) {
+        let _ = session_id;
     }
 }
 

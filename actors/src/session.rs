@@ -23,6 +23,7 @@ mod handlers;
 mod journal;
 mod messages;
 mod outcome;
+mod permissions;
 mod processes;
 mod turn_handlers;
 
@@ -91,6 +92,10 @@ struct ActiveRun {
     last_output: Instant,
     /// The provider's process id.
     pid: Option<u32>,
+    /// Where answers to the attempt's permission requests go.
+    permissions: Option<mpsc::UnboundedSender<crate::provider::PermissionAnswer>>,
+    /// The attempt's permission requests that wait for an answer.
+    pending: permissions::PendingPermissions,
     /// A resume-lost failure already got its one fresh start.
     fresh_retry_used: bool,
     /// Usage of the current attempt (and message) already counted into the totals.
@@ -368,6 +373,9 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(provider) = self.shared.providers.get(&self.record.provider) {
+            provider.end_session(self.id());
+        }
         if let Some(run) = self.run.take() {
             // The actor is gone (system shutdown): the provider must not outlive it. The turn
             // stays `running` in the store and startup recovery ends it `interrupted`.

@@ -621,6 +621,7 @@ class SessionView {
     this.turnBlocks = new Map();
     this.streaming = new Map();
     this.tools = new Map();
+    this.permissions = new Map();
     this.contents = new Map();
     this.queued = [];
     this.paused = false;
@@ -900,6 +901,43 @@ class SessionView {
         el.append(h("div", { class: "fold-label" }, d.is_error ? "error" : "output"), h("pre", {}, pretty(d.output)));
         break;
       }
+      case "permission.requested": {
+        const buttons = (d.options || []).map((o) =>
+          h(
+            "button",
+            {
+              type: "button",
+              class: `perm-option perm-${o.kind || "other"}`,
+              testid: "permission-option",
+              dataset: { optionId: o.id, kind: o.kind || "" },
+              onclick: () => this.answerPermission(d.request_id, o.id),
+            },
+            o.name || o.id,
+          ),
+        );
+        const el = h(
+          "div",
+          { class: "permission-box", testid: "permission", role: "group", dataset: { seq: ev.seq, requestId: d.request_id || "" } },
+          h("div", {}, h("strong", {}, `Approve ${d.tool || "tool"}?`), " ", d.title || ""),
+          h("pre", {}, pretty(d.input)),
+          h("div", { class: "perm-options" }, buttons),
+          h("div", { class: "perm-status muted", testid: "permission-status" }, "waiting for approval"),
+        );
+        this.permissions.set(d.request_id, el);
+        this.block(ev.turn_id).append(el);
+        break;
+      }
+      case "permission.resolved": {
+        const el = this.permissions.get(d.request_id);
+        if (!el) break;
+        el.classList.add("resolved");
+        for (const b of el.querySelectorAll("button")) b.disabled = true;
+        const chosen = d.option_id ? el.querySelector(`button[data-option-id="${CSS.escape(d.option_id)}"]`) : null;
+        if (chosen) chosen.classList.add("chosen");
+        const what = chosen ? chosen.textContent : d.option_id || "ended unanswered";
+        el.querySelector(".perm-status").textContent = `${what} · by ${d.by}`;
+        break;
+      }
       case "status":
         this.block(ev.turn_id).append(
           h("details", { class: "fold status", testid: "status", dataset: { seq: ev.seq } }, h("summary", {}, statusSummary(d)), h("pre", {}, pretty(d))),
@@ -1056,6 +1094,14 @@ class SessionView {
       this.renderQueue();
     } catch (e) {
       toast(e.code === "turn_running" ? "That turn already runs; use Abort." : `Cancel: ${e.message}`, "error");
+    }
+  }
+
+  async answerPermission(requestId, optionId) {
+    try {
+      await api("POST", `/api/v1/sessions/${enc(this.id)}/permissions/${enc(requestId)}`, { option_id: optionId });
+    } catch (e) {
+      toast(e.code === "permission_resolved" ? "Already answered." : `Answer: ${e.message}`, "error");
     }
   }
 
@@ -1222,7 +1268,8 @@ const operators = {
 
   row(a) {
     const run = a.run;
-    const runText = run ? `${shortId(run.turn_id)} · #${run.attempt ?? "?"} · ${age(run.started_at)}${run.pid ? ` · pid ${run.pid}` : ""}` : "—";
+    const waiting = run && run.waiting_for_approval && run.waiting_for_approval.length ? " · waiting for approval" : "";
+    const runText = run ? `${shortId(run.turn_id)} · #${run.attempt ?? "?"} · ${age(run.started_at)}${run.pid ? ` · pid ${run.pid}` : ""}${waiting}` : "—";
     const reset =
       a.state === "failed"
         ? h("button", { type: "button", class: "danger", testid: "reset-session", onclick: (ev) => this.reset(a.session_id, ev.target) }, "Reset")

@@ -392,6 +392,7 @@ impl Provider for CliProvider {
             events: receiver_stream(rx),
             steer: steer.then_some(steer_tx),
             pid: Some(pid),
+            permissions: None,
         }
     }
 }

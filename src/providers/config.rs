@@ -1,6 +1,7 @@
 //! Provider configuration: the `[providers.NAME]` tables of the server config, turned into a
 //! [`ProviderSet`], plus the defaults used without any (`echo` and every agent CLI on `PATH`).
 
+use super::acp::{AcpProvider, AcpSettings, ApprovalPolicy, Approvals, DEFAULT_APPROVAL_TIMEOUT};
 use super::claude::ClaudeCli;
 use super::cli::{CliDialect, CliProvider, CliSettings, SandboxMode};
 use super::codex::CodexCli;
@@ -33,6 +34,8 @@ pub enum ProviderKind {
     CursorCli,
     /// Any OpenAI-compatible chat-completions server.
     OpenaiHttp,
+    /// Any Agent Client Protocol agent on stdio (one process per live session).
+    Acp,
 }
 
 impl ProviderKind {
@@ -45,6 +48,7 @@ impl ProviderKind {
             ProviderKind::GeminiCli => "gemini-cli",
             ProviderKind::CursorCli => "cursor-cli",
             ProviderKind::OpenaiHttp => "openai-http",
+            ProviderKind::Acp => "acp",
         }
     }
 
@@ -146,6 +150,22 @@ pub struct ProviderConfig {
     /// CLI: the working directory of sessions without a project directory.
     #[serde(default)]
     pub working_dir: Option<PathBuf>,
+    /// ACP: what happens when the agent asks before running a tool (`ask`, `allow`, `deny`).
+    #[serde(default)]
+    pub approvals: Option<Approvals>,
+    /// ACP: tools allowed without asking (a tool's name, kind, or its title's first word).
+    #[serde(default)]
+    pub allow_tools: Vec<String>,
+    /// ACP: tools rejected without asking; checked before `allow_tools`.
+    #[serde(default)]
+    pub deny_tools: Vec<String>,
+    /// ACP: seconds a permission request waits before its reject option answers it
+    /// (default 300).
+    #[serde(default)]
+    pub approval_timeout_secs: Option<u64>,
+    /// ACP: an `authenticate` method id sent after `initialize` (codex-acp: `openai-api-key`).
+    #[serde(default)]
+    pub auth_method: Option<String>,
     /// Time limits.
     #[serde(default)]
     pub timeouts: TimeoutConfig,
@@ -180,11 +200,45 @@ impl ProviderConfig {
             trust_project: None,
             sandbox: None,
             working_dir: None,
+            approvals: None,
+            allow_tools: Vec::new(),
+            deny_tools: Vec::new(),
+            approval_timeout_secs: None,
+            auth_method: None,
             timeouts: TimeoutConfig::default(),
             budget: None,
             price: None,
             model_prices: BTreeMap::new(),
         }
+    }
+
+    fn acp_settings(&self, name: &str) -> Result<AcpSettings, ProviderConfigError> {
+        let command = self
+            .command
+            .clone()
+            .ok_or_else(|| ProviderConfigError::Missing {
+                provider: name.to_string(),
+                field: "command",
+            })?;
+        let mut settings = AcpSettings::new(command);
+        settings.args = self.args.clone();
+        settings.env = self.env.clone();
+        settings.pass_env = self.pass_env.clone();
+        settings.pass_env.extend(self.api_key_env.iter().cloned());
+        settings.working_dir = self.working_dir.clone();
+        if let Some(ms) = self.timeouts.kill_grace_ms {
+            settings.kill_grace = Duration::from_millis(ms);
+        }
+        settings.auth_method = self.auth_method.clone();
+        settings.approvals = ApprovalPolicy {
+            mode: self.approvals.unwrap_or_default(),
+            allow_tools: self.allow_tools.clone(),
+            deny_tools: self.deny_tools.clone(),
+            timeout: self
+                .approval_timeout_secs
+                .map_or(DEFAULT_APPROVAL_TIMEOUT, Duration::from_secs),
+        };
+        Ok(settings)
     }
 
     fn cli_settings(&self, dialect: &dyn CliDialect) -> CliSettings {
@@ -252,7 +306,7 @@ impl ProviderConfig {
             ProviderKind::CodexCli => Some(&CodexCli),
             ProviderKind::GeminiCli => Some(&GeminiCli),
             ProviderKind::CursorCli => Some(&CursorCli),
-            ProviderKind::Echo | ProviderKind::OpenaiHttp => None,
+            ProviderKind::Echo | ProviderKind::OpenaiHttp | ProviderKind::Acp => None,
         };
         match dialect {
             Some(dialect) => {
@@ -276,6 +330,18 @@ impl ProviderConfig {
                 self.kind.as_str()
             )));
         }
+        let approval_keys = self.approvals.is_some()
+            || !self.allow_tools.is_empty()
+            || !self.deny_tools.is_empty()
+            || self.approval_timeout_secs.is_some()
+            || self.auth_method.is_some();
+        if approval_keys && self.kind != ProviderKind::Acp {
+            return Err(unsupported(format!(
+                "`approvals`, `allow_tools`, `deny_tools`, `approval_timeout_secs` and \
+                 `auth_method` apply to ACP agents, not to {}",
+                self.kind.as_str()
+            )));
+        }
         let cli = |dialect: &dyn CliDialect| self.cli_settings(dialect);
         Ok(match self.kind {
             ProviderKind::Echo if self.steer == Some(true) => Arc::new(EchoProvider::with_steer()),
@@ -284,6 +350,7 @@ impl ProviderConfig {
             ProviderKind::CodexCli => Arc::new(CliProvider::new(CodexCli, cli(&CodexCli))),
             ProviderKind::GeminiCli => Arc::new(CliProvider::new(GeminiCli, cli(&GeminiCli))),
             ProviderKind::CursorCli => Arc::new(CliProvider::new(CursorCli, cli(&CursorCli))),
+            ProviderKind::Acp => Arc::new(AcpProvider::new(self.acp_settings(name)?)),
             ProviderKind::OpenaiHttp => {
                 let provider = OpenAiHttp::new(self.http_settings(name)?).map_err(|e| {
                     ProviderConfigError::Client {

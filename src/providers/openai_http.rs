@@ -242,6 +242,7 @@ impl Provider for OpenAiHttp {
             events: receiver_stream(rx),
             steer: None,
             pid: None,
+            permissions: None,
         }
     }
 }

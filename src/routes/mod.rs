@@ -2,8 +2,9 @@
 //! runtime's actors.
 //!
 //! - [`health`]: `/healthz`, `/readyz`; [`metrics`]: `/metrics`.
-//! - Under `/api/v1`: [`sessions`] (CRUD), [`transfer`] (fork, export, import), [`agui`] (AG-UI runs), [`turns`] (send, list, cancel, promote),
-//!   [`controls`] (abort, pause, resume, reset), [`events`] (page, SSE stream),
+//! - Under `/api/v1`: [`sessions`] (CRUD), [`transfer`] (fork, export, import), [`agui`] (AG-UI
+//!   runs), [`turns`] (send, list, cancel, promote), [`controls`] (abort, pause, resume, reset),
+//!   [`permissions`] (answer a tool-permission request), [`events`] (page, SSE stream),
 //!   [`providers`], [`usage`] (owners' usage per day), [`admin`] (actor table), [`openapi`]
 //!   (the generated document).
 //!
@@ -18,6 +19,7 @@ pub mod health;
 pub mod metrics;
 pub mod openai;
 pub mod openapi;
+pub mod permissions;
 pub mod providers;
 pub mod sessions;
 pub mod transfer;
@@ -50,6 +52,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
                 .configure(sessions::configure)
                 .configure(turns::configure)
                 .configure(controls::configure)
+                .configure(permissions::configure)
                 .configure(events::configure)
                 .configure(providers::configure)
                 .configure(usage::configure)

@@ -4,7 +4,8 @@
 //! providers as the `provider` enum, and the bearer scheme only when tokens are required.
 
 use crate::routes::{
-    admin, agui, controls, events, health, metrics, providers, sessions, transfer, turns, usage,
+    admin, agui, controls, events, health, metrics, permissions, providers, sessions, transfer,
+    turns, usage,
 };
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
@@ -24,6 +25,7 @@ use utoipa::{Modify, OpenApi};
         transfer::fork, transfer::export, transfer::import,
         turns::send, turns::list, turns::cancel, turns::promote, agui::run,
         controls::abort, controls::pause, controls::resume, controls::reset,
+        permissions::answer,
         events::page, events::stream,
         providers::list,
         usage::usage,

@@ -15,6 +15,7 @@ mod openai;
 mod openai_python;
 mod openapi;
 mod operators;
+mod permissions;
 mod readme;
 mod retention;
 mod schemathesis;

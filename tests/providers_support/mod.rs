@@ -2,6 +2,7 @@
 //! process checks, the mock HTTP server of the real-CLI tests and where external programs are.
 #![allow(dead_code)]
 
+pub mod acp_server;
 #[path = "../support/external.rs"]
 pub mod external;
 pub mod http_mock;

@@ -8,8 +8,8 @@
 use crate::usage::Usage;
 
 use super::{
-    AttemptRequest, Capabilities, Completion, FailureClass, Provider, ProviderError, ProviderEvent,
-    ProviderRun,
+    AttemptRequest, Capabilities, Completion, FailureClass, PermissionAnswer, PermissionOption,
+    PermissionRequest, Provider, ProviderError, ProviderEvent, ProviderRun,
 };
 use futures::StreamExt;
 use serde::Deserialize;
@@ -47,6 +47,11 @@ pub struct EchoScript {
     pub provider_session_id: Option<String>,
     /// Exit code reported with the result.
     pub exit_code: Option<i32>,
+    /// Ask permission (options `allow` and `reject`) before the tool use: allowed, the tool
+    /// runs (`tool.use`, `tool.result`); rejected, a failed `tool.result` says so.
+    pub ask_permission: bool,
+    /// The permission request's timeout (answered `reject`).
+    pub permission_timeout_ms: Option<u64>,
     /// Usage and cost the attempt reports: with its result, or before its scripted failure
     /// (failed attempts cost money too). Default: words in and out, no cost.
     pub usage: Option<Usage>,
@@ -141,6 +146,7 @@ async fn answer(
     request: &AttemptRequest,
     script: &EchoScript,
     text: &str,
+    answers: &mut mpsc::UnboundedReceiver<PermissionAnswer>,
 ) -> bool {
     if let Some(model) = &request.model {
         // Reports the model it was given, so a model switch can be seen to take effect.
@@ -173,8 +179,47 @@ async fn answer(
     {
         return false;
     }
-    if script.tool_use {
-        let tool_id = format!("tool-{}", request.turn_id);
+    let tool_id = format!("tool-{}", request.turn_id);
+    let mut run_tool = script.tool_use;
+    if script.ask_permission {
+        let option = |id: &str, kind: &str| PermissionOption {
+            id: id.into(),
+            name: id.into(),
+            kind: kind.into(),
+        };
+        let ask = PermissionRequest {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            tool: "echo".into(),
+            title: "Echo the text".into(),
+            input: json!({ "text": text }),
+            options: vec![
+                option("allow", "allow_once"),
+                option("reject", "reject_once"),
+            ],
+            timeout: script.permission_timeout_ms.map(Duration::from_millis),
+            reject_option: Some("reject".into()),
+        };
+        if !emit(tx, ProviderEvent::PermissionRequested(ask)).await {
+            return false;
+        }
+        let answer = tokio::select! {
+            _ = request.cancel.cancelled() => return false,
+            answer = answers.recv() => answer,
+        };
+        let Some(answer) = answer else { return false };
+        run_tool = answer.option_id == "allow";
+        if !run_tool {
+            let refused = ProviderEvent::ToolResult {
+                tool_id: tool_id.clone(),
+                output: json!(format!("permission denied ({})", answer.option_id)),
+                is_error: true,
+            };
+            if !emit(tx, refused).await {
+                return false;
+            }
+        }
+    }
+    if run_tool {
         let used = emit(
             tx,
             ProviderEvent::ToolUse {
@@ -301,11 +346,12 @@ impl Provider for EchoProvider {
         };
         let (tx, rx) = mpsc::channel(64);
         let (steer_tx, mut steer_rx) = mpsc::unbounded_channel::<String>();
+        let (answers_tx, mut answers) = mpsc::unbounded_channel();
         let cancel = request.cancel.clone();
         let steer = self.steer;
         tokio::spawn(async move {
             let work = async {
-                if !answer(&tx, &request, &script, &text).await {
+                if !answer(&tx, &request, &script, &text, &mut answers).await {
                     return;
                 }
                 if !steer {
@@ -324,7 +370,7 @@ impl Provider for EchoProvider {
                             next
                         }
                     };
-                    if !answer(&tx, &request, &EchoScript::default(), &next).await {
+                    if !answer(&tx, &request, &EchoScript::default(), &next, &mut answers).await {
                         return;
                     }
                 }
@@ -338,6 +384,7 @@ impl Provider for EchoProvider {
             events: tokio_stream_from(rx),
             steer: self.steer.then_some(steer_tx),
             pid: None,
+            permissions: Some(answers_tx),
         }
     }
 }

@@ -80,6 +80,8 @@ impl Session {
             started_at: Timestamp::now(),
             last_output: Instant::now(),
             pid: None,
+            permissions: None,
+            pending: Default::default(),
             fresh_retry_used: false,
             counted: Default::default(),
             _permit: permit,
@@ -262,14 +264,19 @@ impl Session {
             run.watchdog = Some(watchdog);
             run.steer = started.steer;
             run.pid = started.pid;
+            run.permissions = started.permissions;
         }
     }
 
     /// Fails the attempt when it ran too long or went silent.
     fn check_limits(&mut self, attempt_id: u64, ctx: &mut Context<Self>) {
-        let Some(run) = &self.run else { return };
+        let Some(run) = self.run.as_mut() else { return };
         if run.attempt_id != attempt_id || run.retry_timer.is_some() {
             return;
+        }
+        if run.pending.is_waiting() {
+            // Waiting for a person is not a stalled provider.
+            run.last_output = Instant::now();
         }
         let settings = &self.shared.settings;
         if run.started.elapsed() >= settings.attempt_timeout {
@@ -311,9 +318,11 @@ impl Session {
 
     /// Stops the attempt's stream, timers and provider; the run itself stays.
     pub(super) fn stop_attempt(&mut self, ctx: &mut Context<Self>) {
+        self.end_pending_permissions(ctx);
         if let Some(run) = self.run.as_mut() {
             run.cancel.cancel();
             run.steer = None;
+            run.permissions = None;
             for handle in [
                 run.stream.take(),
                 run.watchdog.take(),
@@ -380,6 +389,9 @@ impl StreamHandler<Vec<AttemptOutput>> for Session {
                         Some(ProviderEvent::Done(completion)) => self.on_done(completion, ctx),
                         Some(ProviderEvent::Failed(error)) => self.on_failure(error, ctx),
                         Some(ProviderEvent::SessionId(id)) => self.map_provider_session(id),
+                        Some(ProviderEvent::PermissionRequested(request)) => {
+                            self.on_permission_requested(request, ctx)
+                        }
                         Some(ProviderEvent::Usage(usage)) => self.on_usage(usage, ctx),
                         Some(_) => unreachable!("plain events are matched above"),
                     }

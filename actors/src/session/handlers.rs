@@ -306,6 +306,7 @@ impl Handler<Snapshot> for Session {
             attempt: r.attempt,
             started_at: r.started_at,
             pid: r.pid,
+            waiting_for_approval: r.pending.ids(),
         });
         MessageResult(ActorSnapshot {
             session_id: self.id(),

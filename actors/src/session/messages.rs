@@ -131,6 +131,29 @@ pub struct CancelTurn(pub TurnId);
 #[rtype(result = "Result<(), RuntimeError>")]
 pub struct PromoteTurn(pub TurnId);
 
+/// A client's answer to a permission request of the running attempt.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<PermissionResolution, RuntimeError>")]
+pub struct AnswerPermission {
+    /// The request answered.
+    pub request_id: String,
+    /// One of the options the request offered.
+    pub option_id: String,
+    /// Who answers (the owner of the answering client), for `permission.resolved`.
+    pub by: String,
+}
+
+/// The answer to [`AnswerPermission`]: what `permission.resolved` says.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PermissionResolution {
+    /// The request.
+    pub request_id: String,
+    /// The option chosen.
+    pub option_id: String,
+    /// Who answered.
+    pub by: String,
+}
+
 /// Queue and failure controls.
 #[derive(Message, Clone, Copy, Debug, PartialEq, Eq)]
 #[rtype(result = "Result<SessionView, RuntimeError>")]
@@ -246,6 +269,9 @@ pub struct RunInfo {
     pub started_at: Timestamp,
     /// The provider's process id, if any.
     pub pid: Option<u32>,
+    /// Permission requests waiting for an answer: the attempt waits for approval.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for_approval: Vec<String>,
 }
 
 /// Stop dispatching new turns (graceful shutdown); running ones go on.

@@ -412,15 +412,18 @@ impl Session {
                 orphan.usage = latest.usage;
             }
         }
-        // The interrupted turns complete first, so the re-queued copies follow them in the log;
-        // both land in one batch, so a crash never leaves one without the other.
-        let (mut completed_turns, mut completed_events) = self.completed(
+        // Questions the dead process asked end first; then the interrupted turns complete, so
+        // the re-queued copies follow them in the log; all land in one batch, so a crash never
+        // leaves one without the other.
+        let dangling = self.dangling_permissions(&orphans);
+        let (mut completed_turns, completed_events) = self.completed(
             orphans,
             Outcome::Interrupted,
             Some(interrupted),
             &Completion::default(),
         );
         completed_turns.extend(batch.turns);
+        let mut completed_events: Vec<_> = dangling.into_iter().chain(completed_events).collect();
         completed_events.extend(events);
         let batch = Batch {
             turns: completed_turns,

@@ -391,6 +391,18 @@ impl Connection {
                     .await?;
                 frames::ack(id, json!({ "turn_id": turn_id, "promoted": true }))
             }
+            ClientFrame::PermissionReply {
+                session_id,
+                request_id,
+                option_id,
+            } => {
+                let resolution = self
+                    .session(&session_id)
+                    .await?
+                    .answer_permission(&request_id, &option_id, &self.owner)
+                    .await?;
+                frames::ack(id, json!(resolution))
+            }
             ClientFrame::Ping {} => frames::pong(id),
         };
         Ok(Some(answer))

@@ -81,6 +81,16 @@ pub enum ClientFrame {
         /// The queued turn.
         turn_id: TurnId,
     },
+    /// Answers a permission request, as `POST /sessions/{id}/permissions/{request_id}`.
+    #[serde(rename = "permission.reply")]
+    PermissionReply {
+        /// The session.
+        session_id: String,
+        /// The `request_id` of `permission.requested`.
+        request_id: String,
+        /// One of the request's `options[].id`.
+        option_id: String,
+    },
     /// Asks for a `pong`.
     #[serde(rename = "ping")]
     Ping {},
@@ -88,15 +98,16 @@ pub enum ClientFrame {
 
 /// Every `type` a client may send, for the error message of an unknown one.
 const CLIENT_TYPES: &str = "subscribe, unsubscribe, send, abort, queue.pause, queue.resume, \
-                            queue.cancel, queue.promote, ping";
+                            queue.cancel, queue.promote, permission.reply, ping";
 
 /// A client frame that could not be understood, with the request id when one was readable.
 #[derive(Debug)]
 pub struct FrameError {
     /// The request's `id`, if the text was a JSON object that had one.
     pub id: Value,
-    /// `invalid_json` or `invalid_request`, with a message naming the problem.
-    pub error: ApiError,
+    /// `invalid_json` or `invalid_request`, with a message naming the problem (boxed: an
+    /// error is the rare path, and keeps the parse result small).
+    pub error: Box<ApiError>,
 }
 
 /// A request: its echoed id and what it asks.
@@ -113,18 +124,23 @@ pub struct Request {
 pub fn parse(text: &str) -> Result<Request, FrameError> {
     let value: Value = serde_json::from_str(text).map_err(|e| FrameError {
         id: Value::Null,
-        error: ApiError::new(ErrorCode::InvalidJson, format!("malformed JSON: {e}")),
+        error: Box::new(ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("malformed JSON: {e}"),
+        )),
     })?;
     let Value::Object(mut object) = value else {
         return Err(FrameError {
             id: Value::Null,
-            error: ApiError::invalid_request("a frame must be a JSON object with a `type`"),
+            error: Box::new(ApiError::invalid_request(
+                "a frame must be a JSON object with a `type`",
+            )),
         });
     };
     let id = object.remove("id").unwrap_or(Value::Null);
     let invalid = |error: ApiError| FrameError {
         id: id.clone(),
-        error,
+        error: Box::new(error),
     };
     let kind = match object.get("type") {
         Some(Value::String(kind)) => kind.clone(),
