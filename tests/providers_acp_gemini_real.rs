@@ -245,16 +245,25 @@ async fn gemini_acp_two_turns_resume_also_in_a_fresh_agent_process() {
         .unwrap();
     let (third, end) = completed(&mut sub).await;
     assert_eq!(ending(&end), (Outcome::Success, None), "{third:#?}");
-    // Gemini CLI 0.61 answers `session/load` in a fresh process with "No previous sessions found
-    // for this project" (it does not list a session recorded against the mock as resumable), so
-    // the turn is resume-lost: announced, fresh once, answered.
-    assert!(
-        third.iter().any(|e| matches!(e,
-            EventBody::SessionUpdated { reason, .. } if reason == "provider_session_reset")),
-        "{third:#?}"
-    );
-    assert_eq!(count_kind(&third, "turn.started"), 2, "fresh once");
-    assert_eq!(streamed_text(&third), "heard: Third.");
+    // Gemini CLI 0.61 mostly answers `session/load` in a fresh process with "No previous
+    // sessions found for this project", so the turn is resume-lost: announced, fresh once,
+    // answered without the earlier turns. Now and then (seen under load) the load works and
+    // the fresh process carries the whole conversation. Either is right; a mix of the two
+    // (a reset with the old conversation, or a silent fresh start) is not.
+    let reset = third.iter().any(|e| {
+        matches!(e, EventBody::SessionUpdated { reason, .. } if reason == "provider_session_reset")
+    });
+    if reset {
+        assert_eq!(count_kind(&third, "turn.started"), 2, "fresh once");
+        assert_eq!(streamed_text(&third), "heard: Third.");
+    } else {
+        assert_eq!(count_kind(&third, "turn.started"), 1, "{third:#?}");
+        assert_eq!(
+            streamed_text(&third),
+            "heard: Say hello. | Again. | Third.",
+            "a load that worked carries the conversation"
+        );
+    }
 }
 
 #[actix_rt::test]
