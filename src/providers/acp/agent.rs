@@ -29,6 +29,10 @@ use troupe_actors::{
 /// Events buffered between the agent's task and the session.
 pub const EVENT_BUFFER: usize = 256;
 
+/// How long the channel must stay quiet after `session/load` answers before the replay it sent
+/// is taken to be over.
+const REPLAY_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// One turn for the agent.
 pub struct PromptJob {
     /// The ACP session to resume when this process does not hold it yet.
@@ -323,9 +327,15 @@ impl Conversation {
                 }
                 let load = LoadSessionRequest::new(wanted.clone(), job.cwd.clone());
                 let loaded = self.cx.send_request(load).block_task().await;
-                // `session/load` replays the conversation as updates: they were shown long ago
-                // (a replayed cost is where this process's count starts).
-                while let Ok(replayed) = self.incoming.try_recv() {
+                // `session/load` replays the conversation as updates before it answers: they
+                // were shown long ago (a replayed cost is where this process's count starts).
+                // The connection hands notifications over on tasks of their own, so some of the
+                // replay can come in after the answer; nothing the prompt causes can come
+                // before the prompt is sent, so whatever arrives until the channel has been
+                // quiet for a moment is replay.
+                while let Ok(Some(replayed)) =
+                    tokio::time::timeout(REPLAY_SETTLE, self.incoming.recv()).await
+                {
                     if let Incoming::Update(n) = replayed {
                         self.cost_seen = reported_cost(&n.update).unwrap_or(self.cost_seen);
                     }
