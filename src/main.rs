@@ -29,18 +29,30 @@ enum Command {
         /// Data directory of the sled store (overrides the configuration).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// The store (overrides the configuration): `sled`, `memory`, or a NATS server's URL
+        /// (`nats://127.0.0.1:4222`) to share the store with other nodes.
+        #[arg(long)]
+        store: Option<String>,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let Command::Serve { config, bind, data } = Cli::parse().command;
+    let Command::Serve {
+        config,
+        bind,
+        data,
+        store,
+    } = Cli::parse().command;
     let mut config = Config::load(config.as_deref())?;
     if let Some(bind) = bind {
         config.bind = bind;
     }
     if let Some(data) = data {
         config.data_dir = data;
+    }
+    if let Some(store) = store {
+        config.store.apply_flag(&store)?;
     }
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(config).await?;
