@@ -24,7 +24,7 @@ enum Backend {
     Sled(tempfile::TempDir),
     Nats {
         /// Kept running for the test; killed when dropped.
-        _server: NatsServer,
+        _server: Box<NatsServer>,
         options: NatsOptions,
     },
 }
@@ -45,7 +45,7 @@ impl Backend {
             ..NatsOptions::default()
         };
         Some(Backend::Nats {
-            _server: server,
+            _server: Box::new(server),
             options,
         })
     }
