@@ -350,3 +350,33 @@ fn a_node_killed_mid_turn_loses_nothing_and_another_node_carries_on() {
     assert!(after.len() > events.len());
     assert_eq!(&after[..events.len()], &events[..]);
 }
+
+/// `--store` that names no store, or a NATS server that is not there: the node refuses to
+/// start and says why, instead of serving without its store.
+#[test]
+fn a_node_without_its_store_refuses_to_start_and_says_why() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let nowhere = format!("nats://127.0.0.1:{port}");
+    for (store, says) in [
+        ("bogus", "expected sled, memory or a NATS URL"),
+        (nowhere.as_str(), "connecting to NATS"),
+    ] {
+        let started = Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--store", store, "--data"])
+            .arg(data.path())
+            .output()
+            .expect("run troupe");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{store}: the node must not start");
+        assert!(stderr.contains(says), "{store}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{store}: refused in time"
+        );
+    }
+}

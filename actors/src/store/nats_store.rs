@@ -213,10 +213,14 @@ async fn connect(options: &NatsOptions) -> Result<Shared, StoreError> {
         .await
         .map_err(|e| StoreError::Engine(format!("JetStream stream {}: {e}", options.stream)))?;
     let found = &stream.cached_info().config;
-    if found.max_messages_per_subject != 1 || !found.allow_direct || !found.allow_atomic_publish {
+    if found.max_messages_per_subject != 1
+        || !found.allow_direct
+        || !found.allow_atomic_publish
+        || !found.allow_message_ttl
+    {
         return Err(StoreError::Engine(format!(
             "JetStream stream {} exists with another configuration (needs max_msgs_per_subject \
-             = 1, allow_direct, allow_atomic): name another stream",
+             = 1, allow_direct, allow_atomic, allow_msg_ttl): name another stream",
             options.stream
         )));
     }
