@@ -103,6 +103,7 @@ contract!(
     a_reopened_store_has_everything_and_the_log_goes_on,
     concurrent_creates_of_one_key_converge,
     pipelined_commits_of_one_session_land_in_order,
+    a_commit_of_thousands_of_events_lands,
 );
 
 fn new_session(owner: &str, key: Option<&str>) -> (SessionRecord, Arc<Event>, Option<ScopedKey>) {
@@ -751,4 +752,24 @@ async fn pipelined_commits_of_one_session_land_in_order(backend: Backend) {
         seqs(&store, id, 0, 1000).await,
         (1..=501).collect::<Vec<_>>()
     );
+}
+
+/// A long drain of provider output is one commit; NATS's atomic batches hold at most 1,000
+/// messages, so the store must still land it (and its turn) whole.
+async fn a_commit_of_thousands_of_events_lands(backend: Backend) {
+    let store = backend.open();
+    let id = create(&store, "alice", None).await;
+    let t = turn(id, TurnStatus::Running, 0);
+    let mut batch = deltas(id, 2..=2501);
+    batch.turns.push(t.clone());
+    store.commit(id, batch).await.expect("a big commit");
+    assert_eq!(
+        seqs(&store, id, 0, 5000).await,
+        (1..=2501).collect::<Vec<_>>()
+    );
+    assert_eq!(store.get_turn(id, t.id).await.expect("turn"), Some(t));
+    store
+        .commit(id, deltas(id, 2502..=2502))
+        .await
+        .expect("the log goes on");
 }

@@ -360,6 +360,42 @@ async fn commit(
             });
         }
     }
+    // A commit beyond one atomic batch (a long drain of provider output): its leading events
+    // go first, in batches of their own, each fenced like any append; the last batch carries
+    // the rest of the events with every other write. A failure on the way leaves a prefix of
+    // the log that nobody was shown and none of the records.
+    let others = message_count(batch) - batch.events.len();
+    let mut events: &[Arc<Event>] = &batch.events;
+    while others + events.len() > MAX_BATCH_MESSAGES && events.len() > 1 {
+        let (chunk, rest) = events.split_at(MAX_BATCH_MESSAGES.min(events.len() - 1));
+        let messages = chunk
+            .iter()
+            .map(|e| Message::new_only(s.event(session, e.seq), e.json().as_bytes().to_vec()))
+            .collect();
+        match publish(shared, messages).await {
+            Ok(_) => {
+                if let Some(last) = chunk.last() {
+                    ends.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(session, last.seq);
+                }
+            }
+            Err(Failed::Expectation) => {
+                forget_end(ends, session);
+                return Err(StoreError::SeqConflict {
+                    session,
+                    expected: chunk[0].seq,
+                    actual: shared.last_seq(session).await?,
+                });
+            }
+            Err(e) => {
+                forget_end(ends, session);
+                return Err(e.into_store());
+            }
+        }
+        events = rest;
+    }
+    let first_seq = events.first().map(|e| e.seq);
     for _ in 0..RETRIES {
         let mut messages = Vec::new();
         if let Some(record) = &batch.record {
@@ -395,8 +431,7 @@ async fn commit(
         }
         messages.extend(usage_totals(shared, &batch.usage).await?);
         messages.extend(
-            batch
-                .events
+            events
                 .iter()
                 .map(|e| Message::new_only(s.event(session, e.seq), e.json().as_bytes().to_vec())),
         );
