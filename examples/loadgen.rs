@@ -28,6 +28,9 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+#[path = "loadgen/keyless.rs"]
+mod keyless;
+
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Error = Box<dyn std::error::Error>;
 
@@ -118,6 +121,10 @@ enum Scenario {
         #[arg(long, default_value_t = 20.0)]
         idle_passivate_secs: f64,
     },
+    /// N keyless `/v1/chat/completions` (hidden one-off sessions) at the default log level:
+    /// RSS, store size and live actors before, after and after the retention sweep; log bytes
+    /// per request. Spawns its own server.
+    Keyless(keyless::KeylessArgs),
     /// Writes a sled store of S sessions and E events through the `troupe_actors` Store API.
     FillStore {
         /// The store directory (created).
@@ -191,6 +198,9 @@ async fn run(cli: &Cli) -> Result<(), Error> {
     if let Scenario::Restart { dir, repeats } = &cli.scenario {
         return restart(cli, dir, *repeats).await;
     }
+    if let Scenario::Keyless(args) = &cli.scenario {
+        return keyless::run(cli, *args, load_average()).await;
+    }
     if let Scenario::BaselineWs(args) = &cli.scenario {
         let baseline = Server::baseline()?;
         let figures = ws_stream(&baseline.base, Target::Baseline, *args).await?;
@@ -252,6 +262,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
             idle_sessions(&base, pid, n, load).await?
         }
         Scenario::BaselineWs(_)
+        | Scenario::Keyless(_)
         | Scenario::FillStore { .. }
         | Scenario::Restart { .. }
         | Scenario::ServeBaseline => unreachable!("handled above"),
@@ -341,6 +352,29 @@ fn loopback_only(url: &str) -> Result<String, Error> {
     Ok(base.to_string())
 }
 
+/// The troupe binary to spawn: `--troupe-bin`, or `troupe` next to this example's directory.
+fn troupe_bin(cli: &Cli) -> Result<PathBuf, Error> {
+    let bin = match &cli.troupe_bin {
+        Some(bin) => bin.clone(),
+        None => {
+            let exe = std::env::current_exe()?;
+            let dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .ok_or("no target directory")?;
+            dir.join("troupe")
+        }
+    };
+    if !bin.exists() {
+        return Err(format!(
+            "{} not found: cargo build --release --bin troupe (or --troupe-bin)",
+            bin.display()
+        )
+        .into());
+    }
+    Ok(bin)
+}
+
 /// A server process this tool started; killed when dropped.
 struct Server {
     child: Child,
@@ -352,24 +386,7 @@ struct Server {
 impl Server {
     /// `troupe serve` on port 0, on `data` or a fresh temporary directory.
     fn troupe(cli: &Cli, data: Option<&Path>, env: &[(&str, String)]) -> Result<Server, Error> {
-        let bin = match &cli.troupe_bin {
-            Some(bin) => bin.clone(),
-            None => {
-                let exe = std::env::current_exe()?;
-                let dir = exe
-                    .parent()
-                    .and_then(Path::parent)
-                    .ok_or("no target directory")?;
-                dir.join("troupe")
-            }
-        };
-        if !bin.exists() {
-            return Err(format!(
-                "{} not found: cargo build --release --bin troupe (or --troupe-bin)",
-                bin.display()
-            )
-            .into());
-        }
+        let bin = troupe_bin(cli)?;
         let temp = match data {
             Some(_) => None,
             None => Some(tempfile::tempdir()?),

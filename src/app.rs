@@ -64,6 +64,7 @@ impl Application {
         let providers = build_providers(&provider_configs)?;
         let mut settings = config.runtime.settings();
         settings.fallbacks = fallbacks(&provider_configs);
+        settings.retention = config.retention.retention();
         settings.usage = config.usage_settings(&provider_configs);
         let mut builder = Runtime::builder().shared_store(store).settings(settings);
         for (name, provider) in providers.iter() {

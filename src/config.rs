@@ -37,6 +37,12 @@ pub struct Config {
     pub http: HttpConfig,
     /// Runtime tunables.
     pub runtime: RuntimeConfig,
+    /// How long sessions are kept before the sweeper removes them.
+    pub retention: RetentionConfig,
+    /// The OpenAI-compatible routes.
+    pub openai: OpenAiConfig,
+    /// The AG-UI route.
+    pub agui: AguiConfig,
     /// Seconds running attempts get to finish at shutdown before they are interrupted.
     pub shutdown_grace_secs: u64,
     /// Providers by name (`[providers.NAME]` tables); empty means `echo` plus every CLI on
@@ -71,6 +77,9 @@ impl Default for Config {
             websocket: WebSocketConfig::default(),
             http: HttpConfig::default(),
             runtime: RuntimeConfig::default(),
+            retention: RetentionConfig::default(),
+            openai: OpenAiConfig::default(),
+            agui: AguiConfig::default(),
             shutdown_grace_secs: 10,
             providers: BTreeMap::new(),
             budgets: BudgetsConfig::default(),
@@ -257,6 +266,8 @@ pub struct LimitsConfig {
     pub ws_frame_bytes: usize,
     /// Outbound frames a WebSocket may have unsent before it is closed 1013 `lagged`.
     pub ws_outbound_buffer: usize,
+    /// Largest session export `POST /api/v1/sessions/import` takes (413 beyond).
+    pub import_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -265,8 +276,46 @@ impl Default for LimitsConfig {
             body_bytes: 1024 * 1024,
             ws_frame_bytes: 1024 * 1024,
             ws_outbound_buffer: 4096,
+            import_bytes: 64 * 1024 * 1024,
         }
     }
+}
+
+/// The OpenAI-compatible routes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// What a request naming another model (or provider) for an existing session does.
+    pub model_switch: ModelSwitch,
+}
+
+/// The AG-UI route (`POST /api/v1/agui`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AguiConfig {
+    /// The provider (or `provider/model`) of a session a new `threadId` creates, when the
+    /// request's `forwardedProps.model` names none.
+    pub model: String,
+}
+
+impl Default for AguiConfig {
+    fn default() -> Self {
+        AguiConfig {
+            model: "echo".into(),
+        }
+    }
+}
+
+/// What an OpenAI request naming another model for an existing session does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelSwitch {
+    /// Switch the session to it, as `PATCH /api/v1/sessions/{id} {model, provider}` does
+    /// (announced with `session.updated`), when the provider exists.
+    #[default]
+    Switch,
+    /// Refuse another provider with 400 (`param: "model"`) and keep the session's model.
+    Refuse,
 }
 
 /// WebSocket heartbeat.
@@ -393,6 +442,76 @@ impl RuntimeConfig {
             },
             workers: self.workers,
             ..Settings::default()
+        }
+    }
+}
+
+/// An age after which sessions are removed: seconds, or `"never"`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Age {
+    /// Seconds (0 = at the first sweep).
+    Secs(f64),
+    /// Kept forever.
+    Never(Never),
+}
+
+/// The word `never`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Never {
+    /// Kept forever.
+    Never,
+}
+
+impl Age {
+    fn duration(self) -> Option<Duration> {
+        match self {
+            Age::Secs(secs) => Some(Duration::from_secs_f64(secs.max(0.0))),
+            Age::Never(_) => None,
+        }
+    }
+}
+
+/// Retention: which sessions the background sweeper removes from the store, after how long
+/// since their last change (see `troupe_actors::retention`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Hidden one-off sessions (OpenAI requests without a key): default 24 h.
+    pub hidden_sessions: Age,
+    /// Archived sessions: kept forever unless set.
+    pub archived_sessions: Age,
+    /// Any other session with no change for this long: kept forever unless set.
+    pub idle_sessions: Age,
+    /// How often the sweeper runs.
+    pub sweep_interval_secs: f64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let r = troupe_actors::retention::Retention::default();
+        let age = |d: Option<Duration>| {
+            d.map_or(Age::Never(Never::Never), |d| Age::Secs(d.as_secs_f64()))
+        };
+        RetentionConfig {
+            hidden_sessions: age(r.hidden),
+            archived_sessions: age(r.archived),
+            idle_sessions: age(r.idle),
+            sweep_interval_secs: r.sweep_interval.as_secs_f64(),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The runtime's retention settings.
+    pub fn retention(&self) -> troupe_actors::retention::Retention {
+        troupe_actors::retention::Retention {
+            hidden: self.hidden_sessions.duration(),
+            archived: self.archived_sessions.duration(),
+            idle: self.idle_sessions.duration(),
+            sweep_interval: Duration::from_secs_f64(self.sweep_interval_secs.max(0.01)),
+            ..troupe_actors::retention::Retention::default()
         }
     }
 }

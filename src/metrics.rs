@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::Arc;
 use std::time::Instant;
 use troupe_actors::metrics::{RuntimeMetrics, OUTCOMES};
+use troupe_actors::retention::Expiry;
 use troupe_actors::Runtime;
 
 /// The content type of the text exposition format `prometheus-client` writes.
@@ -64,6 +65,8 @@ pub struct HttpMetrics {
     runtime: Runtime,
     /// Sessions in the store at the last refresh; -1 when unknown.
     stored_sessions: Arc<AtomicI64>,
+    /// Bytes the store took at the last refresh; -1 when unknown.
+    store_bytes: Arc<AtomicI64>,
 }
 
 impl fmt::Debug for HttpMetrics {
@@ -91,9 +94,11 @@ impl HttpMetrics {
             latency.clone(),
         );
         let stored_sessions = Arc::new(AtomicI64::new(-1));
+        let store_bytes = Arc::new(AtomicI64::new(-1));
         registry.register_collector(Box::new(RuntimeCollector {
             runtime: runtime.clone(),
             stored_sessions: stored_sessions.clone(),
+            store_bytes: store_bytes.clone(),
         }));
         HttpMetrics {
             registry,
@@ -101,6 +106,7 @@ impl HttpMetrics {
             latency,
             runtime,
             stored_sessions,
+            store_bytes,
         }
     }
 
@@ -122,13 +128,15 @@ impl HttpMetrics {
     /// Reads what the exposition shows from the store (the store's reads are asynchronous, the
     /// encoder is not): call before [`HttpMetrics::render`].
     pub async fn refresh(&self) {
-        let stored = match self.runtime.store().stats().await {
-            Ok(stats) => stats.sessions as i64,
-            // A failing store only hides the passivated figure.
-            Err(_) => -1,
+        let (stored, bytes) = match self.runtime.store().stats().await {
+            Ok(stats) => (stats.sessions as i64, stats.bytes as i64),
+            // A failing store only hides the passivated figure and the store's size.
+            Err(_) => (-1, -1),
         };
         self.stored_sessions
             .store(stored, std::sync::atomic::Ordering::Relaxed);
+        self.store_bytes
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The text exposition.
@@ -189,6 +197,8 @@ struct RuntimeCollector {
     runtime: Runtime,
     /// Sessions in the store at the last refresh (for the passivated count); -1 when unknown.
     stored_sessions: Arc<AtomicI64>,
+    /// Bytes the store took at the last refresh; -1 when unknown.
+    store_bytes: Arc<AtomicI64>,
 }
 
 impl fmt::Debug for RuntimeCollector {
@@ -248,11 +258,21 @@ impl Collector for RuntimeCollector {
         use std::sync::atomic::Ordering::Relaxed;
         let m = self.runtime.metrics();
         let live = m.live_sessions.load(Relaxed).max(0);
-        // The store counts every session; an unknown count only hides the passivated figure.
+        // The store counts every session; an unknown count only hides the passivated figure
+        // and the store's size.
         let stored = match self.stored_sessions.load(Relaxed) {
             -1 => live,
             stored => stored,
         };
+        let store_bytes = self.store_bytes.load(Relaxed);
+        if store_bytes >= 0 {
+            gauge(
+                &mut encoder,
+                "store_bytes",
+                "Bytes the store takes (sled: on disk)",
+                store_bytes,
+            )?;
+        }
         let sessions = ConstGauge::new(0i64);
         let mut family = encoder.encode_descriptor(
             "sessions",
@@ -277,6 +297,17 @@ impl Collector for RuntimeCollector {
                 .unwrap_or_default();
             ConstCounter::new(RuntimeMetrics::get(value))
                 .encode(family.encode_family(&[("outcome", name.as_str())])?)?;
+        }
+        let expired = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "sessions_expired",
+            "Sessions removed by retention, by kind",
+            None,
+            expired.metric_type(),
+        )?;
+        for (kind, value) in Expiry::ALL.iter().zip(&m.sessions_expired) {
+            ConstCounter::new(RuntimeMetrics::get(value))
+                .encode(family.encode_family(&[("kind", kind.as_str())])?)?;
         }
         counter(
             &mut encoder,

@@ -224,7 +224,7 @@ pub enum EventKindSchema {
     /// `{turn_id, status, position, mode}`
     #[schema(rename = "turn.accepted")]
     TurnAccepted,
-    /// `{attempt, provider}`
+    /// `{attempt, provider, history?}`
     #[schema(rename = "turn.started")]
     TurnStarted,
     /// `{text}`
@@ -291,6 +291,8 @@ pub struct CapabilitiesSchema {
     pub steer: bool,
     /// It keeps no conversation; Troupe sends the history.
     pub stateless: bool,
+    /// It resumes a conversation as a new one (a forked session continues the source's).
+    pub fork: bool,
 }
 
 /// The running attempt of a live session actor.

@@ -85,6 +85,13 @@ impl EmbeddedStore for RecordGate {
     fn list_sessions(&self, owner: &str) -> Result<Vec<SessionRecord>, StoreError> {
         EmbeddedStore::list_sessions(&self.inner, owner)
     }
+    fn sessions_after(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        EmbeddedStore::sessions_after(&self.inner, after, limit)
+    }
     fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {
         EmbeddedStore::active_sessions(&self.inner)
     }

@@ -828,6 +828,40 @@ browser_test!(no_console_errors_at_375_and_1440_px, 375, 812, |h| {
 });
 
 browser_test!(
+    fork_here_opens_a_session_with_the_turns_up_to_there,
+    1440,
+    900,
+    |h| {
+        h.open("").await?;
+        let source = h.create_session("fork-here").await?;
+        h.send("first of two", "enqueue").await?;
+        h.wait_message("assistant", "first of two").await?;
+        h.send("second of two", "enqueue").await?;
+        h.wait_message("assistant", "second of two").await?;
+        h.js("document.querySelectorAll('[data-testid=fork-here]')[0].click(); return true")
+            .await?;
+        let fork = h
+            .wait_js_args(
+                "const m = /^#\\/sessions\\/(.+)$/.exec(location.hash); \
+             const t = document.querySelector('[data-testid=transcript]'); \
+             return m && m[1] !== arguments[0] && t && t.dataset.sessionId === m[1] ? m[1] : null",
+                vec![json!(source)],
+                "the fork's view",
+            )
+            .await?;
+        h.wait_message("assistant", "first of two").await?;
+        if h.count_messages("user", "second of two").await? != 0 {
+            bail!("the fork {fork} shows the turn after the fork point");
+        }
+        for testid in ["download", "download-md"] {
+            h.element(testid).await?;
+        }
+        h.screenshot("forked").await?;
+        h.assert_no_console_errors().await
+    }
+);
+
+browser_test!(
     usage_shows_per_turn_per_session_and_for_the_owners_day,
     1440,
     900,

@@ -67,6 +67,27 @@ async fn the_next_turn_resumes_the_captured_session() {
 }
 
 #[actix_rt::test]
+async fn a_forked_session_resumes_with_fork_session_and_gets_its_own_id() {
+    let fake = Fake::new();
+    let provider = one_shot(&fake);
+    let first = collect(provider.start(request("hello"))).await;
+    let source = session_ids(&first).pop().expect("a session id");
+    let mut fork = request("forked");
+    fork.provider_session_id = Some(source.clone());
+    fork.fork_session = true;
+    let forked = collect(provider.start(fork)).await;
+    done(&forked);
+    assert_eq!(deltas(&forked), format!("resumed {source}: 6 bytes"));
+    let argv = fake.last_argv();
+    let at = argv.iter().position(|a| a == "--resume").expect("--resume");
+    assert_eq!(argv[at + 1], source);
+    assert_eq!(argv[at + 2], "--fork-session");
+    let new_id = session_ids(&forked).pop().expect("the fork's session id");
+    assert_ne!(new_id, source, "the fork has a conversation of its own");
+    assert!(provider.capabilities().fork);
+}
+
+#[actix_rt::test]
 async fn a_crash_mid_stream_is_transient_with_the_exit_code_and_stderr() {
     let fake = Fake::new();
     let events = collect(one_shot(&fake).start(request("crash now"))).await;

@@ -2,8 +2,9 @@
 //! mock of the Anthropic Messages streaming API on 127.0.0.1: a two-turn session whose second
 //! turn resumes the first's session id, a message steered into a running turn through
 //! `--input-format stream-json`, a prompt-too-long answer classified terminal and attempted
-//! once, and the usage and cost of its `result` line recorded in the session's totals. Skips
-//! loudly when `claude` is missing, fails under CI.
+//! once, the usage and cost of its `result` line recorded in the session's totals, and a fork
+//! (at the latest turn: `--resume <id> --fork-session`; at an earlier one: a fresh conversation
+//! seeded with a transcript). Skips loudly when `claude` is missing, fails under CI.
 
 mod providers_support;
 
@@ -12,7 +13,8 @@ use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use troupe::providers::{ClaudeCli, CliProvider, CliSettings};
-use troupe_actors::{BusyMode, FailureClass, Outcome, Provider, TurnStatus};
+use troupe_actors::transfer::CopySpec;
+use troupe_actors::{BusyMode, FailureClass, Outcome, Provider, SessionHandle, TurnStatus};
 
 /// How the mock answers `POST /v1/messages`.
 #[derive(Clone, Copy, PartialEq)]
@@ -314,4 +316,89 @@ async fn real_claude_usage_from_its_result_line_is_recorded() {
         .unwrap();
     assert_eq!(owner_day.len(), 1);
     assert_eq!(owner_day[0].usage, expected);
+}
+
+/// Sends `text` to `session` and waits for its turn's end; what it streamed.
+async fn answer(session: &SessionHandle, text: &str) -> String {
+    let after = session.info().await.unwrap().last_seq;
+    let mut sub = session.subscribe(after).await.unwrap();
+    session.send_text(text, BusyMode::Enqueue).await.unwrap();
+    let (events, end) = completed(&mut sub).await;
+    assert_eq!(ending(&end), (Outcome::Success, None), "{events:#?}");
+    streamed_text(&events)
+}
+
+#[actix_rt::test]
+async fn real_claude_fork_continues_a_copy_of_the_conversation() {
+    let Some(command) = real_claude("real_claude_fork_continues_a_copy_of_the_conversation") else {
+        return;
+    };
+    let (_mock, url) = AnthropicMock::start(Mode::Answer).await;
+    let home = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let provider = CliProvider::new(ClaudeCli, settings(command, &url, home.path()));
+    assert!(provider.capabilities().fork);
+    let rt = runtime_with("claude", provider);
+    let source = open_session(&rt, "claude", Some(project.path())).await;
+    assert_eq!(answer(&source, "One.").await, "heard: One.");
+    assert_eq!(answer(&source, "Two.").await, "heard: One. | Two.");
+    let turns = source.turns().await.unwrap().turns;
+    let first_turn = turns[0].turn_id;
+    let conversation = source.info().await.unwrap().provider_session_id.unwrap();
+    let spec = || CopySpec {
+        owner: "local".into(),
+        ..CopySpec::default()
+    };
+
+    // At the latest turn: the CLI resumes the source's conversation as a fork of it.
+    let fork = rt.fork(source.id(), None, spec()).await.unwrap();
+    assert_eq!(
+        fork.provider_session_id.as_deref(),
+        Some(conversation.as_str())
+    );
+    let forked = rt.handle(fork.id);
+    assert_eq!(
+        answer(&forked, "Three.").await,
+        "heard: One. | Two. | Three.",
+        "the fork's CLI knows the copied turns"
+    );
+    let fork_conversation = forked.info().await.unwrap().provider_session_id.unwrap();
+    assert_ne!(
+        fork_conversation, conversation,
+        "--fork-session gives the fork a conversation of its own"
+    );
+    assert_eq!(
+        answer(&source, "Four.").await,
+        "heard: One. | Two. | Four.",
+        "the source's conversation never saw the fork's turn"
+    );
+    assert_eq!(
+        source.info().await.unwrap().provider_session_id.as_deref(),
+        Some(conversation.as_str())
+    );
+
+    // At an earlier turn: the CLI's conversation holds more than the cut, so the fork starts a
+    // fresh one whose first prompt carries the transcript of the copied turn.
+    let early = rt
+        .fork(source.id(), Some(first_turn), spec())
+        .await
+        .unwrap();
+    assert_eq!(early.provider_session_id, None);
+    let early = rt.handle(early.id);
+    let heard = answer(&early, "Five.").await;
+    assert!(
+        heard.starts_with("heard: The conversation so far:"),
+        "{heard}"
+    );
+    assert!(
+        heard.contains("user: One.") && heard.contains("assistant: heard: One."),
+        "{heard}"
+    );
+    assert!(
+        !heard.contains("Two."),
+        "only the turns up to the cut: {heard}"
+    );
+    assert!(heard.ends_with("Five."), "{heard}");
+    let early_conversation = early.info().await.unwrap().provider_session_id.unwrap();
+    assert_ne!(early_conversation, conversation);
 }

@@ -712,7 +712,15 @@ async fn concurrent_creates_of_one_key_converge(backend: Backend) {
         .map(|_| {
             let (record, first, key) = new_session("alice", Some("contested"));
             let id = record.id;
-            (id, store.write(Write::Create { record, first, key }))
+            (
+                id,
+                store.write(Write::Create {
+                    record,
+                    first,
+                    key,
+                    rest: Box::default(),
+                }),
+            )
         })
         .collect();
     let mut created = Vec::new();

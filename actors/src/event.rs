@@ -83,6 +83,9 @@ pub enum EventBody {
     SessionCreated {
         /// The new session.
         session: SessionView,
+        /// The session it was forked or imported from, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<crate::record::Origin>,
     },
     /// An attribute changed (provider id mapped, renamed, archived, fallback, reset).
     #[serde(rename = "session.updated")]
@@ -121,6 +124,9 @@ pub enum EventBody {
         attempt: u32,
         /// The provider running it.
         provider: String,
+        /// For a stateless provider: how much of the history the attempt was sent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        history: Option<crate::provider::HistorySent>,
     },
     /// A piece of streamed assistant text.
     #[serde(rename = "message.delta")]

@@ -9,6 +9,7 @@
 //! - [`registry`]: the registry actor; creation per scoped key, single activation, passivation.
 //! - [`shared`]: [`RuntimeShared`](shared::RuntimeShared), what every actor of a runtime shares.
 //! - [`session`]: the session actor; state machine, busy modes, attempts, retries, recovery.
+//! - [`retention`]: the sweeper that removes expired sessions (one-off, archived, idle).
 //! - [`lifecycle`]: the notices a session actor sends the registry when it stops or panics.
 //! - [`handle`]: [`SessionHandle`], typed async calls that survive passivation.
 //! - [`follow`]: [`Follow`], a session's events after a seq (replay, then live) across actor
@@ -16,6 +17,7 @@
 //! - [`event_log`], [`turn_queue`], [`subscription`], [`owner_feed`]: the session's parts.
 //! - [`store`]: the [`Store`] trait with sled and in-memory implementations.
 //! - [`provider`]: the [`Provider`] trait and the scripted [`EchoProvider`].
+//! - [`transfer`]: sessions made from others (fork at a turn, import of an export).
 //! - [`usage`]: tokens and cost normalized, totals per session and owner day, budgets.
 //! - [`process_groups`]: the durable record of running agent process groups, read by the
 //!   reaper that kills what a crashed server left behind.
@@ -51,6 +53,7 @@ pub mod process_groups;
 pub mod provider;
 pub mod record;
 pub mod registry;
+pub mod retention;
 pub mod runtime;
 pub mod session;
 pub mod settings;
@@ -58,6 +61,7 @@ pub mod shared;
 pub mod store;
 pub mod subscription;
 pub mod time;
+pub mod transfer;
 pub mod turn_queue;
 pub mod usage;
 

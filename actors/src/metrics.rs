@@ -36,6 +36,8 @@ pub struct RuntimeMetrics {
     pub panics: AtomicU64,
     /// Sessions stopped because a store write failed (fail-stop).
     pub store_failures: AtomicU64,
+    /// Sessions removed by retention, by why (index: [`crate::retention::Expiry::ALL`]).
+    pub sessions_expired: [AtomicU64; 3],
     /// Usage counted, by provider (tokens and cost of every attempt).
     pub usage: std::sync::Mutex<std::collections::BTreeMap<String, crate::usage::Usage>>,
     /// Agent process groups a previous server left alive, killed at startup.

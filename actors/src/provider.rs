@@ -3,8 +3,10 @@
 //! either is read as a transient "exited without a result").
 
 mod echo;
+mod history_window;
 
 pub use echo::{EchoProvider, EchoScript};
+pub use history_window::{HistorySent, HistoryWindow};
 
 use crate::ids::{SessionId, TurnId};
 use crate::process_groups::ProcessLedger;
@@ -26,6 +28,10 @@ pub struct Capabilities {
     pub steer: bool,
     /// It keeps no conversation: Troupe sends the history from its own log.
     pub stateless: bool,
+    /// It can resume its conversation as a new one, leaving the original untouched (Claude's
+    /// `--resume <id> --fork-session`): a forked session continues the source's conversation.
+    #[serde(default)]
+    pub fork: bool,
 }
 
 /// How a provider failure is handled (DESIGN.md §5).
@@ -180,6 +186,8 @@ pub struct AttemptRequest {
     pub attempt: u32,
     /// The provider's id to resume, if it has one.
     pub provider_session_id: Option<String>,
+    /// Resume `provider_session_id` as a new conversation (a forked session's first attempt).
+    pub fork_session: bool,
     /// The user's message.
     pub prompt: String,
     /// Earlier messages, filled in for stateless providers.
@@ -240,6 +248,11 @@ pub trait Provider: Send + Sync + 'static {
     /// The default model, for listings.
     fn model(&self) -> Option<&str> {
         None
+    }
+
+    /// For a stateless provider: how much of the session's history each attempt is sent.
+    fn history_window(&self) -> HistoryWindow {
+        HistoryWindow::default()
     }
 }
 

@@ -75,6 +75,10 @@ pub struct SessionRecord {
     /// When the current run began, so startup recovery can tell stale sessions.
     #[serde(default)]
     pub running_since: Option<Timestamp>,
+    /// How the next attempt hands the conversation to the provider after a fork, an import or
+    /// a provider switch; cleared by the first turn that succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<Handover>,
     /// Tokens and cost of all its turns and of the latest one; changed only in the batch of the
     /// event that reports the usage.
     #[serde(default)]
@@ -86,6 +90,69 @@ pub struct SessionRecord {
     /// raised or the session resumed.
     #[serde(default)]
     pub budget_held: bool,
+}
+
+/// How a session's conversation reaches a provider that has not seen it yet (a fork, an
+/// import, a switch to another provider). Stateless providers need none: they get the history
+/// from the session's own log at every attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Handover {
+    /// Resume the copied provider session id as a fork of it (Claude's `--fork-session`), so
+    /// the source conversation is never continued by the copy.
+    Fork,
+    /// Start a fresh provider conversation whose first prompt carries this transcript of the
+    /// copied turns before the user's new message.
+    Transcript {
+        /// The earlier conversation, as `role: text` paragraphs.
+        text: String,
+    },
+    /// Start a fresh provider conversation whose first prompt carries a transcript of this
+    /// session's own conversation so far, read from its log (a switch to another provider).
+    TranscriptOfLog,
+}
+
+impl Handover {
+    /// The prompt an attempt sends: `prompt` as is, or after a copied transcript
+    /// ([`Handover::TranscriptOfLog`] is made by the session, which has the log).
+    pub fn prompt(handover: Option<&Handover>, prompt: &str) -> String {
+        match handover {
+            Some(Handover::Transcript { text }) => Self::with_transcript(text, prompt),
+            _ => prompt.to_string(),
+        }
+    }
+
+    /// `prompt` after the transcript `text` (`prompt` alone when there is none).
+    pub fn with_transcript(text: &str, prompt: &str) -> String {
+        if text.is_empty() {
+            return prompt.to_string();
+        }
+        format!("The conversation so far:\n\n{text}The user's new message:\n\n{prompt}")
+    }
+}
+
+/// Where a forked or imported session came from; `session.created` names it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Origin {
+    /// `fork` or `import`.
+    pub kind: OriginKind,
+    /// The source session (for an import: its id in the exporting server).
+    pub session_id: SessionId,
+    /// The last turn copied, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_id: Option<TurnId>,
+    /// The seq of the source's log the copy ends at.
+    pub seq: u64,
+}
+
+/// How a session was made from another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OriginKind {
+    /// `POST /sessions/{id}/fork`.
+    Fork,
+    /// `POST /sessions/import`.
+    Import,
 }
 
 impl SessionRecord {

@@ -16,12 +16,13 @@ use crate::shared::RuntimeShared;
 use crate::store::CreateOutcome;
 use crate::time::Timestamp;
 use actix::prelude::*;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
 pub use crate::lifecycle::{SessionPanicked, SessionStopped};
+use crate::retention::{BeginExpire, EndExpire};
 
 /// What a new session is made of.
 #[derive(Clone, Debug, Default)]
@@ -73,6 +74,7 @@ impl NewSession {
             archived: false,
             consecutive_failures: 0,
             running_since: None,
+            handover: None,
             usage: Default::default(),
             budget: None,
             budget_held: false,
@@ -85,6 +87,7 @@ impl NewSession {
             ts: now,
             body: EventBody::SessionCreated {
                 session: SessionView::new(&record, false, 1, 0),
+                origin: None,
             },
         });
         (record, created)
@@ -198,7 +201,7 @@ pub(crate) async fn create(
         return Ok((named?, None));
     }
     RuntimeMetrics::bump(&shared.metrics.sessions_created);
-    log::info!(
+    log::debug!(
         "session {}: created for owner `{}` on `{}`",
         record.id,
         record.owner,
@@ -248,6 +251,9 @@ pub struct SessionRegistry {
     /// Set by graceful shutdown: a stopped session stays stopped, so nothing reactivates one
     /// (a reconnecting client, a panic restart) while the runtime drains.
     shutting_down: bool,
+    /// Sessions being removed by retention: not activated until their delete is over, so
+    /// nothing writes to a session while it is removed.
+    expiring: HashSet<SessionId>,
     /// Sessions being loaded from the store, with who waits for each.
     loading: HashMap<SessionId, Vec<oneshot::Sender<Activated>>>,
 }
@@ -261,6 +267,7 @@ impl SessionRegistry {
             next_generation: 0,
             panics: HashMap::new(),
             shutting_down: false,
+            expiring: HashSet::new(),
             loading: HashMap::new(),
         }
     }
@@ -278,6 +285,10 @@ impl SessionRegistry {
         }
         if self.shutting_down {
             let _ = tx.send(Err(shutting_down()));
+            return rx;
+        }
+        if self.expiring.contains(&id) {
+            let _ = tx.send(Err(RuntimeError::SessionNotFound));
             return rx;
         }
         if let Some(waiting) = self.loading.get_mut(&id) {
@@ -443,6 +454,38 @@ impl Handler<BeginShutdown> for SessionRegistry {
 
     fn handle(&mut self, _msg: BeginShutdown, _ctx: &mut Context<Self>) {
         self.shutting_down = true;
+    }
+}
+
+impl Handler<BeginExpire> for SessionRegistry {
+    type Result = MessageResult<BeginExpire>;
+
+    /// Holds the sessions that have no live actor and are not being loaded; none while
+    /// shutting down.
+    fn handle(&mut self, msg: BeginExpire, _ctx: &mut Context<Self>) -> Self::Result {
+        if self.shutting_down {
+            return MessageResult(Vec::new());
+        }
+        let held: Vec<SessionId> = msg
+            .0
+            .into_iter()
+            .filter(|id| {
+                !self.loading.contains_key(id)
+                    && self.live.get(id).is_none_or(|e| !e.addr.connected())
+            })
+            .collect();
+        self.expiring.extend(held.iter().copied());
+        MessageResult(held)
+    }
+}
+
+impl Handler<EndExpire> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: EndExpire, _ctx: &mut Context<Self>) {
+        for id in msg.0 {
+            self.expiring.remove(&id);
+        }
     }
 }
 

@@ -79,6 +79,7 @@ impl RuntimeBuilder {
             workers: Workers::start(workers),
         });
         let registry = SessionRegistry::new(shared.clone()).start();
+        crate::retention::start(&shared, &registry);
         let runtime = Runtime { shared, registry };
         let recovering = runtime.clone();
         actix::spawn(async move { recovering.recover().await });

@@ -159,6 +159,9 @@ pub struct Session {
     last_activity: Instant,
     /// Set while waiting for a `max_concurrent_runs` slot.
     waiting_for_permit: Option<SpawnHandle>,
+    /// A turn ended in this activation; a hidden session then passivates as soon as it is
+    /// idle ([`Session::one_off_done`]).
+    ended_a_turn: bool,
     /// Graceful shutdown: no new turns start.
     draining: bool,
     /// The session was deleted; nothing more is written.
@@ -217,6 +220,7 @@ impl Session {
             reported_state,
             last_activity: Instant::now(),
             waiting_for_permit: None,
+            ended_a_turn: false,
             draining: false,
             deleted: false,
             registry: args.registry,
@@ -276,6 +280,27 @@ impl Session {
         );
     }
 
+    /// A hidden (one-off) session that has ended a turn in this activation: it passivates as
+    /// soon as it is idle, not after `idle_passivate`, so a gateway serving keyless requests
+    /// keeps no actor per request.
+    fn one_off_done(&self) -> bool {
+        self.record.hidden && self.ended_a_turn
+    }
+
+    /// For a one-off session: checks for idleness again when this newest subscriber (the
+    /// request's follower) goes away.
+    fn watch_one_off_follower(&mut self, ctx: &mut Context<Self>) {
+        if !self.record.hidden {
+            return;
+        }
+        if let Some(gone) = self.subscribers.newest_gone() {
+            ctx.spawn(
+                gone.into_actor(self)
+                    .map(|(), act, ctx| act.check_idle(ctx)),
+            );
+        }
+    }
+
     fn check_idle(&mut self, ctx: &mut Context<Self>) {
         if self.has_open_turns() || self.waiting_for_permit.is_some() || !self.journal.is_idle() {
             return;
@@ -284,7 +309,9 @@ impl Session {
             self.last_activity = Instant::now();
             return;
         }
-        if self.last_activity.elapsed() >= self.shared.settings.idle_passivate {
+        if self.one_off_done()
+            || self.last_activity.elapsed() >= self.shared.settings.idle_passivate
+        {
             log::debug!("session {}: passivating", self.id());
             RuntimeMetrics::bump(&self.metrics().passivations);
             self.stop_requested = true;

@@ -49,6 +49,8 @@ pub struct Settings {
     /// Worker arbiters (threads) session actors are spread over; 0 runs them on the arbiter
     /// that started the runtime. Default: the available cores.
     pub workers: usize,
+    /// Which sessions the store keeps for how long (the sweeper removes the rest).
+    pub retention: crate::retention::Retention,
     /// Prices and budgets (session, provider, owner per day).
     pub usage: crate::usage::UsageSettings,
 }
@@ -72,6 +74,7 @@ impl Default for Settings {
             max_panics: 5,
             panic_window: Duration::from_secs(60),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            retention: Default::default(),
             usage: Default::default(),
         }
     }

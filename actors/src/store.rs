@@ -159,6 +159,10 @@ pub enum Write {
         first: Arc<Event>,
         /// The scoped key to claim, if any.
         key: Option<ScopedKey>,
+        /// The rest of a session made from another (a fork, an import): its events after the
+        /// first (seq 2, 3, …), its turns and the like, landing in the same transaction so a
+        /// crash never leaves half a session. Empty for a new session; its `record` is unused.
+        rest: Box<Batch>,
     },
     /// Maps `key` to `session` unless it maps to something already (compare-and-set).
     ClaimKey {
@@ -236,6 +240,14 @@ pub trait Store: Send + Sync + 'static {
     /// Every session of an owner, hidden ones included, oldest first.
     fn list_sessions(&self, owner: &str) -> StoreRead<Vec<SessionRecord>>;
 
+    /// Every session (hidden ones included) with an id after `after`, in id order (oldest
+    /// first), at most `limit`: the retention sweeper's walk over the store.
+    fn sessions_after(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> StoreRead<Vec<SessionRecord>>;
+
     /// Sessions with open (queued or running) turns, for startup recovery.
     fn active_sessions(&self) -> StoreRead<Vec<SessionId>>;
 
@@ -306,6 +318,12 @@ pub trait EmbeddedStore: Send + Sync + 'static {
     fn get_session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
     /// See [`Store::list_sessions`].
     fn list_sessions(&self, owner: &str) -> Result<Vec<SessionRecord>, StoreError>;
+    /// See [`Store::sessions_after`].
+    fn sessions_after(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
     /// See [`Store::active_sessions`].
     fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError>;
     /// See [`Store::read_events`].
@@ -369,6 +387,13 @@ impl<S: EmbeddedStore> Store for S {
     }
     fn list_sessions(&self, owner: &str) -> StoreRead<Vec<SessionRecord>> {
         ready(EmbeddedStore::list_sessions(self, owner))
+    }
+    fn sessions_after(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> StoreRead<Vec<SessionRecord>> {
+        ready(EmbeddedStore::sessions_after(self, after, limit))
     }
     fn active_sessions(&self) -> StoreRead<Vec<SessionId>> {
         ready(EmbeddedStore::active_sessions(self))
@@ -471,7 +496,25 @@ impl dyn Store {
         first: Arc<Event>,
         key: Option<ScopedKey>,
     ) -> Result<CreateOutcome, StoreError> {
-        match self.write(Write::Create { record, first, key }).await? {
+        self.create_with(record, first, key, Batch::default()).await
+    }
+
+    /// Creates a session with the rest of its content (events after the first, turns) in one
+    /// atomic write, and waits until it is durable.
+    pub async fn create_with(
+        &self,
+        record: SessionRecord,
+        first: Arc<Event>,
+        key: Option<ScopedKey>,
+        rest: Batch,
+    ) -> Result<CreateOutcome, StoreError> {
+        let write = Write::Create {
+            record,
+            first,
+            key,
+            rest: Box::new(rest),
+        };
+        match self.write(write).await? {
             Written::Created(outcome) => Ok(outcome),
             other => Err(StoreError::Engine(format!("create answered {other:?}"))),
         }
@@ -502,4 +545,6 @@ pub struct StoreStats {
     pub sessions: u64,
     /// Sessions with open turns.
     pub active_sessions: u64,
+    /// Bytes the store takes: on disk for sled, the encoded events and records for memory.
+    pub bytes: u64,
 }

@@ -91,6 +91,12 @@ impl Subscribers {
         lagged
     }
 
+    /// Resolves when the newest subscriber goes away (its receiving end is dropped).
+    pub fn newest_gone(&self) -> Option<impl std::future::Future<Output = ()> + 'static> {
+        let tx = self.slots.last()?.tx.clone();
+        Some(async move { tx.closed().await })
+    }
+
     /// Forgets subscribers that went away; returns how many remain.
     pub fn live(&mut self) -> usize {
         self.slots.retain(|s| !s.tx.is_closed());

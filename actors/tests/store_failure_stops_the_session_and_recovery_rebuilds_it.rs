@@ -46,6 +46,13 @@ impl EmbeddedStore for FailingStore {
     ) -> Result<Vec<troupe_actors::record::SessionRecord>, StoreError> {
         EmbeddedStore::list_sessions(&self.inner, owner)
     }
+    fn sessions_after(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<troupe_actors::record::SessionRecord>, StoreError> {
+        EmbeddedStore::sessions_after(&self.inner, after, limit)
+    }
     fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {
         EmbeddedStore::active_sessions(&self.inner)
     }

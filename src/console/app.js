@@ -536,6 +536,34 @@ async function setArchived(id, archived) {
   }
 }
 
+/** Forks session `id` at the end of `turnId` and opens the fork. */
+async function forkAt(id, turnId) {
+  try {
+    const res = await api("POST", `/api/v1/sessions/${enc(id)}/fork`, { at_turn_id: turnId });
+    sessionList.upsert(res.session);
+    toast("Forked.");
+    location.hash = `#/sessions/${res.session.id}`;
+    route();
+  } catch (e) {
+    toast(`Fork: ${e.message}`, "error");
+  }
+}
+
+/** Downloads session `id`'s export (`jsonl`, for import elsewhere, or `markdown`). */
+async function download(id, format) {
+  const res = await api("GET", `/api/v1/sessions/${enc(id)}/export?format=${format}`, undefined, { raw: true });
+  if (!res.ok) {
+    toast(`Download: HTTP ${res.status}`, "error");
+    return;
+  }
+  const type = format === "markdown" ? "text/markdown" : "application/x-ndjson";
+  const link = h("a", { href: URL.createObjectURL(new Blob([res.text], { type })), download: `session-${id}.${format === "markdown" ? "md" : "jsonl"}` });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  URL.revokeObjectURL(link.href);
+}
+
 async function deleteSession(id) {
   try {
     await api("DELETE", `/api/v1/sessions/${enc(id)}`);
@@ -917,6 +945,15 @@ class SessionView {
           if (typeof d.cost_usd === "number") parts.push(h("span", { class: "muted", testid: "turn-cost" }, ` · $${d.cost_usd.toFixed(4)}`));
           if (typeof d.exit_code === "number" && d.exit_code !== 0) parts.push(h("span", { class: "muted" }, ` · exit ${d.exit_code}`));
           parts.push(h("span", { class: "muted" }, ` · ${clockTime(ev.ts)}`));
+          const sessionId = this.id;
+          parts.push(
+            " ",
+            h(
+              "button",
+              { type: "button", class: "ghost small", title: "A new session with the conversation up to here", testid: "fork-here", onclick: () => forkAt(sessionId, ev.turn_id) },
+              "fork here",
+            ),
+          );
           this.block(ev.turn_id).append(h("div", { class: "turn-end", testid: "turn-completed", dataset: { seq: ev.seq, outcome } }, ...parts));
         }
         this.renderQueue();
@@ -1382,6 +1419,8 @@ function wire() {
   $("rename-form").addEventListener("submit", saveRename);
   $("rename-cancel").addEventListener("click", () => ($("rename-form").hidden = true));
   $("archive").addEventListener("click", () => current && current.session && setArchived(current.id, current.session.state !== "archived"));
+  $("download").addEventListener("click", () => current && download(current.id, "jsonl"));
+  $("download-md").addEventListener("click", () => current && download(current.id, "markdown"));
   let deleteArmed = null;
   $("delete").addEventListener("click", () => {
     if (!current) return;

@@ -24,6 +24,10 @@ impl CliDialect for ClaudeCli {
         true
     }
 
+    fn can_fork(&self) -> bool {
+        true
+    }
+
     fn args(
         &self,
         request: &AttemptRequest,
@@ -39,6 +43,9 @@ impl CliDialect for ClaudeCli {
         }
         if let Some(id) = &request.provider_session_id {
             args.extend(["--resume".into(), id.clone()]);
+            if request.fork_session {
+                args.push("--fork-session".into());
+            }
         }
         if let Some(model) = model {
             args.extend(["--model".into(), model.into()]);

@@ -43,6 +43,11 @@ pub trait CliDialect: Send + Sync + 'static {
         false
     }
 
+    /// Whether this agent can resume a conversation as a new one (a forked session).
+    fn can_fork(&self) -> bool {
+        false
+    }
+
     /// The argument vector for one attempt; `extra` are the configured arguments, placed where
     /// this CLI accepts options.
     fn args(
@@ -299,6 +304,7 @@ impl Provider for CliProvider {
             resume: true,
             steer: self.steers(),
             stateless: false,
+            fork: self.dialect.can_fork(),
         }
     }
 
@@ -359,7 +365,7 @@ impl Provider for CliProvider {
             }
         };
         let pid = process.pid;
-        log::info!(
+        log::debug!(
             "session {} turn {}: started {} (pid {pid}, attempt {})",
             request.session_id,
             request.turn_id,

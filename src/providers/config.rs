@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use troupe_actors::provider::HistoryWindow;
 use troupe_actors::usage::Price;
 use troupe_actors::{Budget, Capabilities, EchoProvider, Provider, ProviderSet};
 
@@ -124,6 +125,10 @@ pub struct ProviderConfig {
     /// HTTP: extra request headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// HTTP: how much of a session's history each request carries (`history.max_messages`,
+    /// `history.max_chars`); unset: all of it.
+    #[serde(default)]
+    pub history: HistoryWindow,
     /// Claude / echo: take steered messages into a running attempt (default true for Claude).
     #[serde(default)]
     pub steer: Option<bool>,
@@ -170,6 +175,7 @@ impl ProviderConfig {
             fallback: None,
             system_prompt: None,
             headers: BTreeMap::new(),
+            history: HistoryWindow::default(),
             steer: None,
             trust_project: None,
             sandbox: None,
@@ -221,6 +227,7 @@ impl ProviderConfig {
         settings.model = self.model.clone();
         settings.system_prompt = self.system_prompt.clone();
         settings.headers = self.headers.clone();
+        settings.history = self.history;
         let t = &self.timeouts;
         if let Some(s) = t.connect_secs {
             settings.connect_timeout = Duration::from_secs(s);
@@ -261,6 +268,13 @@ impl ProviderConfig {
                 )));
             }
             None => {}
+        }
+        if self.history.is_bounded() && self.kind != ProviderKind::OpenaiHttp {
+            return Err(unsupported(format!(
+                "`history` bounds what a stateless HTTP provider is sent; {} keeps its own \
+                 conversation",
+                self.kind.as_str()
+            )));
         }
         let cli = |dialect: &dyn CliDialect| self.cli_settings(dialect);
         Ok(match self.kind {

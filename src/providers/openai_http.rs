@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use troupe_actors::provider::HistoryWindow;
 use troupe_actors::{
     AttemptRequest, Capabilities, Completion, FailureClass, Provider, ProviderError, ProviderEvent,
     ProviderRun,
@@ -44,6 +45,8 @@ pub struct OpenAiHttpSettings {
     pub system_prompt: Option<String>,
     /// Extra HTTP headers (OpenRouter's `HTTP-Referer`, `X-Title`).
     pub headers: BTreeMap<String, String>,
+    /// How much of the session's history a request carries (applied by the session).
+    pub history: HistoryWindow,
     /// Until the response headers arrive.
     pub request_timeout: Duration,
     /// Until the connection is up.
@@ -62,6 +65,7 @@ impl OpenAiHttpSettings {
             model: None,
             system_prompt: None,
             headers: BTreeMap::new(),
+            history: HistoryWindow::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
@@ -159,6 +163,7 @@ impl Provider for OpenAiHttp {
             resume: false,
             steer: false,
             stateless: true,
+            fork: false,
         }
     }
 
@@ -172,6 +177,10 @@ impl Provider for OpenAiHttp {
 
     fn model(&self) -> Option<&str> {
         self.settings.model.as_deref()
+    }
+
+    fn history_window(&self) -> HistoryWindow {
+        self.settings.history
     }
 
     fn start(&self, request: AttemptRequest) -> ProviderRun {

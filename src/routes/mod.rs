@@ -2,7 +2,7 @@
 //! runtime's actors.
 //!
 //! - [`health`]: `/healthz`, `/readyz`; [`metrics`]: `/metrics`.
-//! - Under `/api/v1`: [`sessions`] (CRUD), [`turns`] (send, list, cancel, promote),
+//! - Under `/api/v1`: [`sessions`] (CRUD), [`transfer`] (fork, export, import), [`agui`] (AG-UI runs), [`turns`] (send, list, cancel, promote),
 //!   [`controls`] (abort, pause, resume, reset), [`events`] (page, SSE stream),
 //!   [`providers`], [`usage`] (owners' usage per day), [`admin`] (actor table), [`openapi`]
 //!   (the generated document).
@@ -11,6 +11,7 @@
 //! `Allow` (given its body by [`crate::error::method_not_allowed`]), never 404.
 
 pub mod admin;
+pub mod agui;
 pub mod controls;
 pub mod events;
 pub mod health;
@@ -19,6 +20,7 @@ pub mod openai;
 pub mod openapi;
 pub mod providers;
 pub mod sessions;
+pub mod transfer;
 pub mod turns;
 pub mod usage;
 pub mod ws;
@@ -43,6 +45,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
         .configure(ws::configure)
         .service(
             web::scope(API_PREFIX)
+                .configure(transfer::configure)
+                .configure(agui::configure)
                 .configure(sessions::configure)
                 .configure(turns::configure)
                 .configure(controls::configure)

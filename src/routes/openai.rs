@@ -23,7 +23,7 @@ mod response_events;
 mod responses;
 mod schema;
 mod sessions;
-mod turn;
+pub(crate) mod turn;
 
 pub use errors::OpenAiError;
 

@@ -3,7 +3,9 @@
 //! depends on the configuration is filled in when it is served ([`served`]): the configured
 //! providers as the `provider` enum, and the bearer scheme only when tokens are required.
 
-use crate::routes::{admin, controls, events, health, metrics, providers, sessions, turns, usage};
+use crate::routes::{
+    admin, agui, controls, events, health, metrics, providers, sessions, transfer, turns, usage,
+};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
@@ -19,7 +21,8 @@ use utoipa::{Modify, OpenApi};
     ),
     paths(
         sessions::create, sessions::list, sessions::get, sessions::patch, sessions::delete,
-        turns::send, turns::list, turns::cancel, turns::promote,
+        transfer::fork, transfer::export, transfer::import,
+        turns::send, turns::list, turns::cancel, turns::promote, agui::run,
         controls::abort, controls::pause, controls::resume, controls::reset,
         events::page, events::stream,
         providers::list,
@@ -30,7 +33,7 @@ use utoipa::{Modify, OpenApi};
     ),
     modifiers(&BearerAuth),
     tags(
-        (name = "sessions", description = "Create, find, list, change and delete sessions"),
+        (name = "sessions", description = "Create, find, list, change, fork, export, import and delete sessions"),
         (name = "turns", description = "Send messages, list, cancel and promote turns"),
         (name = "controls", description = "Abort, pause, resume, reset"),
         (name = "events", description = "The event log: pages and SSE"),
@@ -196,7 +199,10 @@ pub async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(served(
         ApiDoc::openapi(),
         &state,
-        &["/components/schemas/CreateSession/properties/provider"],
+        &[
+            "/components/schemas/CreateSession/properties/provider",
+            "/components/schemas/PatchSession/properties/provider",
+        ],
         &[],
     ))
 }

@@ -99,6 +99,14 @@ pub struct PatchSession {
     pub title: Option<String>,
     /// Archive (true: aborts the running turn, cancels the queue, read-only) or unarchive.
     pub archived: Option<bool>,
+    /// The model from the next attempt on (`session.updated` reason `model_changed`).
+    #[schema(min_length = 1)]
+    pub model: Option<String>,
+    /// Another configured provider from the next attempt on (`provider_changed`): stateless
+    /// ones get the history from the log, others a fresh conversation seeded with a
+    /// transcript. Clears the model unless `model` is given too.
+    #[schema(min_length = 1)]
+    pub provider: Option<String>,
     /// The session's own budget (null: back to the configured one). Above the configured
     /// budget only with an admin token; a held queue runs again once the budget leaves
     /// something to spend.
@@ -154,7 +162,7 @@ pub async fn create(
         })
         .await?;
     if created {
-        log::info!("session {}: created over REST", session.id);
+        log::debug!("session {}: created over REST", session.id);
     }
     let answer = SessionCreated { session, created };
     Ok(if created {
@@ -227,18 +235,18 @@ pub async fn get(session: OwnedSession) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(SessionBody { session }))
 }
 
-/// Renames, archives or unarchives a session.
+/// Renames, archives or unarchives a session, or switches its model or provider.
 #[utoipa::path(
     patch, path = "/api/v1/sessions/{id}", operation_id = "update_session", tag = "sessions",
     params(("id" = uuid::Uuid, Path, description = "Session id")),
     request_body = PatchSession,
     responses(
         (status = 200, description = "The session after the change", body = SessionBody),
-        (status = 400, description = "`invalid_json`, `invalid_request`", body = ErrorBodySchema),
+        (status = 400, description = "`invalid_json`, `invalid_request`, `unknown_provider`", body = ErrorBodySchema),
         (status = 401, description = "`unauthorized`", body = ErrorBodySchema),
         (status = 403, description = "`forbidden`: a budget above the configured one without an admin token", body = ErrorBodySchema),
         (status = 404, description = "`session_not_found`", body = ErrorBodySchema),
-        (status = 409, description = "`session_archived`: renaming an archived session", body = ErrorBodySchema),
+        (status = 409, description = "`session_archived`: renaming, switching or budgeting an archived session (a refused body changes nothing)", body = ErrorBodySchema),
     ),
     security(("bearer" = []))
 )]
@@ -247,6 +255,14 @@ pub async fn patch(
     session: OwnedSession,
     ApiJson(body): ApiJson<PatchSession>,
 ) -> Result<HttpResponse, ApiError> {
+    for (field, value) in [("model", &body.model), ("provider", &body.provider)] {
+        if value.as_deref() == Some("") {
+            return Err(
+                ApiError::invalid_request(format!("`{field}` must not be empty"))
+                    .with("field", field),
+            );
+        }
+    }
     if let Some(Some(budget)) = &body.budget {
         crate::routes::usage::check_budget(&state, &session, budget).await?;
     }
@@ -256,6 +272,8 @@ pub async fn patch(
             title: body.title,
             archived: body.archived,
             project: None,
+            model: body.model,
+            provider: body.provider,
             budget: body.budget,
         })
         .await?;

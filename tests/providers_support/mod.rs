@@ -115,6 +115,7 @@ pub fn request(prompt: &str) -> AttemptRequest {
         turn_id: TurnId::new(),
         attempt: 1,
         provider_session_id: None,
+        fork_session: false,
         prompt: prompt.to_string(),
         history: Vec::new(),
         project: None,

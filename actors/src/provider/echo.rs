@@ -142,6 +142,12 @@ async fn answer(
     script: &EchoScript,
     text: &str,
 ) -> bool {
+    if let Some(model) = &request.model {
+        // Reports the model it was given, so a model switch can be seen to take effect.
+        if !emit(tx, ProviderEvent::Status(json!({ "model": model }))).await {
+            return false;
+        }
+    }
     if let Some(id) = &script.provider_session_id {
         if !emit(tx, ProviderEvent::SessionId(id.clone())).await {
             return false;
@@ -280,6 +286,7 @@ impl Provider for EchoProvider {
             resume: true,
             steer: self.steer,
             stateless: true,
+            fork: false,
         }
     }
 

@@ -6,7 +6,7 @@ use crate::event::{Event, EventBody};
 use crate::ids::TurnId;
 use crate::metrics::RuntimeMetrics;
 use crate::provider::{AttemptRequest, HistoryMessage, ProviderError, ProviderEvent};
-use crate::record::TurnStatus;
+use crate::record::{Handover, TurnStatus};
 use crate::store::Batch;
 use crate::time::Timestamp;
 use actix::prelude::*;
@@ -161,7 +161,9 @@ impl Session {
             return;
         };
         let caps = provider.capabilities();
-        if caps.stateless && self.conversation.is_none() {
+        // A provider switch hands a fresh conversation a transcript of this one, from the log.
+        let log_transcript = self.record.handover == Some(Handover::TranscriptOfLog);
+        if (caps.stateless || log_transcript) && self.conversation.is_none() {
             return self.load_conversation(ctx);
         }
         if caps.stateless && self.record.provider_session_id.is_none() {
@@ -182,19 +184,26 @@ impl Session {
         let turn = run.turns.front().expect("a run always has a turn").clone();
         let attempt = run.attempt;
         let cancel = run.cancel.clone();
-        let history = if caps.stateless {
+        let (history, sent) = if caps.stateless {
             let mut history = seeded_history(&turn.options);
             history.extend(self.history(turn.id));
-            history
+            let (history, sent) = provider.history_window().apply(history);
+            (history, Some(sent))
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         let request = AttemptRequest {
             session_id: self.id(),
             turn_id: turn.id,
             attempt,
             provider_session_id: self.record.provider_session_id.clone(),
-            prompt: turn.content.clone(),
+            fork_session: self.record.handover == Some(Handover::Fork),
+            prompt: match &self.record.handover {
+                Some(Handover::TranscriptOfLog) => {
+                    Handover::with_transcript(&transcript_of(&self.history(turn.id)), &turn.content)
+                }
+                other => Handover::prompt(other.as_ref(), &turn.content),
+            },
             history,
             project: self.record.project.clone(),
             model: self.record.model.clone(),
@@ -210,9 +219,10 @@ impl Session {
             EventBody::TurnStarted {
                 attempt,
                 provider: self.record.provider.clone(),
+                history: sent,
             },
         )];
-        log::info!(
+        log::debug!(
             "session {} turn {}: attempt {attempt} on `{}`",
             self.id(),
             turn.id,
@@ -283,6 +293,10 @@ impl Session {
             return;
         }
         self.record.provider_session_id = Some(provider_session_id.clone());
+        if self.record.handover == Some(Handover::Fork) {
+            // The fork has its own id now; resuming it is plain resuming.
+            self.record.handover = None;
+        }
         let batch = Batch {
             record: Some(self.record.clone()),
             provider_mapping: Some((self.record.provider.clone(), provider_session_id)),
@@ -390,4 +404,12 @@ fn seeded_history(options: &serde_json::Value) -> Vec<HistoryMessage> {
         .get("history")
         .and_then(|h| serde_json::from_value(h.clone()).ok())
         .unwrap_or_default()
+}
+
+/// Messages as `role: text` paragraphs, for a provider that starts fresh.
+fn transcript_of(messages: &[HistoryMessage]) -> String {
+    messages
+        .iter()
+        .map(|m| format!("{}: {}\n\n", m.role, m.text))
+        .collect()
 }

@@ -11,7 +11,7 @@ use crate::error::RuntimeError;
 use crate::event::EventBody;
 use crate::metrics::RuntimeMetrics;
 use crate::provider::Completion;
-use crate::record::{Outcome, SessionView, TurnView};
+use crate::record::{Handover, Outcome, SessionView, TurnView};
 use crate::store::{Batch, Write};
 use crate::subscription::Subscription;
 use actix::prelude::*;
@@ -23,7 +23,7 @@ impl Handler<Subscribe> for Session {
     /// Takes the replay and registers the subscriber in one step: no gap, no duplicate. The
     /// part of the replay older than the in-memory tail is read by the subscriber from the
     /// store, outside the actor.
-    fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
         self.last_activity = Instant::now();
         let (from_store, replay) = self.log.replay_after(msg.after_seq);
         let backlog = from_store.map(|(after, until)| crate::subscription::Backlog {
@@ -34,6 +34,7 @@ impl Handler<Subscribe> for Session {
         });
         let channel = self.subscribers.add(self.shared.settings.subscriber_buffer);
         RuntimeMetrics::add(&self.metrics().subscribers, 1);
+        self.watch_one_off_follower(ctx);
         Ok(Subscription::new(
             self.id(),
             self.log.durable_seq(),
@@ -172,10 +173,24 @@ impl Session {
                 reasons.push("project_backfilled");
             }
         }
+        // Every refusal comes before any change, so a refused update changes nothing: an
+        // archived session takes no change but unarchiving (in the same update, or before).
+        let changes = msg.model.is_some()
+            || msg.provider.is_some()
+            || msg.title.is_some()
+            || msg.budget.is_some();
+        if changes && self.record.archived && msg.archived != Some(false) {
+            return Err(RuntimeError::SessionArchived);
+        }
+        if let Some(provider) = msg.provider.filter(|p| *p != self.record.provider) {
+            self.switch_provider(provider)?;
+            reasons.push("provider_changed");
+        }
+        if let Some(model) = msg.model.filter(|m| self.record.model.as_ref() != Some(m)) {
+            self.record.model = Some(model);
+            reasons.push("model_changed");
+        }
         if let Some(title) = msg.title {
-            if self.record.archived {
-                return Err(RuntimeError::SessionArchived);
-            }
             self.record.title = Some(title);
             reasons.push("renamed");
         }
@@ -208,9 +223,6 @@ impl Session {
             _ => {}
         }
         if let Some(budget) = msg.budget {
-            if self.record.archived {
-                return Err(RuntimeError::SessionArchived);
-            }
             self.set_budget(budget);
             reasons.push("budget");
         }
@@ -243,6 +255,26 @@ impl Session {
 }
 
 answered_when_durable!(UpdateSession => update_now, SessionView);
+
+impl Session {
+    /// Hands the session to another provider from the next attempt on: a stateless one reads
+    /// the history from the log; any other starts fresh with a transcript of the conversation.
+    fn switch_provider(&mut self, provider: String) -> Result<(), RuntimeError> {
+        let caps = self
+            .shared
+            .providers
+            .get(&provider)
+            .ok_or_else(|| RuntimeError::UnknownProvider(provider.clone()))?
+            .capabilities();
+        // The transcript is made from the log when the next attempt starts.
+        let handover = (!caps.stateless).then_some(Handover::TranscriptOfLog);
+        self.record.provider = provider;
+        self.record.provider_session_id = None;
+        self.record.model = None;
+        self.record.handover = handover;
+        Ok(())
+    }
+}
 
 impl Handler<DeleteSession> for Session {
     type Result = ResponseFuture<Result<(), RuntimeError>>;

@@ -378,6 +378,9 @@ impl StreamHandler<Confirmation> for Session {
                 self.journal.submit_pending(self.shared.store.as_ref(), id);
                 self.deliver(&released.events);
                 released.answer();
+                if self.one_off_done() {
+                    self.check_idle(ctx);
+                }
             }
             Err(e) => self.fail_stop(e, ctx),
         }

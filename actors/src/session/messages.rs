@@ -191,6 +191,12 @@ pub struct UpdateSession {
     pub archived: Option<bool>,
     /// Sets the project of a session that has none (project backfill).
     pub project: Option<String>,
+    /// The model from the next attempt on (`session.updated` reason `model_changed`).
+    pub model: Option<String>,
+    /// Another configured provider from the next attempt on (`provider_changed`): a stateless
+    /// one reads the history from the log; any other starts a fresh conversation whose first
+    /// prompt carries a transcript of this one. The model is cleared unless `model` is given.
+    pub provider: Option<String>,
     /// A new budget of the session (`Some(None)`: back to the configured one). A held queue
     /// runs again when the new budget leaves something to spend.
     pub budget: Option<Option<crate::usage::Budget>>,

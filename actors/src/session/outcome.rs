@@ -64,13 +64,20 @@ impl Session {
         completion: &Completion,
     ) -> (Vec<TurnRecord>, Vec<(Option<TurnId>, EventBody)>) {
         let now = Timestamp::now();
+        self.ended_a_turn = true;
         let mut records = Vec::with_capacity(turns.len());
         let mut events = Vec::with_capacity(turns.len());
         for mut turn in turns {
             turn.status = TurnStatus::Completed;
             turn.outcome = Some(outcome);
             turn.completed_at = Some(now);
-            log::info!("session {} turn {}: {outcome:?}", self.id(), turn.id);
+            // A healthy turn logs nothing at the default level; the others are failures.
+            let level = if outcome == Outcome::Success {
+                log::Level::Debug
+            } else {
+                log::Level::Info
+            };
+            log::log!(level, "session {} turn {}: {outcome:?}", self.id(), turn.id);
             RuntimeMetrics::bump(&self.metrics().turns_completed[outcome_index(outcome)]);
             // The turn's usage over all its attempts, as counted into the totals.
             let used = (!turn.usage.is_zero()).then_some(turn.usage);
@@ -118,6 +125,8 @@ impl Session {
         let mut turn = run.turns.pop_front().expect("a run always has a turn");
         let finished = run.turns.is_empty();
         self.record.consecutive_failures = 0;
+        // The provider has the conversation now (forked, or told by the transcript).
+        self.record.handover = None;
         let mut batch = Batch::default();
         if finished {
             self.stop_attempt(ctx);

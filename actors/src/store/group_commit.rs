@@ -183,7 +183,12 @@ mod tests {
             project: None,
             key: k.into(),
         });
-        Write::Create { record, first, key }
+        Write::Create {
+            record,
+            first,
+            key,
+            rest: Box::default(),
+        }
     }
 
     /// Submits `write` and waits for its confirmation.

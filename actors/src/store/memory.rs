@@ -24,8 +24,10 @@ struct Inner {
     keys: HashMap<ScopedKey, SessionId>,
     events: HashMap<SessionId, Vec<Arc<Event>>>,
     turns: HashMap<SessionId, BTreeMap<TurnId, TurnRecord>>,
-    client_ids: HashMap<(SessionId, String), TurnId>,
+    client_ids: HashMap<SessionId, HashMap<String, TurnId>>,
     provider_ids: HashMap<(String, String), SessionId>,
+    /// Each session's provider mappings, so a delete finds them without a scan of all.
+    provider_ids_of: HashMap<SessionId, Vec<(String, String)>>,
     active: HashSet<SessionId>,
     /// (owner, day) → that day's usage; never removed with a session (the money was spent).
     usage: BTreeMap<(String, String), Usage>,
@@ -50,16 +52,35 @@ impl Inner {
         record: SessionRecord,
         first: Arc<Event>,
         key: Option<ScopedKey>,
-    ) -> CreateOutcome {
+        rest: Batch,
+    ) -> Result<CreateOutcome, StoreError> {
+        if let Some(next) = rest.events.first() {
+            if next.seq != first.seq + 1 {
+                return Err(StoreError::SeqConflict {
+                    session: record.id,
+                    expected: next.seq,
+                    actual: first.seq,
+                });
+            }
+        }
         if let Some(key) = key {
             if let Some(existing) = self.keys.get(&key) {
-                return CreateOutcome::Existing(*existing);
+                return Ok(CreateOutcome::Existing(*existing));
             }
             self.keys.insert(key, record.id);
         }
-        self.events.insert(record.id, vec![first]);
-        self.sessions.insert(record.id, record);
-        CreateOutcome::Created
+        let id = record.id;
+        self.events.insert(id, vec![first]);
+        self.sessions.insert(id, record);
+        // The seq was checked above: the rest follows the first event.
+        self.commit(
+            id,
+            Batch {
+                record: None,
+                ..rest
+            },
+        )?;
+        Ok(CreateOutcome::Created)
     }
 
     fn claim_key(&mut self, key: ScopedKey, id: SessionId) -> SessionId {
@@ -69,9 +90,12 @@ impl Inner {
     fn apply(&mut self, write: Write) -> Result<Written, StoreError> {
         match write {
             Write::Commit { session, batch } => self.commit(session, batch).map(|()| Written::Done),
-            Write::Create { record, first, key } => {
-                Ok(Written::Created(self.create(record, first, key)))
-            }
+            Write::Create {
+                record,
+                first,
+                key,
+                rest,
+            } => self.create(record, first, key, *rest).map(Written::Created),
             Write::ClaimKey { key, session } => Ok(Written::Claimed(self.claim_key(key, session))),
             Write::Delete(id) => {
                 self.delete_session(id);
@@ -107,11 +131,20 @@ impl Inner {
         for turn in batch.turns {
             turns.insert(turn.id, turn);
         }
-        for (client_id, turn) in batch.client_ids {
-            inner.client_ids.insert((session, client_id), turn);
+        if !batch.client_ids.is_empty() {
+            inner
+                .client_ids
+                .entry(session)
+                .or_default()
+                .extend(batch.client_ids);
         }
-        if let Some((provider, provider_id)) = batch.provider_mapping {
-            inner.provider_ids.insert((provider, provider_id), session);
+        if let Some(mapping) = batch.provider_mapping {
+            inner.provider_ids.insert(mapping.clone(), session);
+            inner
+                .provider_ids_of
+                .entry(session)
+                .or_default()
+                .push(mapping);
         }
         match batch.active {
             Some(true) => {
@@ -139,13 +172,32 @@ impl Inner {
         Ok(())
     }
 
+    /// Removes everything of a session, found from the session itself (never by scanning
+    /// the others'), as the sled store does.
     fn delete_session(&mut self, id: SessionId) {
-        self.sessions.remove(&id);
-        self.keys.retain(|_, v| *v != id);
+        let Some(record) = self.sessions.remove(&id) else {
+            return;
+        };
+        if let Some(name) = &record.key {
+            for project in [record.project.clone(), None] {
+                let key = ScopedKey {
+                    owner: record.owner.clone(),
+                    project,
+                    key: name.clone(),
+                };
+                if self.keys.get(&key) == Some(&id) {
+                    self.keys.remove(&key);
+                }
+            }
+        }
+        for mapping in self.provider_ids_of.remove(&id).unwrap_or_default() {
+            if self.provider_ids.get(&mapping) == Some(&id) {
+                self.provider_ids.remove(&mapping);
+            }
+        }
         self.events.remove(&id);
         self.turns.remove(&id);
-        self.client_ids.retain(|(s, _), _| *s != id);
-        self.provider_ids.retain(|_, v| *v != id);
+        self.client_ids.remove(&id);
         self.active.remove(&id);
     }
 }
@@ -172,6 +224,22 @@ impl EmbeddedStore for MemoryStore {
             .values()
             .filter(|s| s.owner == owner)
             .cloned()
+            .collect())
+    }
+
+    fn sessions_after(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(self
+            .lock()
+            .sessions
+            .range((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, r)| r.clone())
             .collect())
     }
 
@@ -240,7 +308,8 @@ impl EmbeddedStore for MemoryStore {
         Ok(self
             .lock()
             .client_ids
-            .get(&(session, client_message_id.to_string()))
+            .get(&session)
+            .and_then(|ids| ids.get(client_message_id))
             .copied())
     }
 
@@ -290,9 +359,19 @@ impl EmbeddedStore for MemoryStore {
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
         let inner = self.lock();
+        // What the data would take encoded: events as stored, plus a rough record size.
+        let events: usize = inner
+            .events
+            .values()
+            .flatten()
+            .map(|e| e.json().len())
+            .sum();
+        let records =
+            (inner.sessions.len() + inner.turns.values().map(|t| t.len()).sum::<usize>()) * 512;
         Ok(StoreStats {
             sessions: inner.sessions.len() as u64,
             active_sessions: inner.active.len() as u64,
+            bytes: (events + records) as u64,
         })
     }
 }

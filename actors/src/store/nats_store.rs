@@ -303,6 +303,14 @@ impl super::Store for NatsStore {
         self.read(move |s| async move { s.list_sessions(&owner).await })
     }
 
+    fn sessions_after(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> StoreRead<Vec<SessionRecord>> {
+        self.read(move |s| async move { s.sessions_after(after, limit).await })
+    }
+
     fn active_sessions(&self) -> StoreRead<Vec<SessionId>> {
         self.read(|s| async move { s.active_sessions().await })
     }

@@ -16,6 +16,7 @@
 //! t sid turn          completed turn (JSON)
 //! c sid client_id     idempotency key -> turn id
 //! p provider 0 id     provider session id -> sid
+//! P sid provider 0 id the same mapping, found by session (for deletes)
 //! a sid               session has open turns
 //! u owner 0 day       the owner's usage that UTC day (JSON), added to inside commits
 //! g pgid start        running agent process group (JSON); pgid 4 bytes, leader start 8 bytes,
@@ -111,14 +112,35 @@ impl SledStore {
     }
 }
 
+/// How long an open waits for the directory's lock: a store of this process that was just
+/// dropped releases it when sled's last I/O thread lets go of the file, a moment later.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens sled in `dir`, waiting up to [`LOCK_WAIT`] for a lock another handle still holds.
+fn open_db(dir: &Path, flush_every_ms: Option<u64>) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .flush_every_ms(flush_every_ms)
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                // sled reports a held lock as an `Other` error with this text.
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            opened => return opened.map_err(engine_err),
+        }
+    }
+}
+
 impl SledEngine {
     fn open(dir: impl AsRef<Path>, flush_every_ms: Option<u64>) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_path_buf();
-        let db = sled::Config::new()
-            .path(&dir)
-            .flush_every_ms(flush_every_ms)
-            .open()
-            .map_err(engine_err)?;
+        let db = open_db(&dir, flush_every_ms)?;
         let tree = db.open_tree("troupe").map_err(engine_err)?;
         let events = db.open_tree("events").map_err(engine_err)?;
         let store = SledEngine {
@@ -278,8 +300,10 @@ impl SledEngine {
         record: &SessionRecord,
         first: &Arc<Event>,
         key: Option<&ScopedKey>,
+        rest: &Batch,
     ) -> Result<Written, StoreError> {
-        let prepared = self.prepare_create(record, first, key, &mut group::Ends::new());
+        let mut ends = group::Ends::new();
+        let prepared = self.prepare_create(record, first, key, rest, &mut ends)?;
         match self.transact(std::slice::from_ref(&prepared)) {
             // One prepared write, one answer.
             Ok(mut landed) => landed.pop().map_or_else(
@@ -337,6 +361,31 @@ impl SledEngine {
             if let Some(record) = self.get_session(id)? {
                 out.push(record);
             }
+        }
+        Ok(out)
+    }
+
+    fn sessions_after(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let start = match after {
+            // Right after `s sid`: the same key with a zero byte appended.
+            Some(id) => {
+                let mut k = session_key(id);
+                k.push(0);
+                k
+            }
+            None => vec![b's'],
+        };
+        let mut out = Vec::new();
+        for kv in self.tree.range(start..vec![b's' + 1]) {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = kv.map_err(engine_err)?;
+            out.push(decode(&v)?);
         }
         Ok(out)
     }
@@ -460,6 +509,12 @@ impl SledEngine {
             .transpose()
     }
 
+    /// Removes everything of a session: its record and owner index, the keys that name it,
+    /// its provider mappings, turns, idempotency keys, open-turn mark and events. Everything
+    /// is found from the session (its record, its prefixes), never by scanning other
+    /// sessions', so a delete costs what the session holds. The record goes last: a delete cut
+    /// short by a crash leaves a record that names what is left, and the next delete (or
+    /// retention sweep) finishes it.
     fn delete_session(&self, id: SessionId) -> Result<(), StoreError> {
         self.ends
             .lock()
@@ -468,17 +523,43 @@ impl SledEngine {
         let Some(record) = self.get_session(id)? else {
             return Ok(());
         };
-        // Keys and provider mappings pointing at the session, found by their values.
-        for prefix in [b'k', b'p'] {
-            let mut batch = sled::Batch::default();
-            for kv in self.tree.scan_prefix([prefix]) {
-                let (k, v) = kv.map_err(engine_err)?;
-                if v.as_ref() == id.as_bytes() {
+        let mut batch = sled::Batch::default();
+        if let Some(name) = &record.key {
+            // The key as made, and without the project (a key made before its project was
+            // backfilled names the session both ways).
+            for project in [record.project.clone(), None] {
+                let k = scoped_key(&ScopedKey {
+                    owner: record.owner.clone(),
+                    project,
+                    key: name.clone(),
+                });
+                if self.tree.get(&k).map_err(engine_err)?.as_deref() == Some(id.as_bytes()) {
                     batch.remove(k);
                 }
             }
-            self.tree.apply_batch(batch).map_err(engine_err)?;
         }
+        let reverse = key(b'P', &[id.as_bytes()]);
+        let mut mappings = Vec::new();
+        for k in self.tree.scan_prefix(&reverse).keys() {
+            let k = k.map_err(engine_err)?;
+            let rest = &k[reverse.len()..];
+            let split = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+            let provider = String::from_utf8_lossy(&rest[..split]).into_owned();
+            let provider_id = String::from_utf8_lossy(rest.get(split + 1..).unwrap_or(&[]));
+            mappings.push((provider, provider_id.into_owned()));
+            batch.remove(k);
+        }
+        // A store written before the reverse index: the record's current mapping.
+        if let Some(current) = &record.provider_session_id {
+            mappings.push((record.provider.clone(), current.clone()));
+        }
+        for (provider, provider_id) in mappings {
+            let k = provider_key(&provider, &provider_id);
+            if self.tree.get(&k).map_err(engine_err)?.as_deref() == Some(id.as_bytes()) {
+                batch.remove(k);
+            }
+        }
+        self.tree.apply_batch(batch).map_err(engine_err)?;
         Self::remove_prefix(&self.events, key(b'e', &[id.as_bytes()]))?;
         for tag in [b'q', b't', b'c'] {
             Self::remove_prefix(&self.tree, key(tag, &[id.as_bytes()]))?;
@@ -541,6 +622,7 @@ impl SledEngine {
         Ok(StoreStats {
             sessions: self.tree.scan_prefix([b's']).count() as u64,
             active_sessions: self.tree.scan_prefix([b'a']).count() as u64,
+            bytes: self.db.size_on_disk().map_err(engine_err)?,
         })
     }
 }
@@ -550,7 +632,12 @@ impl SledEngine {
     fn apply_one(&self, write: Write) -> Result<Written, StoreError> {
         match write {
             Write::Commit { session, batch } => self.commit(session, batch).map(|()| Written::Done),
-            Write::Create { record, first, key } => self.create(&record, &first, key.as_ref()),
+            Write::Create {
+                record,
+                first,
+                key,
+                rest,
+            } => self.create(&record, &first, key.as_ref(), &rest),
             Write::ClaimKey { key, session } => self.claim_key(&key, session).map(Written::Claimed),
             Write::Delete(id) => self.delete_session(id).map(|()| Written::Done),
             Write::ProcessGroup(change) => {
@@ -594,6 +681,14 @@ impl EmbeddedStore for SledStore {
 
     fn list_sessions(&self, owner: &str) -> Result<Vec<SessionRecord>, StoreError> {
         self.engine.list_sessions(owner)
+    }
+
+    fn sessions_after(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.engine.sessions_after(after, limit)
     }
 
     fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {

@@ -199,7 +199,7 @@ pub(super) async fn create(
         receipt.turn_id,
         sessions::abort_on_disconnect(&req),
     );
-    log::info!(
+    log::debug!(
         "session {session_id} turn {}: chat completion for owner {owner}",
         receipt.turn_id
     );

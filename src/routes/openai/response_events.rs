@@ -445,6 +445,7 @@ mod tests {
             EventBody::TurnStarted {
                 attempt: 1,
                 provider: "echo".into(),
+                history: None,
             },
             EventBody::MessageDelta { text: "hi ".into() },
             EventBody::MessageDelta {

@@ -222,7 +222,7 @@ pub(super) async fn create(
     let (mut follower, receipt) =
         TurnFollower::send(&state.runtime, target.handle.clone(), turn).await?;
     let mut projection = ResponseProjection::new(session_id, receipt.turn_id, meta);
-    log::info!(
+    log::debug!(
         "session {session_id} turn {}: response {} for owner {owner}{}",
         receipt.turn_id,
         projection.id(),

@@ -8,11 +8,13 @@
 
 use super::errors::OpenAiError;
 use super::models::ModelChoice;
+use crate::config::ModelSwitch;
 use crate::state::AppState;
 use actix_web::HttpRequest;
 use serde_json::{json, Map, Value};
 use troupe_actors::ids::validate_session_key;
 use troupe_actors::provider::HistoryMessage;
+use troupe_actors::session::UpdateSession;
 use troupe_actors::MAX_CLIENT_MESSAGE_ID_BYTES;
 use troupe_actors::{BusyMode, NewSession, RuntimeError, SendTurn, SessionHandle, SessionId};
 
@@ -125,7 +127,7 @@ pub async fn keyed_or_one_off(
         })
         .await?;
     if !created {
-        check_provider(state, handle.id(), choice).await?;
+        follow_model(state, &handle, choice).await?;
     }
     target(state, handle, one_off, choice)
 }
@@ -138,8 +140,37 @@ pub async fn continued(
     choice: &ModelChoice,
 ) -> Result<Target, OpenAiError> {
     let handle = state.runtime.session_of(owner, id).await?;
-    check_provider(state, id, choice).await?;
+    follow_model(state, &handle, choice).await?;
     target(state, handle, false, choice)
+}
+
+/// An existing session asked for with another model or provider switches to it, like
+/// `PATCH /api/v1/sessions/{id} {model, provider}` (announced with `session.updated`), unless
+/// `openai.model_switch = "refuse"`: then another provider is 400 and the model stays.
+async fn follow_model(
+    state: &AppState,
+    handle: &SessionHandle,
+    choice: &ModelChoice,
+) -> Result<(), OpenAiError> {
+    if state.config.openai.model_switch == ModelSwitch::Refuse {
+        return check_provider(state, handle.id(), choice).await;
+    }
+    let session = handle.info().await?;
+    let provider = (session.provider != choice.provider).then(|| choice.provider.clone());
+    let model = choice
+        .model
+        .clone()
+        .filter(|m| provider.is_some() || session.model.as_ref() != Some(m));
+    if provider.is_some() || model.is_some() {
+        handle
+            .update(UpdateSession {
+                model,
+                provider,
+                ..UpdateSession::default()
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 fn target(
@@ -160,8 +191,8 @@ fn target(
     })
 }
 
-/// A session keeps the provider it was made with: a request naming another one is refused
-/// rather than silently answered by a different backend.
+/// With `openai.model_switch = "refuse"` a session keeps the provider it was made with: a
+/// request naming another one is refused rather than silently answered by a different backend.
 async fn check_provider(
     state: &AppState,
     id: SessionId,

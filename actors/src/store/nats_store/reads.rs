@@ -143,6 +143,31 @@ impl Shared {
         Ok(records)
     }
 
+    pub(super) async fn sessions_after(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut ids = self
+            .subjects_matching(&self.subjects.record_all())
+            .await?
+            .iter()
+            .map(|s| layout::session_id_from(last_token(s).as_bytes()))
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.sort();
+        let ids: Vec<SessionId> = ids
+            .into_iter()
+            .filter(|id| after.is_none_or(|after| *id > after))
+            .take(limit)
+            .collect();
+        let records: Vec<Option<SessionRecord>> = futures::stream::iter(ids)
+            .map(|id| self.get_session(id))
+            .buffered(64)
+            .try_collect()
+            .await?;
+        Ok(records.into_iter().flatten().collect())
+    }
+
     pub(super) async fn active_sessions(&self) -> Result<Vec<SessionId>, StoreError> {
         let markers = self
             .scan(&self.subjects.all_active(), None, usize::MAX)
@@ -280,6 +305,14 @@ impl Shared {
                 .await?
                 .len() as u64,
             active_sessions: self.active_sessions().await?.len() as u64,
+            bytes: self
+                .stream
+                .clone()
+                .info()
+                .await
+                .map_err(engine_err)?
+                .state
+                .bytes,
         })
     }
 }

@@ -93,6 +93,8 @@ enum Unit {
         record: SessionRecord,
         first: Arc<Event>,
         key: Option<ScopedKey>,
+        /// The rest of a fork's or an import's content, committed once the create landed.
+        rest: Box<Batch>,
         member: usize,
     },
     Claim {
@@ -197,10 +199,16 @@ fn waves(subjects: &Subjects, writes: Vec<Write>) -> Vec<Vec<Unit>> {
                 batch,
                 members: vec![member],
             },
-            Write::Create { record, first, key } => Unit::Create {
+            Write::Create {
                 record,
                 first,
                 key,
+                rest,
+            } => Unit::Create {
+                record,
+                first,
+                key,
+                rest,
                 member,
             },
             Write::ClaimKey { key, session } => Unit::Claim {
@@ -302,8 +310,18 @@ async fn apply(shared: &Shared, ends: &Ends, unit: Unit) -> Result<Written, Stor
             .await
             .map(|()| Written::Done),
         Unit::Create {
-            record, first, key, ..
-        } => create(shared, ends, &record, &first, key.as_ref()).await,
+            record,
+            first,
+            key,
+            rest,
+            ..
+        } => {
+            let created = create(shared, ends, &record, &first, key.as_ref()).await?;
+            if created == Written::Created(CreateOutcome::Created) && !rest.is_empty() {
+                commit(shared, ends, record.id, &rest).await?;
+            }
+            Ok(created)
+        }
         Unit::Claim { key, session, .. } => claim(shared, &key, session).await,
         Unit::Delete { session, .. } => {
             ends.lock()

@@ -41,6 +41,7 @@ pub(super) enum Prepared {
         scoped: Option<Vec<u8>>,
         record: Vec<u8>,
         owner: Vec<u8>,
+        writes: Vec<KeyWrite>,
         blocks: Vec<(Vec<u8>, Vec<u8>)>,
     },
     /// Plain writes of records outside any session (a process group's record).
@@ -76,28 +77,7 @@ impl SledEngine {
             writes.push((session_key(session), Some(encode(record))));
             writes.push((owner_key(&record.owner, session), Some(Vec::new())));
         }
-        for turn in &batch.turns {
-            let open = turn.status != TurnStatus::Completed;
-            writes.push((turn_key(open, session, turn.id), Some(encode(turn))));
-            writes.push((turn_key(!open, session, turn.id), None));
-        }
-        for (client_id, turn) in &batch.client_ids {
-            writes.push((
-                client_key(session, client_id),
-                Some(turn.as_bytes().to_vec()),
-            ));
-        }
-        if let Some((provider, provider_id)) = &batch.provider_mapping {
-            writes.push((
-                provider_key(provider, provider_id),
-                Some(session.as_bytes().to_vec()),
-            ));
-        }
-        match batch.active {
-            Some(true) => writes.push((active_key(session), Some(Vec::new()))),
-            Some(false) => writes.push((active_key(session), None)),
-            None => {}
-        }
+        writes.extend(batch_writes(session, batch));
         let blocks = encode_blocks(session, &batch.events);
         let first_seq = batch.events.first().map(|e| e.seq);
         // The block the new events follow: the end of this group's earlier commit of the
@@ -139,28 +119,43 @@ impl SledEngine {
         record: &SessionRecord,
         first: &Arc<Event>,
         key: Option<&ScopedKey>,
+        rest: &Batch,
         ends: &mut Ends,
-    ) -> Prepared {
-        let blocks = encode_blocks(record.id, std::slice::from_ref(first));
-        if let Some((k, _)) = blocks.last() {
-            ends.insert(record.id, (k.clone(), first.seq));
+    ) -> Result<Prepared, StoreError> {
+        if rest
+            .events
+            .first()
+            .is_some_and(|next| next.seq != first.seq + 1)
+        {
+            return Err(self.conflict(record.id, first.seq + 1));
         }
-        Prepared::Create {
+        let events: Vec<Arc<Event>> = std::iter::once(first.clone())
+            .chain(rest.events.iter().cloned())
+            .collect();
+        let blocks = encode_blocks(record.id, &events);
+        if let (Some((k, _)), Some(last)) = (blocks.last(), events.last()) {
+            ends.insert(record.id, (k.clone(), last.seq));
+        }
+        Ok(Prepared::Create {
             id: record.id,
             scoped: key.map(scoped_key),
             record: encode(record),
             owner: owner_key(&record.owner, record.id),
+            writes: batch_writes(record.id, rest),
             blocks,
-        }
+        })
     }
 
     /// Makes a write of the group ready; `None` for the kinds that go alone.
     fn prepare(&self, write: &Write, ends: &mut Ends) -> Option<Result<Prepared, StoreError>> {
         match write {
             Write::Commit { session, batch } => Some(self.prepare_commit(*session, batch, ends)),
-            Write::Create { record, first, key } => {
-                Some(Ok(self.prepare_create(record, first, key.as_ref(), ends)))
-            }
+            Write::Create {
+                record,
+                first,
+                key,
+                rest,
+            } => Some(self.prepare_create(record, first, key.as_ref(), rest, ends)),
             Write::ProcessGroup(change) => Some(Ok(Prepared::Plain {
                 writes: vec![process_group_write(change)],
             })),
@@ -220,6 +215,7 @@ impl SledEngine {
                         scoped,
                         record,
                         owner,
+                        writes,
                         blocks,
                     } => {
                         if let Some(k) = scoped {
@@ -231,6 +227,12 @@ impl SledEngine {
                         }
                         tx.insert(session_key(*id), record.as_slice())?;
                         tx.insert(owner.as_slice(), &[][..])?;
+                        for (k, v) in writes {
+                            match v {
+                                Some(v) => tx.insert(k.as_slice(), v.as_slice())?,
+                                None => tx.remove(k.as_slice())?,
+                            };
+                        }
                         for (k, v) in blocks {
                             etx.insert(k.as_slice(), v.as_slice())?;
                         }
@@ -288,4 +290,38 @@ pub(super) fn written(landed: Landed) -> Result<Written, StoreError> {
         Some(None) => Written::Created(CreateOutcome::Created),
         Some(Some(winner)) => Written::Created(CreateOutcome::Existing(session_id_from(&winner)?)),
     })
+}
+
+/// The plain writes of a batch but its record: turns, idempotency keys, the provider mapping,
+/// the active mark.
+fn batch_writes(session: SessionId, batch: &Batch) -> Vec<KeyWrite> {
+    let mut writes: Vec<KeyWrite> = Vec::new();
+    for turn in &batch.turns {
+        let open = turn.status != TurnStatus::Completed;
+        writes.push((turn_key(open, session, turn.id), Some(encode(turn))));
+        writes.push((turn_key(!open, session, turn.id), None));
+    }
+    for (client_id, turn) in &batch.client_ids {
+        writes.push((
+            client_key(session, client_id),
+            Some(turn.as_bytes().to_vec()),
+        ));
+    }
+    if let Some((provider, provider_id)) = &batch.provider_mapping {
+        writes.push((
+            provider_key(provider, provider_id),
+            Some(session.as_bytes().to_vec()),
+        ));
+        // Its reverse, so a delete finds the session's mappings without a scan of all.
+        writes.push((
+            provider_of_session_key(session, provider, provider_id),
+            Some(Vec::new()),
+        ));
+    }
+    match batch.active {
+        Some(true) => writes.push((active_key(session), Some(Vec::new()))),
+        Some(false) => writes.push((active_key(session), None)),
+        None => {}
+    }
+    writes
 }

@@ -127,6 +127,19 @@ pub(super) fn provider_key(provider: &str, provider_id: &str) -> Vec<u8> {
     key(b'p', &[provider.as_bytes(), &[0], provider_id.as_bytes()])
 }
 
+/// The reverse of [`provider_key`]: `P sid provider 0 id`, found by the session's prefix.
+pub(super) fn provider_of_session_key(id: SessionId, provider: &str, provider_id: &str) -> Vec<u8> {
+    key(
+        b'P',
+        &[
+            id.as_bytes(),
+            provider.as_bytes(),
+            &[0],
+            provider_id.as_bytes(),
+        ],
+    )
+}
+
 pub(super) fn active_key(id: SessionId) -> Vec<u8> {
     key(b'a', &[id.as_bytes()])
 }

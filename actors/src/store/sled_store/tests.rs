@@ -34,7 +34,15 @@ fn create(key: Option<&str>) -> (Write, SessionId) {
         project: None,
         key: k.clone(),
     });
-    (Write::Create { record, first, key }, id)
+    (
+        Write::Create {
+            record,
+            first,
+            key,
+            rest: Box::default(),
+        },
+        id,
+    )
 }
 
 fn deltas(session: SessionId, seqs: std::ops::RangeInclusive<u64>, active: bool) -> Write {
@@ -134,4 +142,74 @@ fn a_conflict_in_a_group_fails_only_its_own_write() {
     ));
     assert_eq!(seqs(&engine, a), vec![1, 2, 3, 4]);
     assert!(seqs(&engine, b).is_empty());
+}
+
+/// A create with the rest of a session (a fork, an import) lands whole, alone or in a group;
+/// a rest that does not follow the first event lands nothing.
+#[test]
+fn a_create_with_its_rest_lands_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = SledEngine::open(dir.path(), None).expect("open");
+    let with_rest = |first_rest_seq: u64| {
+        let (write, id) = create(None);
+        let Write::Create {
+            record, first, key, ..
+        } = write
+        else {
+            unreachable!("create() makes a create")
+        };
+        let turn = crate::record::TurnRecord {
+            id: crate::ids::TurnId::new(),
+            session_id: id,
+            content: "hi".into(),
+            mode: Default::default(),
+            client_message_id: None,
+            options: serde_json::Value::Null,
+            status: crate::record::TurnStatus::Completed,
+            outcome: Some(crate::record::Outcome::Success),
+            order: 1,
+            attempts: 1,
+            accepted_at: Timestamp::now(),
+            started_at: None,
+            completed_at: None,
+            usage: Default::default(),
+        };
+        let Write::Commit { batch, .. } = deltas(id, first_rest_seq..=first_rest_seq + 2, false)
+        else {
+            unreachable!("deltas() makes a commit")
+        };
+        let rest = Batch {
+            turns: vec![turn],
+            ..batch
+        };
+        (
+            Write::Create {
+                record,
+                first,
+                key,
+                rest: Box::new(rest),
+            },
+            id,
+        )
+    };
+    let (alone, a) = with_rest(2);
+    assert_eq!(
+        engine.apply_one(alone).expect("create"),
+        Written::Created(CreateOutcome::Created)
+    );
+    assert_eq!(seqs(&engine, a), vec![1, 2, 3, 4]);
+    assert_eq!(engine.all_turns(a).expect("turns").len(), 1);
+
+    let (grouped, b) = with_rest(2);
+    let (broken, c) = with_rest(5);
+    let answers = engine.apply_group(vec![grouped, broken]);
+    assert!(matches!(
+        answers[0],
+        Ok(Written::Created(CreateOutcome::Created))
+    ));
+    assert!(matches!(answers[1], Err(StoreError::SeqConflict { .. })));
+    assert_eq!(seqs(&engine, b), vec![1, 2, 3, 4]);
+    assert!(seqs(&engine, c).is_empty());
+    assert!(engine.get_session(c).expect("read").is_none());
+    assert!(engine.all_turns(c).expect("turns").is_empty());
 }
