@@ -104,6 +104,7 @@ contract!(
     concurrent_creates_of_one_key_converge,
     pipelined_commits_of_one_session_land_in_order,
     a_commit_of_thousands_of_events_lands,
+    a_create_with_its_rest_lands_whole,
 );
 
 fn new_session(owner: &str, key: Option<&str>) -> (SessionRecord, Arc<Event>, Option<ScopedKey>) {
@@ -780,4 +781,77 @@ async fn a_commit_of_thousands_of_events_lands(backend: Backend) {
         .commit(id, deltas(id, 2502..=2502))
         .await
         .expect("the log goes on");
+}
+
+/// A fork or an import is created with the rest of its content (later events, turns,
+/// idempotency keys) in one write: it is read back whole, small or beyond one NATS atomic
+/// batch, and a create whose key is taken leaves nothing of its rest behind.
+async fn a_create_with_its_rest_lands_whole(backend: Backend) {
+    let store = backend.open();
+    for (key, last) in [("fork-small", 4), ("fork-big", 2501)] {
+        let (record, first, scoped) = new_session("alice", Some(key));
+        let id = record.id;
+        let done = turn(id, TurnStatus::Completed, 0);
+        let queued = turn(id, TurnStatus::Queued, 1);
+        let mut rest = deltas(id, 2..=last);
+        rest.turns = vec![done.clone(), queued.clone()];
+        rest.client_ids = vec![("client-1".into(), done.id)];
+        assert_eq!(
+            store
+                .create_with(record.clone(), first, scoped.clone(), rest)
+                .await
+                .expect("create with rest"),
+            CreateOutcome::Created,
+            "{key}"
+        );
+        assert_eq!(store.get_session(id).await.expect("get"), Some(record));
+        assert_eq!(
+            store
+                .lookup_key(scoped.as_ref().expect("a key"))
+                .await
+                .expect("lookup"),
+            Some(id)
+        );
+        assert_eq!(
+            seqs(&store, id, 0, 5000).await,
+            (1..=last).collect::<Vec<_>>(),
+            "{key}"
+        );
+        assert_eq!(
+            store.get_turn(id, done.id).await.expect("turn"),
+            Some(done.clone())
+        );
+        assert_eq!(store.open_turns(id).await.expect("open"), vec![queued]);
+        assert_eq!(
+            store
+                .turn_for_client_id(id, "client-1")
+                .await
+                .expect("client id"),
+            Some(done.id)
+        );
+        store
+            .commit(id, deltas(id, last + 1..=last + 1))
+            .await
+            .expect("the log goes on");
+
+        let (loser, loser_first, _) = new_session("alice", Some(key));
+        let loser_id = loser.id;
+        let loser_turn = turn(loser_id, TurnStatus::Completed, 0);
+        let mut loser_rest = deltas(loser_id, 2..=last);
+        loser_rest.turns = vec![loser_turn.clone()];
+        assert_eq!(
+            store
+                .create_with(loser, loser_first, scoped, loser_rest)
+                .await
+                .expect("create with a taken key"),
+            CreateOutcome::Existing(id),
+            "{key}"
+        );
+        assert_eq!(store.get_session(loser_id).await.expect("get"), None);
+        assert!(seqs(&store, loser_id, 0, 5000).await.is_empty(), "{key}");
+        assert_eq!(
+            store.get_turn(loser_id, loser_turn.id).await.expect("turn"),
+            None
+        );
+    }
 }

@@ -24,7 +24,7 @@ use super::layout::encode;
 use super::Shared;
 use crate::ids::SessionId;
 use crate::process_groups::ProcessGroupChange;
-use crate::store::{CreateOutcome, StoreError, Write, WriteDone, Written};
+use crate::store::{StoreError, Write, WriteDone, Written};
 use futures::StreamExt;
 use publish::{publish, purge, Message};
 use session_writes::{claim, commit, create, delete};
@@ -96,13 +96,7 @@ async fn apply(shared: &Shared, ends: &Ends, unit: Unit) -> Result<Written, Stor
             key,
             rest,
             ..
-        } => {
-            let created = create(shared, ends, &record, &first, key.as_ref()).await?;
-            if created == Written::Created(CreateOutcome::Created) && !rest.is_empty() {
-                commit(shared, ends, record.id, &rest).await?;
-            }
-            Ok(created)
-        }
+        } => create(shared, ends, &record, &first, key.as_ref(), &rest).await,
         Unit::Claim { key, session, .. } => claim(shared, &key, session).await,
         Unit::Delete { session, .. } => {
             ends.lock()

@@ -28,8 +28,7 @@ pub(super) async fn commit(
         return Ok(());
     }
     let s = &shared.subjects;
-    let first_seq = batch.events.first().map(|e| e.seq);
-    if let Some(first) = first_seq {
+    if let Some(first) = batch.events.first().map(|e| e.seq) {
         let cached = ends
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -53,36 +52,7 @@ pub(super) async fn commit(
     // the rest of the events with every other write. A failure on the way leaves a prefix of
     // the log that nobody was shown and none of the records.
     let others = message_count(batch) - batch.events.len();
-    let mut events: &[Arc<Event>] = &batch.events;
-    while others + events.len() > MAX_BATCH_MESSAGES && events.len() > 1 {
-        let (chunk, rest) = events.split_at(MAX_BATCH_MESSAGES.min(events.len() - 1));
-        let messages = chunk
-            .iter()
-            .map(|e| Message::new_only(s.event(session, e.seq), e.json().as_bytes().to_vec()))
-            .collect();
-        match publish(shared, messages).await {
-            Ok(_) => {
-                if let Some(last) = chunk.last() {
-                    ends.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(session, last.seq);
-                }
-            }
-            Err(Failed::Expectation) => {
-                forget_end(ends, session);
-                return Err(StoreError::SeqConflict {
-                    session,
-                    expected: chunk[0].seq,
-                    actual: shared.last_seq(session).await?,
-                });
-            }
-            Err(e) => {
-                forget_end(ends, session);
-                return Err(e.into_store());
-            }
-        }
-        events = rest;
-    }
+    let events = leading_events(shared, ends, session, &batch.events, others).await?;
     let first_seq = events.first().map(|e| e.seq);
     for _ in 0..RETRIES {
         let mut messages = Vec::new();
@@ -90,39 +60,9 @@ pub(super) async fn commit(
             messages.push(Message::put(s.record(session), encode(record)));
             messages.push(Message::put(s.owner(&record.owner, session), Vec::new()));
         }
-        for turn in &batch.turns {
-            messages.push(Message::put(s.turn(session, turn.id), encode(turn)));
-        }
-        for (client_id, turn) in &batch.client_ids {
-            messages.push(Message::put(
-                s.client_id(session, client_id),
-                turn.0.to_string().into_bytes(),
-            ));
-        }
-        if let Some((provider, id)) = &batch.provider_mapping {
-            messages.push(Message::put(
-                s.provider_id(provider, id),
-                session.0.to_string().into_bytes(),
-            ));
-            messages.push(Message::put(
-                s.provider_id_of_session(session, provider, id),
-                Vec::new(),
-            ));
-        }
-        match batch.active {
-            Some(true) => messages.push(Message::put(s.active(session), b"1".to_vec())),
-            Some(false) => messages.push(Message {
-                ttl: Some("1s"),
-                ..Message::put(s.active(session), Vec::new())
-            }),
-            None => {}
-        }
+        messages.extend(content(shared, session, batch));
         messages.extend(usage_totals(shared, &batch.usage).await?);
-        messages.extend(
-            events
-                .iter()
-                .map(|e| Message::new_only(s.event(session, e.seq), e.json().as_bytes().to_vec())),
-        );
+        messages.extend(event_messages(shared, session, events));
         match publish(shared, messages).await {
             Ok(_) => {
                 if let Some(last) = batch.events.last() {
@@ -154,6 +94,94 @@ pub(super) async fn commit(
     Err(StoreError::Engine(format!(
         "session {session}: usage totals kept changing under the commit"
     )))
+}
+
+/// Publishes the leading events of a write too big for one atomic batch (besides `others`
+/// messages), in fenced batches of their own, and hands back the events left for the
+/// write's last batch (at least one, if there were any).
+async fn leading_events<'a>(
+    shared: &Shared,
+    ends: &Ends,
+    session: SessionId,
+    events: &'a [Arc<Event>],
+    others: usize,
+) -> Result<&'a [Arc<Event>], StoreError> {
+    let mut events = events;
+    while others + events.len() > MAX_BATCH_MESSAGES && events.len() > 1 {
+        let (chunk, rest) = events.split_at(MAX_BATCH_MESSAGES.min(events.len() - 1));
+        match publish(shared, event_messages(shared, session, chunk).collect()).await {
+            Ok(_) => {
+                if let Some(last) = chunk.last() {
+                    ends.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(session, last.seq);
+                }
+            }
+            Err(Failed::Expectation) => {
+                forget_end(ends, session);
+                return Err(StoreError::SeqConflict {
+                    session,
+                    expected: chunk[0].seq,
+                    actual: shared.last_seq(session).await?,
+                });
+            }
+            Err(e) => {
+                forget_end(ends, session);
+                return Err(e.into_store());
+            }
+        }
+        events = rest;
+    }
+    Ok(events)
+}
+
+/// Events as messages that land only where no event of that seq was written.
+fn event_messages<'a>(
+    shared: &'a Shared,
+    session: SessionId,
+    events: &'a [Arc<Event>],
+) -> impl Iterator<Item = Message> + 'a {
+    events.iter().map(move |e| {
+        Message::new_only(
+            shared.subjects.event(session, e.seq),
+            e.json().as_bytes().to_vec(),
+        )
+    })
+}
+
+/// A batch's turns, idempotency keys, provider-id mapping and active mark as messages (its
+/// record, events and usage totals are written by the caller).
+fn content(shared: &Shared, session: SessionId, batch: &Batch) -> Vec<Message> {
+    let s = &shared.subjects;
+    let mut messages = Vec::new();
+    for turn in &batch.turns {
+        messages.push(Message::put(s.turn(session, turn.id), encode(turn)));
+    }
+    for (client_id, turn) in &batch.client_ids {
+        messages.push(Message::put(
+            s.client_id(session, client_id),
+            turn.0.to_string().into_bytes(),
+        ));
+    }
+    if let Some((provider, id)) = &batch.provider_mapping {
+        messages.push(Message::put(
+            s.provider_id(provider, id),
+            session.0.to_string().into_bytes(),
+        ));
+        messages.push(Message::put(
+            s.provider_id_of_session(session, provider, id),
+            Vec::new(),
+        ));
+    }
+    match batch.active {
+        Some(true) => messages.push(Message::put(s.active(session), b"1".to_vec())),
+        Some(false) => messages.push(Message {
+            ttl: Some("1s"),
+            ..Message::put(s.active(session), Vec::new())
+        }),
+        None => {}
+    }
+    messages
 }
 
 pub(super) fn forget_end(ends: &Ends, session: SessionId) {
@@ -191,58 +219,95 @@ async fn usage_totals(
     Ok(messages)
 }
 
-/// A new session: record, owner index, first event and the key's claim, all or nothing.
+/// A new session: record, owner index, first event and the key's claim, with the rest of a
+/// fork's or an import's content (its later events, turns and the like; its record unused),
+/// all in one atomic batch: a crash never leaves half a session.
+///
+/// Beyond one atomic batch, the leading events go first in fenced batches of their own, as
+/// for a big commit. That is safe for a new session: nobody knows its id until the last
+/// batch lands with its record (reads start from the record) and its key, so events without
+/// them are found by no one; if the key turns out taken, they are purged again.
 pub(super) async fn create(
     shared: &Shared,
     ends: &Ends,
     record: &SessionRecord,
     first: &Arc<Event>,
     key: Option<&ScopedKey>,
+    rest: &Batch,
 ) -> Result<Written, StoreError> {
     let s = &shared.subjects;
+    let id = record.id;
+    if let Some(next) = rest.events.first() {
+        if next.seq != first.seq + 1 {
+            return Err(StoreError::SeqConflict {
+                session: id,
+                expected: next.seq,
+                actual: first.seq,
+            });
+        }
+    }
+    let all: Vec<Arc<Event>> = std::iter::once(first.clone())
+        .chain(rest.events.iter().cloned())
+        .collect();
+    let others = 2 + usize::from(key.is_some()) * 2 + message_count(rest)
+        - usize::from(rest.record.is_some()) * 2
+        - rest.events.len();
+    let events = leading_events(shared, ends, id, &all, others).await?;
+    let led = events.len() < all.len();
     for _ in 0..RETRIES {
         let mut messages = vec![
-            Message::put(s.record(record.id), encode(record)),
-            Message::put(s.owner(&record.owner, record.id), Vec::new()),
-            Message::new_only(
-                s.event(record.id, first.seq),
-                first.json().as_bytes().to_vec(),
-            ),
+            Message::put(s.record(id), encode(record)),
+            Message::put(s.owner(&record.owner, id), Vec::new()),
         ];
         if let Some(key) = key {
-            messages.push(Message::new_only(
-                s.key(key),
-                record.id.0.to_string().into_bytes(),
-            ));
-            messages.push(Message::put(s.key_of_session(record.id, key), Vec::new()));
+            messages.push(Message::new_only(s.key(key), id.0.to_string().into_bytes()));
+            messages.push(Message::put(s.key_of_session(id, key), Vec::new()));
         }
+        messages.extend(content(shared, id, rest));
+        messages.extend(usage_totals(shared, &rest.usage).await?);
+        messages.extend(event_messages(shared, id, events));
         match publish(shared, messages).await {
             Ok(_) => {
-                ends.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(record.id, first.seq);
+                if let Some(last) = all.last() {
+                    ends.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id, last.seq);
+                }
                 return Ok(Written::Created(CreateOutcome::Created));
             }
             Err(Failed::Expectation) => {
                 if let Some(key) = key {
                     if let Some(winner) = shared.lookup_key(key).await? {
+                        forget_end(ends, id);
+                        if led {
+                            // The leading events of a session that will never be.
+                            purge(shared, &s.events(id)).await?;
+                        }
                         return Ok(Written::Created(CreateOutcome::Existing(winner)));
                     }
-                    // The key was deleted in between: try again.
-                    continue;
                 }
-                return Err(StoreError::SeqConflict {
-                    session: record.id,
-                    expected: first.seq,
-                    actual: shared.last_seq(record.id).await?,
-                });
+                if let Some(event) = events.first() {
+                    if shared.last(&s.event(id, event.seq)).await?.is_some() {
+                        forget_end(ends, id);
+                        return Err(StoreError::SeqConflict {
+                            session: id,
+                            expected: event.seq,
+                            actual: shared.last_seq(id).await?,
+                        });
+                    }
+                }
+                // The key was deleted in between, or a usage total moved: try again.
             }
-            Err(e) => return Err(e.into_store()),
+            Err(e) => {
+                forget_end(ends, id);
+                return Err(e.into_store());
+            }
         }
     }
-    Err(StoreError::Engine(
-        "a key kept changing under a create".into(),
-    ))
+    forget_end(ends, id);
+    Err(StoreError::Engine(format!(
+        "session {id}: a key or a usage total kept changing under the create"
+    )))
 }
 
 /// Maps `key` to `session` unless it names a session already.

@@ -23,7 +23,7 @@ pub(super) enum Unit {
         record: SessionRecord,
         first: Arc<Event>,
         key: Option<ScopedKey>,
-        /// The rest of a fork's or an import's content, committed once the create landed.
+        /// The rest of a fork's or an import's content, landing in the create's batch.
         rest: Box<Batch>,
         member: usize,
     },
