@@ -17,7 +17,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use troupe_actors::{MemoryStore, Runtime, SledStore, Store};
+use troupe_actors::{MemoryStore, NatsStore, Runtime, SledStore, Store};
 
 /// A bound, ready-to-run server.
 pub struct Application {
@@ -44,6 +44,10 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             )
         }
         StoreKind::Memory => Arc::new(MemoryStore::new()),
+        StoreKind::Nats => Arc::new(
+            NatsStore::open(&config.store.nats_options())
+                .with_context(|| format!("opening the NATS store at {}", config.store.url))?,
+        ),
     })
 }
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use troupe_actors::store::Durability;
 use troupe_actors::usage::{ProviderPrices, UsageSettings};
+use troupe_actors::NatsOptions;
 use troupe_actors::{Budget, FailurePolicy, Settings};
 
 /// The whole configuration of `troupe serve`.
@@ -95,17 +96,79 @@ pub enum StoreKind {
     Sled,
     /// In memory; for tests and demos.
     Memory,
+    /// NATS JetStream at `url`, shared by several nodes (`docs/OPERATIONS.md`, "Several
+    /// nodes").
+    Nats,
 }
 
 /// The store: which one, and when a write counts as done.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "StoreSetting")]
 pub struct StoreConfig {
-    /// `sled` (durable, the default) or `memory` (nothing survives a restart).
+    /// `sled` (durable, the default), `memory` (nothing survives a restart) or `nats`.
     pub kind: StoreKind,
     /// `flushed` (the default): an event is shown and a write acknowledged only once it is on
-    /// disk. `relaxed`: once applied; a crash can lose and rewrite the last ~200 ms.
+    /// disk. `relaxed`: once applied; a crash can lose and rewrite the last ~200 ms. (NATS:
+    /// always once JetStream acknowledged it.)
     pub durability: Durability,
+    /// NATS: the server(s), `nats://host:port`, comma-separated for several.
+    pub url: String,
+    /// NATS: a token to authenticate with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// NATS: a `.creds` file to authenticate with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<PathBuf>,
+    /// NATS: the JetStream stream that holds everything (every node names the same one).
+    pub stream: String,
+    /// NATS: the prefix of the stream's subjects.
+    pub subject_prefix: String,
+    /// NATS: the stream's replicas (1 on one server, 3 on a three-server cluster).
+    pub replicas: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        let nats = NatsOptions::default();
+        StoreConfig {
+            kind: StoreKind::default(),
+            durability: Durability::default(),
+            url: nats.url,
+            token: None,
+            credentials: None,
+            stream: nats.stream,
+            subject_prefix: nats.subject_prefix,
+            replicas: nats.replicas,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The NATS store's options.
+    pub fn nats_options(&self) -> NatsOptions {
+        NatsOptions {
+            url: self.url.clone(),
+            token: self.token.as_ref().map(|t| t.0.clone()),
+            credentials: self.credentials.clone(),
+            stream: self.stream.clone(),
+            subject_prefix: self.subject_prefix.clone(),
+            replicas: self.replicas,
+        }
+    }
+
+    /// `--store`: `sled`, `memory`, or a NATS URL (`nats://127.0.0.1:4222`).
+    pub fn apply_flag(&mut self, store: &str) -> Result<(), ConfigError> {
+        match store {
+            "sled" => self.kind = StoreKind::Sled,
+            "memory" => self.kind = StoreKind::Memory,
+            url if url.starts_with("nats://") || url.starts_with("tls://") => {
+                self.kind = StoreKind::Nats;
+                self.url = url.to_string();
+            }
+            other => return Err(ConfigError::Store(other.to_string())),
+        }
+        Ok(())
+    }
 }
 
 /// `store` as written: a kind alone (`store = "memory"`) or a table.
@@ -115,22 +178,40 @@ enum StoreSetting {
     /// Just the kind, default durability.
     Kind(StoreKind),
     /// The table.
-    Table {
-        #[serde(default)]
-        kind: StoreKind,
-        #[serde(default)]
-        durability: Durability,
-    },
+    Table(StoreTable),
+}
+
+/// The `[store]` table; what it leaves out has its default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreTable {
+    #[serde(default)]
+    kind: StoreKind,
+    #[serde(default)]
+    durability: Durability,
+    url: Option<String>,
+    token: Option<Secret>,
+    credentials: Option<PathBuf>,
+    stream: Option<String>,
+    subject_prefix: Option<String>,
+    replicas: Option<usize>,
 }
 
 impl From<StoreSetting> for StoreConfig {
     fn from(setting: StoreSetting) -> Self {
+        let defaults = StoreConfig::default();
         match setting {
-            StoreSetting::Kind(kind) => StoreConfig {
-                kind,
-                durability: Durability::default(),
+            StoreSetting::Kind(kind) => StoreConfig { kind, ..defaults },
+            StoreSetting::Table(t) => StoreConfig {
+                kind: t.kind,
+                durability: t.durability,
+                url: t.url.unwrap_or(defaults.url),
+                token: t.token,
+                credentials: t.credentials,
+                stream: t.stream.unwrap_or(defaults.stream),
+                subject_prefix: t.subject_prefix.unwrap_or(defaults.subject_prefix),
+                replicas: t.replicas.unwrap_or(defaults.replicas),
             },
-            StoreSetting::Table { kind, durability } => StoreConfig { kind, durability },
         }
     }
 }
@@ -447,6 +528,9 @@ pub enum ConfigError {
     /// Non-loopback bind with no tokens.
     #[error("refusing to bind {0}: not a loopback address and no auth tokens are configured")]
     Unprotected(SocketAddr),
+    /// `--store` names no store.
+    #[error("--store `{0}`: expected sled, memory or a NATS URL (nats://host:port)")]
+    Store(String),
 }
 
 impl Config {

@@ -30,6 +30,10 @@ enum Command {
         /// Data directory of the sled store (overrides the configuration).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// The store (overrides the configuration): `sled`, `memory`, or a NATS server's URL
+        /// (`nats://127.0.0.1:4222`) to share the store with other nodes.
+        #[arg(long)]
+        store: Option<String>,
     },
     /// Speak the Agent Client Protocol on stdio, backed by a Troupe server (for editors).
     Acp {
@@ -47,8 +51,13 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let (config, bind, data) = match Cli::parse().command {
-        Command::Serve { config, bind, data } => (config, bind, data),
+    let (config, bind, data, store) = match Cli::parse().command {
+        Command::Serve {
+            config,
+            bind,
+            data,
+            store,
+        } => (config, bind, data, store),
         Command::Acp {
             url,
             token,
@@ -68,6 +77,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(data) = data {
         config.data_dir = data;
+    }
+    if let Some(store) = store {
+        config.store.apply_flag(&store)?;
     }
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(config).await?;

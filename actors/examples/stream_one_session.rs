@@ -1,12 +1,13 @@
 //! Streams echo turns through one session and prints events/s: the loop to profile
 //! (`perf record` or `valgrind --tool=callgrind`) when the runtime's per-event cost changes.
 //!
-//! `cargo run --release -p troupe-actors --example stream_one_session -- [memory|sled] [words] [turns]`
+//! `cargo run --release -p troupe-actors --example stream_one_session -- [memory|sled|nats://HOST:PORT] [words] [turns]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use troupe_actors::{
-    BusyMode, EventBody, MemoryStore, NewSession, Runtime, SendTurn, Settings, SledStore, Store,
+    BusyMode, EventBody, MemoryStore, NatsOptions, NatsStore, NewSession, Runtime, SendTurn,
+    Settings, SledStore, Store,
 };
 
 fn main() {
@@ -17,6 +18,13 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn Store> = match kind.as_str() {
         "memory" => Arc::new(MemoryStore::new()),
+        url if url.starts_with("nats://") => Arc::new(
+            NatsStore::open(&NatsOptions {
+                url: url.to_string(),
+                ..NatsOptions::default()
+            })
+            .expect("open the NATS store"),
+        ),
         _ => Arc::new(SledStore::open(dir.path()).expect("open sled")),
     };
     actix::System::new().block_on(async move {

@@ -81,7 +81,7 @@ pub use registry::NewSession;
 pub use runtime::{Runtime, RuntimeBuilder, SessionFilter};
 pub use session::{PermissionResolution, SendTurn, TurnReceipt, MAX_CLIENT_MESSAGE_ID_BYTES};
 pub use settings::{FailurePolicy, Settings};
-pub use store::{MemoryStore, SledStore, Store};
+pub use store::{MemoryStore, NatsOptions, NatsStore, SledStore, Store};
 pub use subscription::{CloseReason, Subscription};
 pub use time::Timestamp;
 pub use usage::{Budget, Usage};

@@ -11,10 +11,12 @@
 
 pub mod group_commit;
 mod memory;
+mod nats_store;
 mod sled_store;
 
 pub use group_commit::GroupCommitter;
 pub use memory::MemoryStore;
+pub use nats_store::{NatsOptions, NatsStore};
 pub use sled_store::SledStore;
 
 use crate::event::Event;

@@ -1,0 +1,390 @@
+//! The writes themselves: a session's commit, a create, a key's claim, a delete, each as
+//! the messages of one atomic batch (or, beyond one batch, fenced batches of leading events
+//! first), with the server's checks and the retries when a compare-and-set lost.
+
+use super::publish::{publish, purge, Failed, Message};
+use super::{Ends, MAX_BATCH_MESSAGES};
+use crate::event::Event;
+use crate::ids::{ScopedKey, SessionId};
+use crate::record::SessionRecord;
+use crate::store::nats_store::layout::encode;
+use crate::store::nats_store::Shared;
+use crate::store::{Batch, CreateOutcome, StoreError, Written};
+use crate::usage::Usage;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// How often a write whose compare-and-set lost to another node is tried again.
+const RETRIES: usize = 8;
+
+/// A commit of one session: its messages as one atomic batch.
+pub(super) async fn commit(
+    shared: &Shared,
+    ends: &Ends,
+    session: SessionId,
+    batch: &Batch,
+) -> Result<(), StoreError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let s = &shared.subjects;
+    if let Some(first) = batch.events.first().map(|e| e.seq) {
+        let cached = ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&session)
+            .copied();
+        let end = match cached {
+            Some(end) => end,
+            None => shared.last_seq(session).await?,
+        };
+        if first != end + 1 {
+            forget_end(ends, session);
+            return Err(StoreError::SeqConflict {
+                session,
+                expected: first,
+                actual: end,
+            });
+        }
+    }
+    // A commit beyond one atomic batch (a long drain of provider output): its leading events
+    // go first, in batches of their own, each fenced like any append; the last batch carries
+    // the rest of the events with every other write. A failure on the way leaves a prefix of
+    // the log that nobody was shown and none of the records.
+    let others = message_count(batch) - batch.events.len();
+    let events = leading_events(shared, ends, session, &batch.events, others).await?;
+    let first_seq = events.first().map(|e| e.seq);
+    for _ in 0..RETRIES {
+        let mut messages = Vec::new();
+        if let Some(record) = &batch.record {
+            messages.push(Message::put(s.record(session), encode(record)));
+            messages.push(Message::put(s.owner(&record.owner, session), Vec::new()));
+        }
+        messages.extend(content(shared, session, batch));
+        messages.extend(usage_totals(shared, &batch.usage).await?);
+        messages.extend(event_messages(shared, session, events));
+        match publish(shared, messages).await {
+            Ok(_) => {
+                if let Some(last) = batch.events.last() {
+                    ends.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(session, last.seq);
+                }
+                return Ok(());
+            }
+            Err(Failed::Expectation) => {
+                forget_end(ends, session);
+                if let Some(first) = first_seq {
+                    if shared.last(&s.event(session, first)).await?.is_some() {
+                        return Err(StoreError::SeqConflict {
+                            session,
+                            expected: first,
+                            actual: shared.last_seq(session).await?,
+                        });
+                    }
+                }
+                // A usage total moved under us (another node added to it): read it again.
+            }
+            Err(e) => {
+                forget_end(ends, session);
+                return Err(e.into_store());
+            }
+        }
+    }
+    Err(StoreError::Engine(format!(
+        "session {session}: usage totals kept changing under the commit"
+    )))
+}
+
+/// Publishes the leading events of a write too big for one atomic batch (besides `others`
+/// messages), in fenced batches of their own, and hands back the events left for the
+/// write's last batch (at least one, if there were any).
+async fn leading_events<'a>(
+    shared: &Shared,
+    ends: &Ends,
+    session: SessionId,
+    events: &'a [Arc<Event>],
+    others: usize,
+) -> Result<&'a [Arc<Event>], StoreError> {
+    let mut events = events;
+    while others + events.len() > MAX_BATCH_MESSAGES && events.len() > 1 {
+        let (chunk, rest) = events.split_at(MAX_BATCH_MESSAGES.min(events.len() - 1));
+        match publish(shared, event_messages(shared, session, chunk).collect()).await {
+            Ok(_) => {
+                if let Some(last) = chunk.last() {
+                    ends.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(session, last.seq);
+                }
+            }
+            Err(Failed::Expectation) => {
+                forget_end(ends, session);
+                return Err(StoreError::SeqConflict {
+                    session,
+                    expected: chunk[0].seq,
+                    actual: shared.last_seq(session).await?,
+                });
+            }
+            Err(e) => {
+                forget_end(ends, session);
+                return Err(e.into_store());
+            }
+        }
+        events = rest;
+    }
+    Ok(events)
+}
+
+/// Events as messages that land only where no event of that seq was written.
+fn event_messages<'a>(
+    shared: &'a Shared,
+    session: SessionId,
+    events: &'a [Arc<Event>],
+) -> impl Iterator<Item = Message> + 'a {
+    events.iter().map(move |e| {
+        Message::new_only(
+            shared.subjects.event(session, e.seq),
+            e.json().as_bytes().to_vec(),
+        )
+    })
+}
+
+/// A batch's turns, idempotency keys, provider-id mapping and active mark as messages (its
+/// record, events and usage totals are written by the caller).
+fn content(shared: &Shared, session: SessionId, batch: &Batch) -> Vec<Message> {
+    let s = &shared.subjects;
+    let mut messages = Vec::new();
+    for turn in &batch.turns {
+        messages.push(Message::put(s.turn(session, turn.id), encode(turn)));
+    }
+    for (client_id, turn) in &batch.client_ids {
+        messages.push(Message::put(
+            s.client_id(session, client_id),
+            turn.0.to_string().into_bytes(),
+        ));
+    }
+    if let Some((provider, id)) = &batch.provider_mapping {
+        messages.push(Message::put(
+            s.provider_id(provider, id),
+            session.0.to_string().into_bytes(),
+        ));
+        messages.push(Message::put(
+            s.provider_id_of_session(session, provider, id),
+            Vec::new(),
+        ));
+    }
+    match batch.active {
+        Some(true) => messages.push(Message::put(s.active(session), b"1".to_vec())),
+        Some(false) => messages.push(Message {
+            ttl: Some("1s"),
+            ..Message::put(s.active(session), Vec::new())
+        }),
+        None => {}
+    }
+    messages
+}
+
+pub(super) fn forget_end(ends: &Ends, session: SessionId) {
+    ends.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&session);
+}
+
+/// The new totals of the owners' days a commit adds to, each to land only if the total is
+/// still the one read.
+async fn usage_totals(
+    shared: &Shared,
+    increments: &[crate::usage::UsageIncrement],
+) -> Result<Vec<Message>, StoreError> {
+    let mut added: BTreeMap<String, Usage> = BTreeMap::new();
+    for increment in increments {
+        let subject = shared.subjects.usage(&increment.owner, &increment.day);
+        let total = added.entry(subject).or_default();
+        *total = total.plus(&increment.usage);
+    }
+    let mut messages = Vec::new();
+    for (subject, increment) in added {
+        let (revision, total) = match shared.last(&subject).await? {
+            Some(m) => (
+                m.sequence,
+                crate::store::nats_store::layout::decode::<Usage>(&m.payload)?,
+            ),
+            None => (0, Usage::default()),
+        };
+        messages.push(Message {
+            expect: Some(revision),
+            ..Message::put(subject, encode(&total.plus(&increment)))
+        });
+    }
+    Ok(messages)
+}
+
+/// A new session: record, owner index, first event and the key's claim, with the rest of a
+/// fork's or an import's content (its later events, turns and the like; its record unused),
+/// all in one atomic batch: a crash never leaves half a session.
+///
+/// Beyond one atomic batch, the leading events go first in fenced batches of their own, as
+/// for a big commit. That is safe for a new session: nobody knows its id until the last
+/// batch lands with its record (reads start from the record) and its key, so events without
+/// them are found by no one; if the key turns out taken, they are purged again.
+pub(super) async fn create(
+    shared: &Shared,
+    ends: &Ends,
+    record: &SessionRecord,
+    first: &Arc<Event>,
+    key: Option<&ScopedKey>,
+    rest: &Batch,
+) -> Result<Written, StoreError> {
+    let s = &shared.subjects;
+    let id = record.id;
+    if let Some(next) = rest.events.first() {
+        if next.seq != first.seq + 1 {
+            return Err(StoreError::SeqConflict {
+                session: id,
+                expected: next.seq,
+                actual: first.seq,
+            });
+        }
+    }
+    let all: Vec<Arc<Event>> = std::iter::once(first.clone())
+        .chain(rest.events.iter().cloned())
+        .collect();
+    let others = 2 + usize::from(key.is_some()) * 2 + message_count(rest)
+        - usize::from(rest.record.is_some()) * 2
+        - rest.events.len();
+    let events = leading_events(shared, ends, id, &all, others).await?;
+    let led = events.len() < all.len();
+    for _ in 0..RETRIES {
+        let mut messages = vec![
+            Message::put(s.record(id), encode(record)),
+            Message::put(s.owner(&record.owner, id), Vec::new()),
+        ];
+        if let Some(key) = key {
+            messages.push(Message::new_only(s.key(key), id.0.to_string().into_bytes()));
+            messages.push(Message::put(s.key_of_session(id, key), Vec::new()));
+        }
+        messages.extend(content(shared, id, rest));
+        messages.extend(usage_totals(shared, &rest.usage).await?);
+        messages.extend(event_messages(shared, id, events));
+        match publish(shared, messages).await {
+            Ok(_) => {
+                if let Some(last) = all.last() {
+                    ends.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id, last.seq);
+                }
+                return Ok(Written::Created(CreateOutcome::Created));
+            }
+            Err(Failed::Expectation) => {
+                if let Some(key) = key {
+                    if let Some(winner) = shared.lookup_key(key).await? {
+                        forget_end(ends, id);
+                        if led {
+                            // The leading events of a session that will never be.
+                            purge(shared, &s.events(id)).await?;
+                        }
+                        return Ok(Written::Created(CreateOutcome::Existing(winner)));
+                    }
+                }
+                if let Some(event) = events.first() {
+                    if shared.last(&s.event(id, event.seq)).await?.is_some() {
+                        forget_end(ends, id);
+                        return Err(StoreError::SeqConflict {
+                            session: id,
+                            expected: event.seq,
+                            actual: shared.last_seq(id).await?,
+                        });
+                    }
+                }
+                // The key was deleted in between, or a usage total moved: try again.
+            }
+            Err(e) => {
+                forget_end(ends, id);
+                return Err(e.into_store());
+            }
+        }
+    }
+    forget_end(ends, id);
+    Err(StoreError::Engine(format!(
+        "session {id}: a key or a usage total kept changing under the create"
+    )))
+}
+
+/// Maps `key` to `session` unless it names a session already.
+pub(super) async fn claim(
+    shared: &Shared,
+    key: &ScopedKey,
+    session: SessionId,
+) -> Result<Written, StoreError> {
+    let s = &shared.subjects;
+    for _ in 0..RETRIES {
+        let messages = vec![
+            Message::new_only(s.key(key), session.0.to_string().into_bytes()),
+            Message::put(s.key_of_session(session, key), Vec::new()),
+        ];
+        match publish(shared, messages).await {
+            Ok(_) => return Ok(Written::Claimed(session)),
+            Err(Failed::Expectation) => {
+                if let Some(winner) = shared.lookup_key(key).await? {
+                    return Ok(Written::Claimed(winner));
+                }
+            }
+            Err(e) => return Err(e.into_store()),
+        }
+    }
+    Err(StoreError::Engine(
+        "a key kept changing under a claim".into(),
+    ))
+}
+
+/// Deletes a session: its keys and provider ids (those that still name it), then everything
+/// under its id, the record last.
+pub(super) async fn delete(shared: &Shared, session: SessionId) -> Result<(), StoreError> {
+    let s = &shared.subjects;
+    let Some(record) = shared.get_session(session).await? else {
+        return Ok(());
+    };
+    let named = session.0.to_string();
+    for (index, target) in [
+        (s.keys_of_session(session), true),
+        (s.provider_ids_of_session(session), false),
+    ] {
+        for subject in shared.subjects_matching(&index).await? {
+            let token = crate::store::nats_store::layout::last_token(&subject);
+            let target_subject = if target {
+                s.key_from_token(token)
+            } else {
+                s.provider_id_from_token(token)
+            };
+            if let Some(current) = shared.last(&target_subject).await? {
+                if current.payload.as_ref() == named.as_bytes() {
+                    purge(shared, &target_subject).await?;
+                }
+            }
+        }
+    }
+    for filter in [
+        s.keys_of_session(session),
+        s.provider_ids_of_session(session),
+        s.events(session),
+        s.turns(session),
+        s.client_ids(session),
+        s.active(session),
+        s.owner(&record.owner, session),
+        s.record(session),
+    ] {
+        purge(shared, &filter).await?;
+    }
+    Ok(())
+}
+
+/// How many messages a commit becomes.
+pub(super) fn message_count(batch: &Batch) -> usize {
+    usize::from(batch.record.is_some()) * 2
+        + batch.turns.len()
+        + batch.events.len()
+        + batch.client_ids.len()
+        + usize::from(batch.provider_mapping.is_some()) * 2
+        + usize::from(batch.active.is_some())
+        + batch.usage.len()
+}
