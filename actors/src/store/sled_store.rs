@@ -37,19 +37,13 @@
 //! each as a block of one.
 
 use super::group_commit::{Engine, GroupCommitter};
-use super::{
-    Batch, Durability, EmbeddedStore, StoreError, StoreStats, Write, WriteDone, Written,
-    SCHEMA_VERSION,
-};
+use super::{Batch, Durability, StoreError, Write, Written, SCHEMA_VERSION};
 use crate::event::Event;
-use crate::ids::{ScopedKey, SessionId, TurnId};
-use crate::process_groups::ProcessGroupRecord;
-use crate::record::{SessionRecord, TurnRecord};
-use crate::usage::OwnerDayUsage;
+use crate::ids::{ScopedKey, SessionId};
+use crate::record::SessionRecord;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use uuid::Uuid;
 
 /// A store in a sled database directory: reads go straight to sled, writes through the
 /// group-committing writer.

@@ -9,6 +9,7 @@ use crate::process_groups::ProcessGroupRecord;
 use crate::record::{SessionRecord, TurnRecord};
 use crate::store::{EmbeddedStore, StoreError, StoreStats, Write, WriteDone};
 use crate::usage::OwnerDayUsage;
+use uuid::Uuid;
 
 impl SledEngine {
     pub(super) fn lookup_key(&self, key: &ScopedKey) -> Result<Option<SessionId>, StoreError> {
