@@ -117,8 +117,13 @@ impl SledEngine {
     }
 
     pub(super) fn all_turns(&self, session: SessionId) -> Result<Vec<TurnRecord>, StoreError> {
+        // Open turns first: a turn that completes between the two scans moves from the open
+        // prefix to the completed one, so it is seen twice (the completed copy kept), never
+        // missed.
+        let open = self.open_turns(session)?;
         let mut turns: Vec<TurnRecord> = self.scan_prefix(key(b't', &[session.as_bytes()]))?;
-        turns.extend(self.open_turns(session)?);
+        let completed: std::collections::HashSet<_> = turns.iter().map(|t| t.id).collect();
+        turns.extend(open.into_iter().filter(|t| !completed.contains(&t.id)));
         turns.sort_by_key(|t| t.id);
         Ok(turns)
     }
