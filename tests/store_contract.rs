@@ -393,6 +393,27 @@ async fn events_are_read_by_range_and_limit(backend: Backend) {
     );
     assert!(seqs(&store, SessionId::new(), 0, 10).await.is_empty());
     assert_eq!(store.last_seq(SessionId::new()).await.expect("last"), 0);
+
+    // A longer log, appended in uneven pieces, read from every kind of place (a store may
+    // keep events in blocks: the edges of a block are where reads go wrong).
+    let long = create(&store, "alice", None).await;
+    for start in (2..=300).step_by(37) {
+        store
+            .commit(long, deltas(long, start..=(start + 36).min(300)))
+            .await
+            .expect("append");
+    }
+    for after in [0, 1, 62, 63, 64, 65, 127, 128, 129, 200, 255, 256, 299] {
+        for limit in [1, 2, 63, 64, 65, 130, 1000] {
+            let want: Vec<u64> = (after + 1..=300).take(limit).collect();
+            assert_eq!(
+                seqs(&store, long, after, limit).await,
+                want,
+                "after {after}, limit {limit}"
+            );
+        }
+    }
+    assert_eq!(store.last_seq(long).await.expect("last"), 300);
 }
 
 async fn open_and_completed_turns_are_told_apart(backend: Backend) {
@@ -764,23 +785,24 @@ async fn pipelined_commits_of_one_session_land_in_order(backend: Backend) {
 }
 
 /// A long drain of provider output is one commit; NATS's atomic batches hold at most 1,000
-/// messages, so the store must still land it (and its turn) whole.
+/// messages (of 64 events each), so the store must still land it (and its turn) whole.
 async fn a_commit_of_thousands_of_events_lands(backend: Backend) {
     let store = backend.open();
     let id = create(&store, "alice", None).await;
     let t = turn(id, TurnStatus::Running, 0);
-    let mut batch = deltas(id, 2..=2501);
+    let mut batch = deltas(id, 2..=60_001);
     batch.turns.push(t.clone());
     store.commit(id, batch).await.expect("a big commit");
     assert_eq!(
-        seqs(&store, id, 0, 5000).await,
-        (1..=2501).collect::<Vec<_>>()
+        seqs(&store, id, 0, 100_000).await,
+        (1..=60_001).collect::<Vec<_>>()
     );
     assert_eq!(store.get_turn(id, t.id).await.expect("turn"), Some(t));
     store
-        .commit(id, deltas(id, 2502..=2502))
+        .commit(id, deltas(id, 60_002..=60_002))
         .await
         .expect("the log goes on");
+    assert_eq!(store.last_seq(id).await.expect("last"), 60_002);
 }
 
 /// A fork or an import is created with the rest of its content (later events, turns,
@@ -852,6 +874,63 @@ async fn a_create_with_its_rest_lands_whole(backend: Backend) {
         assert_eq!(
             store.get_turn(loser_id, loser_turn.id).await.expect("turn"),
             None
+        );
+    }
+}
+
+/// Two nodes on one NATS stream append to one session: whoever appends from a stale end is
+/// refused whole (the block it would rewrite moved on), so the log never interleaves.
+#[tokio::test]
+async fn nats_two_writers_never_interleave_one_log() {
+    let Some(backend) = Backend::nats("store_contract::nats_two_writers_never_interleave_one_log")
+    else {
+        return;
+    };
+    let (a, b) = (backend.open(), backend.open());
+    let id = create(&a, "alice", None).await;
+    a.commit(id, deltas(id, 2..=60)).await.expect("a appends");
+    // b reads where the log ends and goes on, across a block's edge.
+    b.commit(id, deltas(id, 61..=70)).await.expect("b appends");
+    // a still thinks the log ends at 60.
+    for (first, last) in [(61, 62), (61, 64), (61, 65)] {
+        let t = turn(id, TurnStatus::Queued, 1);
+        let mut stale = deltas(id, first..=last);
+        stale.turns.push(t.clone());
+        match a.commit(id, stale).await {
+            Err(StoreError::SeqConflict {
+                expected, actual, ..
+            }) => {
+                assert_eq!((expected, actual), (first, 70));
+            }
+            other => panic!("a stale append must be refused, got {other:?}"),
+        }
+        assert_eq!(a.get_turn(id, t.id).await.expect("turn"), None);
+    }
+    // Once refused, a reads the end again and goes on where b left off.
+    a.commit(id, deltas(id, 71..=130)).await.expect("a goes on");
+    // Now b is the stale one.
+    match b.commit(id, deltas(id, 71..=71)).await {
+        Err(StoreError::SeqConflict {
+            expected, actual, ..
+        }) => {
+            assert_eq!((expected, actual), (71, 130));
+        }
+        other => panic!("a stale append must be refused, got {other:?}"),
+    }
+    b.commit(id, deltas(id, 131..=131))
+        .await
+        .expect("b goes on");
+    let events = a.read_events(id, 0, 1000).await.expect("read");
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=131).collect::<Vec<_>>()
+    );
+    for event in &events[1..] {
+        assert_eq!(
+            event.body,
+            EventBody::MessageDelta {
+                text: format!("delta {}", event.seq)
+            }
         );
     }
 }

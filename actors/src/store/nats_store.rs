@@ -237,6 +237,17 @@ async fn connect(options: &NatsOptions) -> Result<Shared, StoreError> {
 impl Shared {
     /// Refuses a stream written by a newer schema; records this one's on a new stream.
     async fn check_schema(&self) -> Result<(), StoreError> {
+        if self
+            .last(&self.subjects.unblocked_events())
+            .await?
+            .is_some()
+        {
+            return Err(StoreError::Engine(format!(
+                "the stream holds events one message each (the layout before blocks of {}): \
+                 this build cannot read it; name another stream",
+                layout::EVENTS_PER_BLOCK
+            )));
+        }
         let subject = self.subjects.schema();
         if let Some(found) = self.last(&subject).await? {
             let found: u32 = layout::decode(&found.payload)?;

@@ -15,8 +15,9 @@
 //!                             says it has none and then expires, so the index holds only
 //!                             active sessions
 //! P.use.<owner>.<day>         the owner's usage that UTC day (JSON); compare-and-set
-//! P.ev.<sid>.<seq>            one event (its wire JSON); appended with expected last
-//!                             subject seq 0: nobody wrote that seq before
+//! P.evb.<sid>.<block>        a block of the log: events block*64+1 ..= block*64+64, their
+//!                             wire JSONs one a line; written with the revision it was read
+//!                             at (0 for a new block), rewritten whole while it fills
 //! P.pg.<pgid>.<start>         a running agent process group (JSON)
 //! P.meta.schema, P.meta.probe schema version, readiness probe
 //! ```
@@ -24,6 +25,7 @@
 //! `<owner>`, `<scoped key>`, `<client id>` and `<provider id>` are free text: they are written
 //! as `x` + URL-safe base64, a valid subject token whatever they hold.
 
+use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
 use crate::process_groups::ProcessGroupKey;
 use crate::store::StoreError;
@@ -168,12 +170,19 @@ impl Subjects {
         }
     }
 
-    pub(super) fn event(&self, id: SessionId, seq: u64) -> String {
-        format!("{}.ev.{}.{}", self.prefix, id.0, seq)
+    /// The block of the log that holds events `block * EVENTS_PER_BLOCK + 1 ..`.
+    pub(super) fn event_block(&self, id: SessionId, block: u64) -> String {
+        format!("{}.evb.{}.{}", self.prefix, id.0, block)
     }
 
+    /// Every block of a session's log.
     pub(super) fn events(&self, id: SessionId) -> String {
-        format!("{}.ev.{}.*", self.prefix, id.0)
+        format!("{}.evb.{}.*", self.prefix, id.0)
+    }
+
+    /// Events of the layout before blocks (one message each), which this build cannot read.
+    pub(super) fn unblocked_events(&self) -> String {
+        format!("{}.ev.>", self.prefix)
     }
 
     pub(super) fn process_group(&self, key: ProcessGroupKey) -> String {
@@ -199,6 +208,33 @@ fn scoped_token(key: &ScopedKey) -> String {
 
 fn provider_token(provider: &str, provider_id: &str) -> String {
     token(&encode(&(provider, provider_id)))
+}
+
+/// How many events one block of a session's log holds: a block is one message, so a busy
+/// session writes a message per block instead of one per event.
+pub(super) const EVENTS_PER_BLOCK: u64 = 64;
+
+/// The block that holds event `seq` (seqs start at 1).
+pub(super) fn block_of(seq: u64) -> u64 {
+    seq.saturating_sub(1) / EVENTS_PER_BLOCK
+}
+
+/// The events of a block, in seq order.
+pub(super) fn decode_block(payload: &[u8]) -> Result<Vec<Event>, StoreError> {
+    payload
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(decode)
+        .collect()
+}
+
+/// The seq of the last event in a block (its lines are consecutive from the block's start).
+pub(super) fn block_end(block: u64, payload: &[u8]) -> u64 {
+    let lines = payload
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .count() as u64;
+    block * EVENTS_PER_BLOCK + lines
 }
 
 /// The last token of a subject.

@@ -1,7 +1,11 @@
 //! Reads: a key's value by direct get of its subject's last message; a family of keys (a
 //! session's turns, an owner's usage) by a short-lived consumer over a subject filter.
 
-use super::layout::{self, decode, engine_err, last_token, second_last_token, untoken};
+use super::layout::{
+    self, block_end, block_of, decode, decode_block, engine_err, last_token, second_last_token,
+    untoken, EVENTS_PER_BLOCK,
+};
+use super::writer::Tail;
 use super::Shared;
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
@@ -190,30 +194,54 @@ impl Shared {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // Where the first wanted event is in the stream; the session's later events follow it.
+        // The block that holds the first wanted event; the session's later blocks follow it
+        // in the stream (a block is rewritten only while it is the last).
         let Some(first) = self
-            .last(&self.subjects.event(session, after_seq + 1))
+            .last(&self.subjects.event_block(session, block_of(after_seq + 1)))
             .await?
         else {
             return Ok(Vec::new());
         };
-        if limit == 1 {
-            return Ok(vec![decode(&first.payload)?]);
+        let mut events: Vec<Event> = decode_block(&first.payload)?
+            .into_iter()
+            .filter(|e| e.seq > after_seq)
+            .collect();
+        let block = block_of(after_seq + 1);
+        let full = block_end(block, &first.payload) == (block + 1) * EVENTS_PER_BLOCK;
+        if events.len() < limit && full {
+            let blocks = (limit - events.len()).div_ceil(EVENTS_PER_BLOCK as usize);
+            let later = self
+                .scan(
+                    &self.subjects.events(session),
+                    Some(first.sequence + 1),
+                    blocks,
+                )
+                .await?;
+            for stored in later {
+                events.extend(decode_block(&stored.payload)?);
+            }
         }
-        self.scan(&self.subjects.events(session), Some(first.sequence), limit)
-            .await?
-            .iter()
-            .map(|m| decode(&m.payload))
-            .collect()
+        events.truncate(limit);
+        Ok(events)
+    }
+
+    /// Where a session's log ends: its last block, read.
+    pub(super) async fn tail(&self, session: SessionId) -> Result<Tail, StoreError> {
+        let Some(last) = self.last(&self.subjects.events(session)).await? else {
+            return Ok(Tail::default());
+        };
+        let block: u64 = last_token(&last.subject)
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("event block subject {}", last.subject)))?;
+        Ok(Tail {
+            end: block_end(block, &last.payload),
+            block: last.payload.to_vec(),
+            revision: last.sequence,
+        })
     }
 
     pub(super) async fn last_seq(&self, session: SessionId) -> Result<u64, StoreError> {
-        match self.last(&self.subjects.events(session)).await? {
-            Some(m) => last_token(&m.subject)
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("event subject {}", m.subject))),
-            None => Ok(0),
-        }
+        Ok(self.tail(session).await?.end)
     }
 
     pub(super) async fn all_turns(

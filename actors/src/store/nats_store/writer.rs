@@ -11,8 +11,9 @@
 //! given in submission order.
 //!
 //! Each write is one JetStream atomic batch (or a single message): it lands whole or not at
-//! all. The checks are the server's: an event subject is written with expected last subject
-//! sequence 0 (nobody wrote that seq), a key the same (nobody claimed it), an owner's usage
+//! all. The checks are the server's: a block of a session's log is written with the
+//! revision it was read at (0 for a new block: nobody wrote those seqs), a key with 0
+//! (nobody claimed it), an owner's usage
 //! total with the sequence it was read at (compare-and-set, retried when another node added
 //! to it first).
 
@@ -45,7 +46,19 @@ const IN_FLIGHT: usize = 32;
 
 /// Where each session's log ends, as this writer left it (spares a read per append). Only
 /// the writer uses it; an entry is set after its write landed and dropped after a failure.
-type Ends = Mutex<HashMap<SessionId, u64>>;
+type Ends = Mutex<HashMap<SessionId, Tail>>;
+
+/// The end of a session's log: its last seq, and the block that holds it with that block's
+/// revision (what an append to the block must expect).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Tail {
+    /// The last seq (0: no events).
+    pub(super) end: u64,
+    /// The content of the block that holds `end` (unused when `end` closes its block).
+    pub(super) block: Vec<u8>,
+    /// The stream sequence of that block's message.
+    pub(super) revision: u64,
+}
 
 /// The writer's loop: take what is waiting, apply it wave by wave, answer in order.
 pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(Write, WriteDone)>) {

@@ -3,11 +3,11 @@
 //! first), with the server's checks and the retries when a compare-and-set lost.
 
 use super::publish::{publish, purge, Failed, Message};
-use super::{Ends, MAX_BATCH_MESSAGES};
+use super::{Ends, Tail, MAX_BATCH_MESSAGES};
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId};
 use crate::record::SessionRecord;
-use crate::store::nats_store::layout::encode;
+use crate::store::nats_store::layout::{block_of, encode, EVENTS_PER_BLOCK};
 use crate::store::nats_store::Shared;
 use crate::store::{Batch, CreateOutcome, StoreError, Written};
 use crate::usage::Usage;
@@ -28,32 +28,24 @@ pub(super) async fn commit(
         return Ok(());
     }
     let s = &shared.subjects;
+    let mut tail = Tail::default();
     if let Some(first) = batch.events.first().map(|e| e.seq) {
-        let cached = ends
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&session)
-            .copied();
-        let end = match cached {
-            Some(end) => end,
-            None => shared.last_seq(session).await?,
-        };
-        if first != end + 1 {
+        tail = tail_of(shared, ends, session).await?;
+        if first != tail.end + 1 {
             forget_end(ends, session);
             return Err(StoreError::SeqConflict {
                 session,
                 expected: first,
-                actual: end,
+                actual: tail.end,
             });
         }
     }
-    // A commit beyond one atomic batch (a long drain of provider output): its leading events
+    // A commit beyond one atomic batch (a long drain of provider output): its leading blocks
     // go first, in batches of their own, each fenced like any append; the last batch carries
     // the rest of the events with every other write. A failure on the way leaves a prefix of
     // the log that nobody was shown and none of the records.
-    let others = message_count(batch) - batch.events.len();
-    let events = leading_events(shared, ends, session, &batch.events, others).await?;
-    let first_seq = events.first().map(|e| e.seq);
+    let others = message_count(batch) - blocks_touched(&batch.events);
+    let events = leading_events(shared, ends, session, &mut tail, &batch.events, others).await?;
     for _ in 0..RETRIES {
         let mut messages = Vec::new();
         if let Some(record) = &batch.record {
@@ -62,28 +54,30 @@ pub(super) async fn commit(
         }
         messages.extend(content(shared, session, batch));
         messages.extend(usage_totals(shared, &batch.usage).await?);
-        messages.extend(event_messages(shared, session, events));
+        let (blocks, next) = block_messages(shared, session, &tail, events);
+        messages.extend(blocks);
         match publish(shared, messages).await {
-            Ok(_) => {
-                if let Some(last) = batch.events.last() {
-                    ends.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(session, last.seq);
+            Ok(revision) => {
+                if !events.is_empty() {
+                    remember(ends, session, next, revision);
                 }
                 return Ok(());
             }
             Err(Failed::Expectation) => {
                 forget_end(ends, session);
-                if let Some(first) = first_seq {
-                    if shared.last(&s.event(session, first)).await?.is_some() {
+                if let Some(first) = events.first() {
+                    let found = shared.tail(session).await?;
+                    if found.end != tail.end {
                         return Err(StoreError::SeqConflict {
                             session,
-                            expected: first,
-                            actual: shared.last_seq(session).await?,
+                            expected: first.seq,
+                            actual: found.end,
                         });
                     }
+                    // The tail block is where it was read, at another revision: go on from it.
+                    tail = found;
                 }
-                // A usage total moved under us (another node added to it): read it again.
+                // Or a usage total moved under us (another node added to it): read it again.
             }
             Err(e) => {
                 forget_end(ends, session);
@@ -96,33 +90,38 @@ pub(super) async fn commit(
     )))
 }
 
-/// Publishes the leading events of a write too big for one atomic batch (besides `others`
-/// messages), in fenced batches of their own, and hands back the events left for the
-/// write's last batch (at least one, if there were any).
+/// Publishes the leading blocks of a write too big for one atomic batch (besides `others`
+/// messages), in fenced batches of their own, moving `tail` along, and hands back the
+/// events left for the write's last batch (at least one, if there were any).
 async fn leading_events<'a>(
     shared: &Shared,
     ends: &Ends,
     session: SessionId,
+    tail: &mut Tail,
     events: &'a [Arc<Event>],
     others: usize,
 ) -> Result<&'a [Arc<Event>], StoreError> {
     let mut events = events;
-    while others + events.len() > MAX_BATCH_MESSAGES && events.len() > 1 {
-        let (chunk, rest) = events.split_at(MAX_BATCH_MESSAGES.min(events.len() - 1));
-        match publish(shared, event_messages(shared, session, chunk).collect()).await {
-            Ok(_) => {
-                if let Some(last) = chunk.last() {
-                    ends.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(session, last.seq);
-                }
+    while others + blocks_touched(events) > MAX_BATCH_MESSAGES && events.len() > 1 {
+        let beyond = block_of(events[0].seq) + MAX_BATCH_MESSAGES as u64;
+        let cut = events
+            .iter()
+            .position(|e| block_of(e.seq) >= beyond)
+            .unwrap_or(events.len())
+            .min(events.len() - 1);
+        let (chunk, rest) = events.split_at(cut);
+        let (messages, next) = block_messages(shared, session, tail, chunk);
+        match publish(shared, messages).await {
+            Ok(revision) => {
+                *tail = Tail { revision, ..next };
+                remember(ends, session, tail.clone(), revision);
             }
             Err(Failed::Expectation) => {
                 forget_end(ends, session);
                 return Err(StoreError::SeqConflict {
                     session,
                     expected: chunk[0].seq,
-                    actual: shared.last_seq(session).await?,
+                    actual: shared.tail(session).await?.end,
                 });
             }
             Err(e) => {
@@ -135,18 +134,93 @@ async fn leading_events<'a>(
     Ok(events)
 }
 
-/// Events as messages that land only where no event of that seq was written.
-fn event_messages<'a>(
-    shared: &'a Shared,
+/// Events appended after `tail` as block messages: the tail's block rewritten with them
+/// (landing only if it is still at the revision it was read at), new blocks only where
+/// nothing was written. They go last in a batch (the acknowledged sequence is then the
+/// revision of the last block). Hands back the tail the log has once they land, its
+/// revision still to be filled in from the acknowledgement.
+fn block_messages(
+    shared: &Shared,
     session: SessionId,
-    events: &'a [Arc<Event>],
-) -> impl Iterator<Item = Message> + 'a {
-    events.iter().map(move |e| {
-        Message::new_only(
-            shared.subjects.event(session, e.seq),
-            e.json().as_bytes().to_vec(),
-        )
-    })
+    tail: &Tail,
+    events: &[Arc<Event>],
+) -> (Vec<Message>, Tail) {
+    let mut messages = Vec::new();
+    let mut open: Option<(u64, Vec<u8>, u64)> = None;
+    for event in events {
+        let block = block_of(event.seq);
+        if open.as_ref().map(|(b, ..)| *b) != Some(block) {
+            messages
+                .extend(open.take().map(|(b, content, expect)| {
+                    block_message(shared, session, b, content, expect)
+                }));
+            open = Some(
+                if tail.end % EVENTS_PER_BLOCK != 0 && block == block_of(tail.end) {
+                    (block, tail.block.clone(), tail.revision)
+                } else {
+                    (block, Vec::new(), 0)
+                },
+            );
+        }
+        if let Some((_, content, _)) = open.as_mut() {
+            if !content.is_empty() {
+                content.push(b'\n');
+            }
+            content.extend_from_slice(event.json().as_bytes());
+        }
+    }
+    let next = match (&open, events.last()) {
+        (Some((_, content, _)), Some(last)) => Tail {
+            end: last.seq,
+            block: content.clone(),
+            revision: 0,
+        },
+        _ => tail.clone(),
+    };
+    messages.extend(
+        open.map(|(b, content, expect)| block_message(shared, session, b, content, expect)),
+    );
+    (messages, next)
+}
+
+fn block_message(
+    shared: &Shared,
+    session: SessionId,
+    block: u64,
+    content: Vec<u8>,
+    expect: u64,
+) -> Message {
+    Message {
+        expect: Some(expect),
+        ..Message::put(shared.subjects.event_block(session, block), content)
+    }
+}
+
+/// How many blocks consecutive events fill (in part or whole).
+fn blocks_touched(events: &[Arc<Event>]) -> usize {
+    match (events.first(), events.last()) {
+        (Some(first), Some(last)) => (block_of(last.seq) - block_of(first.seq) + 1) as usize,
+        _ => 0,
+    }
+}
+
+/// The tail of a session's log: as this writer left it, else as the store has it.
+async fn tail_of(shared: &Shared, ends: &Ends, session: SessionId) -> Result<Tail, StoreError> {
+    let cached = ends
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&session)
+        .cloned();
+    match cached {
+        Some(tail) => Ok(tail),
+        None => shared.tail(session).await,
+    }
+}
+
+fn remember(ends: &Ends, session: SessionId, tail: Tail, revision: u64) {
+    ends.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(session, Tail { revision, ..tail });
 }
 
 /// A batch's turns, idempotency keys, provider-id mapping and active mark as messages (its
@@ -251,8 +325,9 @@ pub(super) async fn create(
         .collect();
     let others = 2 + usize::from(key.is_some()) * 2 + message_count(rest)
         - usize::from(rest.record.is_some()) * 2
-        - rest.events.len();
-    let events = leading_events(shared, ends, id, &all, others).await?;
+        - blocks_touched(&rest.events);
+    let mut tail = Tail::default();
+    let events = leading_events(shared, ends, id, &mut tail, &all, others).await?;
     let led = events.len() < all.len();
     for _ in 0..RETRIES {
         let mut messages = vec![
@@ -265,14 +340,11 @@ pub(super) async fn create(
         }
         messages.extend(content(shared, id, rest));
         messages.extend(usage_totals(shared, &rest.usage).await?);
-        messages.extend(event_messages(shared, id, events));
+        let (blocks, next) = block_messages(shared, id, &tail, events);
+        messages.extend(blocks);
         match publish(shared, messages).await {
-            Ok(_) => {
-                if let Some(last) = all.last() {
-                    ends.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(id, last.seq);
-                }
+            Ok(revision) => {
+                remember(ends, id, next, revision);
                 return Ok(Written::Created(CreateOutcome::Created));
             }
             Err(Failed::Expectation) => {
@@ -286,16 +358,16 @@ pub(super) async fn create(
                         return Ok(Written::Created(CreateOutcome::Existing(winner)));
                     }
                 }
-                if let Some(event) = events.first() {
-                    if shared.last(&s.event(id, event.seq)).await?.is_some() {
-                        forget_end(ends, id);
-                        return Err(StoreError::SeqConflict {
-                            session: id,
-                            expected: event.seq,
-                            actual: shared.last_seq(id).await?,
-                        });
-                    }
+                let found = shared.tail(id).await?;
+                if found.end != tail.end {
+                    forget_end(ends, id);
+                    return Err(StoreError::SeqConflict {
+                        session: id,
+                        expected: events.first().map_or(first.seq, |e| e.seq),
+                        actual: found.end,
+                    });
                 }
+                tail = found;
                 // The key was deleted in between, or a usage total moved: try again.
             }
             Err(e) => {
@@ -382,7 +454,7 @@ pub(super) async fn delete(shared: &Shared, session: SessionId) -> Result<(), St
 pub(super) fn message_count(batch: &Batch) -> usize {
     usize::from(batch.record.is_some()) * 2
         + batch.turns.len()
-        + batch.events.len()
+        + blocks_touched(&batch.events)
         + batch.client_ids.len()
         + usize::from(batch.provider_mapping.is_some()) * 2
         + usize::from(batch.active.is_some())
