@@ -217,11 +217,21 @@ async fn tail_of(shared: &Shared, ends: &Ends, session: SessionId) -> Result<Tai
     }
 }
 
+/// Keeps a session's tail for its next append. The cache is bounded (a tail holds up to a
+/// block of events): past [`MAX_TAILS`] sessions, some other session's tail is dropped, to be
+/// read again from the stream should that session append.
 fn remember(ends: &Ends, session: SessionId, tail: Tail, revision: u64) {
-    ends.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(session, Tail { revision, ..tail });
+    let mut ends = ends.lock().unwrap_or_else(|e| e.into_inner());
+    if ends.len() >= MAX_TAILS && !ends.contains_key(&session) {
+        if let Some(other) = ends.keys().next().copied() {
+            ends.remove(&other);
+        }
+    }
+    ends.insert(session, Tail { revision, ..tail });
 }
+
+/// How many sessions' tails the writer keeps.
+const MAX_TAILS: usize = 4096;
 
 /// A batch's turns, idempotency keys, provider-id mapping and active mark as messages (its
 /// record, events and usage totals are written by the caller).
