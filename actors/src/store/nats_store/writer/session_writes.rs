@@ -155,7 +155,7 @@ fn block_messages(
                     block_message(shared, session, b, content, expect)
                 }));
             open = Some(
-                if tail.end % EVENTS_PER_BLOCK != 0 && block == block_of(tail.end) {
+                if !tail.end.is_multiple_of(EVENTS_PER_BLOCK) && block == block_of(tail.end) {
                     (block, tail.block.clone(), tail.revision)
                 } else {
                     (block, Vec::new(), 0)
