@@ -338,6 +338,7 @@ mod tests {
             BudgetExceeded,
             ProviderUnavailable,
             StoreUnavailable,
+            OwnedElsewhere,
             Internal,
         ];
         for code in &all {
@@ -347,7 +348,7 @@ mod tests {
                 | UnknownProvider | InvalidSessionKey | ProjectNotAllowed | SessionBusy
                 | QueueFull | SessionFailed | SessionArchived | NotRunning | TurnRunning
                 | PermissionNotFound | PermissionResolved | BudgetExceeded
-                | ProviderUnavailable | StoreUnavailable | Internal => {}
+                | ProviderUnavailable | StoreUnavailable | OwnedElsewhere | Internal => {}
             }
         }
         all
@@ -375,6 +376,12 @@ mod tests {
             (RuntimeError::BudgetExceeded("spent".into()), 429),
             (RuntimeError::UnknownProvider("x".into()), 400),
             (RuntimeError::SessionBusy, 409),
+            (
+                RuntimeError::OwnedElsewhere {
+                    node: "node-b".into(),
+                },
+                503,
+            ),
             (
                 RuntimeError::Store(troupe_actors::store::StoreError::Engine("disk".into())),
                 503,

@@ -34,7 +34,7 @@ const MAX_NODE_ID: usize = 128;
 impl ClusterConfig {
     /// Sets the node id and the lease TTL on `settings`, refusing values that cannot work.
     pub fn apply(&self, settings: &mut Settings) -> Result<(), ConfigError> {
-        if self.lease_ttl_ms < 1000 || self.lease_ttl_ms % 1000 != 0 {
+        if self.lease_ttl_ms < 1000 || !self.lease_ttl_ms.is_multiple_of(1000) {
             return Err(ConfigError::Cluster(format!(
                 "lease_ttl_ms = {}: must be a whole number of seconds, at least 1000 (NATS \
                  counts message TTLs in whole seconds)",

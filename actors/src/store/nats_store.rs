@@ -80,6 +80,9 @@ struct Shared {
 }
 
 /// What the writer is handed, in order: a write, or a lease operation.
+// Writes are nearly every job and went through the channel unboxed before leases did: boxing
+// them would cost an allocation per write to save room on the rare lease job.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     /// A submitted write and who waits for it.
     Write(Write, WriteDone),
