@@ -5,6 +5,10 @@
 //! `troupe_lease_renew_failures_total`), the store refuses any write it still makes, and it
 //! answers `owned_elsewhere` from then on. The log stays gapless, nothing of the interrupted
 //! turn follows its `turn.completed`, and every turn completes exactly once.
+//!
+//! And when NATS itself is away (paused) past the TTL, the owner stops its session on its own
+//! (it cannot renew), and once NATS is back a node takes the session over with the usual
+//! recovery.
 
 #[path = "support/external.rs"]
 mod external;
@@ -119,4 +123,70 @@ fn a_paused_owner_resumes_after_a_takeover_and_cannot_append() {
             .all(|e| e["turn_id"] != long.as_str()),
         "the paused node appended to a turn that had ended"
     );
+}
+
+#[test]
+fn an_owner_that_cannot_reach_nats_stops_its_session_and_it_is_taken_over() {
+    let Some(nats) = NatsServer::start("nats_paused_owner_cannot_append_nats") else {
+        return;
+    };
+    let (node_a, _data_a) = start_named_node(&nats, Some("node-a"));
+    let (node_b, _data_b) = start_named_node(&nats, Some("node-b"));
+    let (a, b) = (Api::of(&node_a), Api::of(&node_b));
+    a.wait_ready(200);
+    b.wait_ready(200);
+    let (status, body) = a.post("/api/v1/sessions", json!({"provider": "echo"}));
+    assert_eq!(status, 201, "{body}");
+    let session = body["session"]["id"].as_str().expect("id").to_string();
+    let (status, answer) = a.post(
+        &format!("/api/v1/sessions/{session}/turns"),
+        json!({"content": words(200, "long"), "options": {"script": {"chunk_delay_ms": 40}}}),
+    );
+    assert_eq!(status, 202, "{answer}");
+    let accepted = vec![answer["turn_id"].as_str().expect("turn").to_string()];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while deltas(&a.events(&session)) < 10 {
+        assert!(Instant::now() < deadline, "the long turn never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen: BTreeMap<u64, Value> = a
+        .events(&session)
+        .into_iter()
+        .map(|e| (e["seq"].as_u64().expect("seq"), e))
+        .collect();
+
+    nats.signal("-STOP");
+    std::thread::sleep(LEASE_TTL + Duration::from_millis(500));
+    nats.signal("-CONT");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = a
+            .client()
+            .get(format!("{}/metrics", node_a.base()))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        if metrics.contains("troupe_lease_renew_failures_total 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never stopped: {metrics}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Whichever node is first takes it over; reading from either follows the owner.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let owner = loop {
+        let found = [&a, &b].into_iter().find(|api| {
+            api.get(&format!("/api/v1/sessions/{session}/events?limit=1"))
+                .0
+                == 200
+        });
+        if let Some(api) = found {
+            break api;
+        }
+        assert!(Instant::now() < deadline, "nobody took the session over");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    owner.wait_all_completed(&session, &accepted);
+    owner.check_recovered(&session, &accepted, &seen);
 }

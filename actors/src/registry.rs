@@ -228,6 +228,11 @@ pub struct LiveSessions;
 #[rtype(result = "()")]
 pub struct BeginShutdown;
 
+/// The ids of the live (or loading) sessions.
+#[derive(Message)]
+#[rtype(result = "HashSet<SessionId>")]
+pub struct LiveIds;
+
 /// Whether graceful shutdown began.
 #[derive(Message)]
 #[rtype(result = "bool")]
@@ -525,6 +530,21 @@ impl Handler<EndExpire> for SessionRegistry {
         for id in msg.0 {
             self.expiring.remove(&id);
         }
+    }
+}
+
+impl Handler<LiveIds> for SessionRegistry {
+    type Result = MessageResult<LiveIds>;
+
+    fn handle(&mut self, _msg: LiveIds, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.live
+                .iter()
+                .filter(|(_, e)| e.addr.connected())
+                .map(|(id, _)| *id)
+                .chain(self.loading.keys().copied())
+                .collect(),
+        )
     }
 }
 

@@ -9,7 +9,7 @@ use crate::owner_feed::OwnerFeed;
 use crate::provider::{EchoProvider, Provider, ProviderSet};
 use crate::record::{SessionState, SessionView};
 use crate::registry::{
-    Activate, BeginShutdown, IsShuttingDown, KeysInFlight, LiveSessions, NewSession, Ping,
+    Activate, BeginShutdown, IsShuttingDown, KeysInFlight, LiveIds, LiveSessions, NewSession, Ping,
     SessionRegistry,
 };
 use crate::session::{ActorSnapshot, Drain, Interrupt, Session, Snapshot, UpdateSession};
@@ -425,12 +425,18 @@ impl Runtime {
     }
 
     /// Activates the sessions with open turns (the store's active index, not a scan of every
-    /// session) that no node holds the lease of; how many it activated.
+    /// session) that no node holds the lease of; how many it activated. Sessions live here
+    /// are skipped without a read.
     async fn take_over(&self) -> Result<usize, RuntimeError> {
         let store = &self.shared.store;
+        let live = self
+            .registry
+            .send(LiveIds)
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
         let mut count = 0;
         for id in store.active_sessions().await? {
-            if store.lease_holder(id).await?.is_some() {
+            if live.contains(&id) || store.lease_holder(id).await?.is_some() {
                 continue;
             }
             match self.activate(id).await {
