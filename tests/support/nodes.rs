@@ -176,7 +176,7 @@ impl Api {
         accepted: &[String],
         seen: &BTreeMap<u64, Value>,
     ) -> Vec<Value> {
-        let events = self.events(&session);
+        let events = self.events(session);
         let seqs: Vec<u64> = events
             .iter()
             .map(|e| e["seq"].as_u64().expect("seq"))
@@ -203,7 +203,7 @@ impl Api {
         }
         // Exactly one completion per accepted turn; the interrupted one was re-queued as a new
         // turn with the same content, which ran to the end.
-        let turns = self.turns(&session);
+        let turns = self.turns(session);
         let content_of = |id: &str| {
             turns
                 .iter()
