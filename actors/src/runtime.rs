@@ -7,7 +7,7 @@ use crate::ids::{ScopedKey, SessionId};
 use crate::metrics::RuntimeMetrics;
 use crate::owner_feed::OwnerFeed;
 use crate::provider::{EchoProvider, Provider, ProviderSet};
-use crate::record::{SessionState, SessionView};
+use crate::record::{SessionRecord, SessionState, SessionView};
 use crate::registry::{
     Activate, BeginShutdown, IsShuttingDown, KeysInFlight, LiveIds, LiveSessions, NewSession, Ping,
     SessionRegistry,
@@ -289,15 +289,7 @@ impl Runtime {
             {
                 continue;
             }
-            let store = &self.shared.store;
-            let queue_len = store.open_turns(record.id).await?.len();
-            let running = record.running_since.is_some();
-            let view = SessionView::new(
-                &record,
-                running,
-                store.last_seq(record.id).await?,
-                queue_len.saturating_sub(usize::from(running)),
-            );
+            let view = self.view_of(&record).await?;
             if filter.state.is_some_and(|s| s != view.state) {
                 continue;
             }
@@ -307,6 +299,27 @@ impl Runtime {
             }
         }
         Ok(out)
+    }
+
+    /// The session object of a record, as the store has it (no actor).
+    async fn view_of(&self, record: &SessionRecord) -> Result<SessionView, RuntimeError> {
+        let store = &self.shared.store;
+        let queue_len = store.open_turns(record.id).await?.len();
+        let running = record.running_since.is_some();
+        Ok(SessionView::new(
+            record,
+            running,
+            store.last_seq(record.id).await?,
+            queue_len.saturating_sub(usize::from(running)),
+        ))
+    }
+
+    /// The session object of `id` as the store has it: for a session another node runs.
+    pub(crate) async fn stored_view(&self, id: SessionId) -> Result<SessionView, RuntimeError> {
+        match self.shared.store.get_session(id).await? {
+            Some(record) => self.view_of(&record).await,
+            None => Err(RuntimeError::SessionNotFound),
+        }
     }
 
     /// A row per live session actor.

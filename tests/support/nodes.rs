@@ -118,16 +118,22 @@ impl Api {
         }
     }
 
+    /// Whether this node runs `session` now (a live actor in its actor table).
+    pub fn runs(&self, session: &str) -> bool {
+        let (status, table) = self.get("/api/v1/admin/actors");
+        assert_eq!(status, 200, "{table}");
+        table["actors"]
+            .as_array()
+            .expect("actors")
+            .iter()
+            .any(|row| row["session_id"] == session)
+    }
+
     /// Waits until this node runs `session` (its owner's lease expired and this node took it
-    /// over): reading its events stops answering `owned_elsewhere`.
+    /// over).
     pub fn wait_owned(&self, session: &str, within: Duration) {
         let deadline = Instant::now() + within;
-        loop {
-            let (status, body) = self.get(&format!("/api/v1/sessions/{session}/events?limit=1"));
-            if status == 200 {
-                return;
-            }
-            assert_eq!(body["error"]["code"], "owned_elsewhere", "{body}");
+        while !self.runs(session) {
             assert!(Instant::now() < deadline, "never took {session} over");
             std::thread::sleep(Duration::from_millis(20));
         }
