@@ -1,6 +1,10 @@
 //! Configuration: defaults, then a TOML file, then `TROUPE_*` environment overrides
 //! (`TROUPE_BIND`, `TROUPE_DATA_DIR`, nested keys with `__`: `TROUPE_RUNTIME__MAX_QUEUE=50`).
 
+mod cluster;
+
+pub use cluster::ClusterConfig;
+
 use crate::providers::{default_provider_configs, ProviderConfig};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -50,6 +54,8 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Budgets for every session and every owner's day (`[budgets]`).
     pub budgets: BudgetsConfig,
+    /// This node among the nodes sharing a NATS store (`[cluster]`).
+    pub cluster: ClusterConfig,
 }
 
 /// Global budgets; providers and tokens may set their own (`docs/OPERATIONS.md`, "Usage and
@@ -83,6 +89,7 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             providers: BTreeMap::new(),
             budgets: BudgetsConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -531,6 +538,9 @@ pub enum ConfigError {
     /// `--store` names no store.
     #[error("--store `{0}`: expected sled, memory or a NATS URL (nats://host:port)")]
     Store(String),
+    /// `[cluster]` has a value that cannot work.
+    #[error("[cluster] {0}")]
+    Cluster(String),
 }
 
 impl Config {

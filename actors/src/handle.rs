@@ -162,9 +162,12 @@ impl SessionHandle {
         self.call(Resend::Never, || Control::Reset).await
     }
 
-    /// The session object.
+    /// The session object. When another node runs the session, as the store has it.
     pub async fn info(&self) -> Result<SessionView, RuntimeError> {
-        self.call(Resend::Safe, || GetInfo).await
+        match self.call(Resend::Safe, || GetInfo).await {
+            Err(RuntimeError::OwnedElsewhere { .. }) => self.runtime.stored_view(self.id).await,
+            answer => answer,
+        }
     }
 
     /// Every turn with positions of the open ones.
@@ -172,10 +175,24 @@ impl SessionHandle {
         self.call(Resend::Safe, || ListTurns).await
     }
 
-    /// A page of events after `after_seq`.
+    /// A page of events after `after_seq`. When another node runs the session, read from the
+    /// store: what it holds was acknowledged, so nothing undurable is shown.
     pub async fn events(&self, after_seq: u64, limit: usize) -> Result<EventPage, RuntimeError> {
-        self.call(Resend::Safe, || ReadEvents { after_seq, limit })
+        match self
+            .call(Resend::Safe, || ReadEvents { after_seq, limit })
             .await
+        {
+            Err(RuntimeError::OwnedElsewhere { .. }) => {
+                let store = self.runtime.store();
+                let last_seq = store.last_seq(self.id).await?;
+                let events = store.read_events(self.id, after_seq, limit).await?;
+                Ok(EventPage {
+                    events: events.into_iter().map(Arc::new).collect(),
+                    last_seq,
+                })
+            }
+            answer => answer,
+        }
     }
 
     /// Renames, archives or backfills the project.

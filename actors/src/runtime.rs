@@ -7,9 +7,10 @@ use crate::ids::{ScopedKey, SessionId};
 use crate::metrics::RuntimeMetrics;
 use crate::owner_feed::OwnerFeed;
 use crate::provider::{EchoProvider, Provider, ProviderSet};
-use crate::record::{SessionState, SessionView};
+use crate::record::{SessionRecord, SessionState, SessionView};
 use crate::registry::{
-    Activate, BeginShutdown, KeysInFlight, LiveSessions, NewSession, Ping, SessionRegistry,
+    Activate, BeginShutdown, IsShuttingDown, KeysInFlight, LiveIds, LiveSessions, NewSession, Ping,
+    SessionRegistry,
 };
 use crate::session::{ActorSnapshot, Drain, Interrupt, Session, Snapshot, UpdateSession};
 use crate::settings::Settings;
@@ -113,6 +114,12 @@ pub struct RegistryFigures {
     pub activations: u64,
     /// Agent process groups a previous server left alive, killed at this start.
     pub reaped_process_groups: u64,
+    /// This node's id among the nodes sharing a store.
+    pub node_id: String,
+    /// Session leases this node holds (0 on an embedded store, which needs none).
+    pub leases_held: usize,
+    /// Sessions with open turns this node took over because no node held their lease.
+    pub takeovers: u64,
 }
 
 /// A running runtime: a cheap, cloneable handle.
@@ -146,6 +153,11 @@ impl Runtime {
     /// The settings.
     pub fn settings(&self) -> &Settings {
         &self.shared.settings
+    }
+
+    /// This node's id among the nodes sharing a store ([`Settings::node_id`]).
+    pub fn node_id(&self) -> &str {
+        &self.shared.settings.node_id
     }
 
     /// The counters.
@@ -277,15 +289,7 @@ impl Runtime {
             {
                 continue;
             }
-            let store = &self.shared.store;
-            let queue_len = store.open_turns(record.id).await?.len();
-            let running = record.running_since.is_some();
-            let view = SessionView::new(
-                &record,
-                running,
-                store.last_seq(record.id).await?,
-                queue_len.saturating_sub(usize::from(running)),
-            );
+            let view = self.view_of(&record).await?;
             if filter.state.is_some_and(|s| s != view.state) {
                 continue;
             }
@@ -295,6 +299,27 @@ impl Runtime {
             }
         }
         Ok(out)
+    }
+
+    /// The session object of a record, as the store has it (no actor).
+    async fn view_of(&self, record: &SessionRecord) -> Result<SessionView, RuntimeError> {
+        let store = &self.shared.store;
+        let queue_len = store.open_turns(record.id).await?.len();
+        let running = record.running_since.is_some();
+        Ok(SessionView::new(
+            record,
+            running,
+            store.last_seq(record.id).await?,
+            queue_len.saturating_sub(usize::from(running)),
+        ))
+    }
+
+    /// The session object of `id` as the store has it: for a session another node runs.
+    pub(crate) async fn stored_view(&self, id: SessionId) -> Result<SessionView, RuntimeError> {
+        match self.shared.store.get_session(id).await? {
+            Some(record) => self.view_of(&record).await,
+            None => Err(RuntimeError::SessionNotFound),
+        }
     }
 
     /// A row per live session actor.
@@ -325,6 +350,9 @@ impl Runtime {
             passivated: stats.sessions.saturating_sub(live as u64),
             activations: RuntimeMetrics::get(&self.shared.metrics.activations),
             reaped_process_groups: RuntimeMetrics::get(&self.shared.metrics.process_groups_reaped),
+            node_id: self.node_id().to_string(),
+            leases_held: self.shared.store.leases_held(),
+            takeovers: RuntimeMetrics::get(&self.shared.metrics.takeovers),
         })
     }
 
@@ -370,31 +398,70 @@ impl Runtime {
         if let Err(e) = self.shared.store.flush() {
             log::error!("store flush at shutdown failed: {e}");
         }
+        // After every write of the drained sessions: other nodes take them over at once.
+        if let Err(e) = self.shared.store.release_all_leases().await {
+            log::error!("releasing the leases at shutdown failed: {e}");
+        }
         log::info!("runtime stopped: {} session actor(s) drained", addrs.len());
     }
 
-    /// Startup recovery: reactivates every session that has open turns.
+    /// Startup recovery: reactivates every session that has open turns. On a store shared
+    /// by several nodes the same pass then runs every [`Settings::lease_check_interval`]:
+    /// sessions with open turns that no node holds the lease of (their owner died) are
+    /// taken over here, with the same recovery as a restart.
     async fn recover(&self) {
         let started = Instant::now();
-        let ids = match self.shared.store.active_sessions().await {
-            Ok(ids) => ids,
-            Err(e) => {
-                log::error!("startup recovery could not list sessions: {e}");
-                return;
-            }
-        };
-        if ids.is_empty() {
+        match self.take_over().await {
+            Ok(0) => {}
+            Ok(count) => log::info!(
+                "startup recovery: {count} session(s) with open turns reactivated in {:?}",
+                started.elapsed()
+            ),
+            Err(e) => log::error!("startup recovery could not list sessions: {e}"),
+        }
+        if !self.shared.store.leases_expire() {
             return;
         }
-        let count = ids.len();
-        for id in ids {
-            if let Err(e) = self.activate(id).await {
-                log::error!("session {id}: recovery failed: {e}");
+        let mut every = tokio::time::interval(self.shared.settings.lease_check_interval());
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if self.registry.send(IsShuttingDown).await.unwrap_or(true) {
+                return;
+            }
+            match self.take_over().await {
+                Ok(0) => {}
+                Ok(count) => log::info!("took over {count} session(s) whose owner went away"),
+                Err(e) => log::warn!("looking for sessions to take over: {e}"),
             }
         }
-        log::info!(
-            "startup recovery: {count} session(s) with open turns reactivated in {:?}",
-            started.elapsed()
-        );
+    }
+
+    /// Activates the sessions with open turns (the store's active index, not a scan of every
+    /// session) that no node holds the lease of; how many it activated. Sessions live here
+    /// are skipped without a read.
+    async fn take_over(&self) -> Result<usize, RuntimeError> {
+        let store = &self.shared.store;
+        let live = self
+            .registry
+            .send(LiveIds)
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        let mut count = 0;
+        for id in store.active_sessions().await? {
+            if live.contains(&id) || store.lease_holder(id).await?.is_some() {
+                continue;
+            }
+            match self.activate(id).await {
+                Ok(_) => {
+                    count += 1;
+                    RuntimeMetrics::bump(&self.shared.metrics.takeovers);
+                }
+                // Another node was quicker.
+                Err(RuntimeError::OwnedElsewhere { .. }) => {}
+                Err(e) => log::error!("session {id}: recovery failed: {e}"),
+            }
+        }
+        Ok(count)
     }
 }

@@ -53,6 +53,14 @@ pub struct Settings {
     pub retention: crate::retention::Retention,
     /// Prices and budgets (session, provider, owner per day).
     pub usage: crate::usage::UsageSettings,
+    /// This node's id among the nodes sharing a store: the holder named in its leases.
+    /// Unique per running process (default: the host name and 6 random hex digits).
+    pub node_id: String,
+    /// How long a session's lease lasts unless renewed, on a store whose leases expire
+    /// ([`crate::store::Store::leases_expire`]): after a node dies, another takes its
+    /// sessions over this long after its last renewal. Whole seconds (NATS counts message
+    /// TTLs in seconds).
+    pub lease_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -76,8 +84,21 @@ impl Default for Settings {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             retention: Default::default(),
             usage: Default::default(),
+            node_id: default_node_id(),
+            lease_ttl: Duration::from_secs(10),
         }
     }
+}
+
+/// The host name and 6 random hex digits: unique per process, readable in the actor table.
+pub fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "troupe".into());
+    format!("{host}-{:06x}", fastrand::u32(..0x0100_0000))
 }
 
 impl Settings {
@@ -88,6 +109,23 @@ impl Settings {
             .saturating_mul(1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX));
         let jitter = 0.8 + fastrand::f64() * 0.4;
         exp.mul_f64(jitter).min(self.retry_max)
+    }
+
+    /// How often a live session renews its lease when it writes nothing else.
+    pub fn lease_renew_interval(&self) -> Duration {
+        self.lease_ttl / 4
+    }
+
+    /// How long after the send of its last confirmed renewal a session stops, its lease
+    /// counted lost: well before the TTL, so it has stopped before the server could let
+    /// another node take the lease.
+    pub fn lease_stop_after(&self) -> Duration {
+        self.lease_ttl * 3 / 5
+    }
+
+    /// How often a live session checks its lease, and a node looks for sessions to take over.
+    pub fn lease_check_interval(&self) -> Duration {
+        (self.lease_ttl / 10).max(Duration::from_millis(20))
     }
 
     /// How often a live session checks whether it is idle enough to passivate.

@@ -14,6 +14,9 @@
 //! P.act.<sid>                 the session has open turns ("1"); an empty message with a TTL
 //!                             says it has none and then expires, so the index holds only
 //!                             active sessions
+//! P.lease.<sid>               the node that may run the session ({"node":"<id>"}), with a
+//!                             TTL, renewed by the owner's commits; empty once released
+//!                             (lease.rs)
 //! P.use.<owner>.<day>         the owner's usage that UTC day (JSON); compare-and-set
 //! P.evb.<sid>.<block>        a block of the log: events block*64+1 ..= block*64+64, their
 //!                             wire JSONs one a line; written with the revision it was read
@@ -156,6 +159,10 @@ impl Subjects {
 
     pub(super) fn all_active(&self) -> String {
         format!("{}.act.*", self.prefix)
+    }
+
+    pub(super) fn lease(&self, id: SessionId) -> String {
+        format!("{}.lease.{}", self.prefix, id.0)
     }
 
     pub(super) fn usage(&self, owner: &str, day: &str) -> String {

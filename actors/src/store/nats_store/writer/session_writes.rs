@@ -1,6 +1,8 @@
 //! The writes themselves: a session's commit, a create, a key's claim, a delete, each as
 //! the messages of one atomic batch (or, beyond one batch, fenced batches of leading events
-//! first), with the server's checks and the retries when a compare-and-set lost.
+//! first), with the server's checks and the retries when a compare-and-set lost. A commit of a
+//! session this node holds the lease of carries the lease as its last message
+//! ([`super::super::lease`]).
 
 use super::publish::{publish, purge, Failed, Message};
 use super::{Ends, Tail, MAX_BATCH_MESSAGES};
@@ -24,7 +26,10 @@ pub(super) async fn commit(
     session: SessionId,
     batch: &Batch,
 ) -> Result<(), StoreError> {
-    if batch.is_empty() {
+    // Refused before anything is tried when the lease is lost (or not held). An empty batch
+    // is a lease renewal: the fence alone.
+    let leased = shared.leases.fence(shared, session)?.is_some();
+    if batch.is_empty() && !leased {
         return Ok(());
     }
     let s = &shared.subjects;
@@ -45,7 +50,16 @@ pub(super) async fn commit(
     // the rest of the events with every other write. A failure on the way leaves a prefix of
     // the log that nobody was shown and none of the records.
     let others = message_count(batch) - blocks_touched(&batch.events);
-    let events = leading_events(shared, ends, session, &mut tail, &batch.events, others).await?;
+    let events = leading_events(
+        shared,
+        ends,
+        session,
+        &mut tail,
+        &batch.events,
+        others,
+        true,
+    )
+    .await?;
     for _ in 0..RETRIES {
         let mut messages = Vec::new();
         if let Some(record) = &batch.record {
@@ -56,15 +70,26 @@ pub(super) async fn commit(
         messages.extend(usage_totals(shared, &batch.usage).await?);
         let (blocks, next) = block_messages(shared, session, &tail, events);
         messages.extend(blocks);
+        // Last, so its revision is the batch's acknowledged sequence (the last block's is the
+        // one before).
+        let fence = shared.leases.fence(shared, session)?;
+        let fenced = fence.is_some();
+        messages.extend(fence);
         match publish(shared, messages).await {
-            Ok(revision) => {
+            Ok(sequence) => {
+                if fenced {
+                    shared.leases.landed(session, sequence);
+                }
                 if !events.is_empty() {
-                    remember(ends, session, next, revision);
+                    remember(ends, session, next, sequence - u64::from(fenced));
                 }
                 return Ok(());
             }
             Err(Failed::Expectation) => {
                 forget_end(ends, session);
+                if fenced && shared.leases.check_refused(shared, session).await? {
+                    return Err(StoreError::LeaseLost { session });
+                }
                 if let Some(first) = events.first() {
                     let found = shared.tail(session).await?;
                     if found.end != tail.end {
@@ -91,8 +116,9 @@ pub(super) async fn commit(
 }
 
 /// Publishes the leading blocks of a write too big for one atomic batch (besides `others`
-/// messages), in fenced batches of their own, moving `tail` along, and hands back the
-/// events left for the write's last batch (at least one, if there were any).
+/// messages), in fenced batches of their own (each with the session's lease too when
+/// `leased`: a commit, not a create), moving `tail` along, and hands back the events left
+/// for the write's last batch (at least one, if there were any).
 async fn leading_events<'a>(
     shared: &Shared,
     ends: &Ends,
@@ -100,6 +126,7 @@ async fn leading_events<'a>(
     tail: &mut Tail,
     events: &'a [Arc<Event>],
     others: usize,
+    leased: bool,
 ) -> Result<&'a [Arc<Event>], StoreError> {
     let mut events = events;
     while others + blocks_touched(events) > MAX_BATCH_MESSAGES && events.len() > 1 {
@@ -110,14 +137,27 @@ async fn leading_events<'a>(
             .unwrap_or(events.len())
             .min(events.len() - 1);
         let (chunk, rest) = events.split_at(cut);
-        let (messages, next) = block_messages(shared, session, tail, chunk);
+        let (mut messages, next) = block_messages(shared, session, tail, chunk);
+        let fence = match leased {
+            true => shared.leases.fence(shared, session)?,
+            false => None,
+        };
+        let fenced = fence.is_some();
+        messages.extend(fence);
         match publish(shared, messages).await {
-            Ok(revision) => {
+            Ok(sequence) => {
+                if fenced {
+                    shared.leases.landed(session, sequence);
+                }
+                let revision = sequence - u64::from(fenced);
                 *tail = Tail { revision, ..next };
                 remember(ends, session, tail.clone(), revision);
             }
             Err(Failed::Expectation) => {
                 forget_end(ends, session);
+                if fenced && shared.leases.check_refused(shared, session).await? {
+                    return Err(StoreError::LeaseLost { session });
+                }
                 return Err(StoreError::SeqConflict {
                     session,
                     expected: chunk[0].seq,
@@ -260,7 +300,7 @@ fn content(shared: &Shared, session: SessionId, batch: &Batch) -> Vec<Message> {
     match batch.active {
         Some(true) => messages.push(Message::put(s.active(session), b"1".to_vec())),
         Some(false) => messages.push(Message {
-            ttl: Some("1s"),
+            ttl: Some("1s".into()),
             ..Message::put(s.active(session), Vec::new())
         }),
         None => {}
@@ -337,7 +377,7 @@ pub(super) async fn create(
         - usize::from(rest.record.is_some()) * 2
         - blocks_touched(&rest.events);
     let mut tail = Tail::default();
-    let events = leading_events(shared, ends, id, &mut tail, &all, others).await?;
+    let events = leading_events(shared, ends, id, &mut tail, &all, others, false).await?;
     let led = events.len() < all.len();
     for _ in 0..RETRIES {
         let mut messages = vec![
@@ -445,7 +485,10 @@ pub(super) async fn delete(shared: &Shared, session: SessionId) -> Result<(), St
             }
         }
     }
+    // The lease first: a node still running the session has its next commit refused instead
+    // of writing into a half-deleted session.
     for filter in [
+        s.lease(session),
         s.keys_of_session(session),
         s.provider_ids_of_session(session),
         s.events(session),
