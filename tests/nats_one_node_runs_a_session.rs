@@ -3,7 +3,7 @@
 //! (`owned_elsewhere`, naming the owner) instead of activating it a second time. Operators see
 //! the node id and the leases held in `/metrics` and the actor table. When the owner shuts
 //! down gracefully it gives its leases up, and the other node runs the session at once,
-//! without waiting for the lease to expire.
+//! without waiting for the lease to expire; so does a node whose session passivates.
 
 #[path = "support/external.rs"]
 mod external;
@@ -15,7 +15,7 @@ mod nodes;
 mod server_process;
 
 use nats_server::NatsServer;
-use nodes::{start_named_node, Api, LEASE_TTL};
+use nodes::{start_named_node, start_node_with, Api, LEASE_TTL};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,11 @@ fn a_session_runs_on_one_node_and_moves_when_its_owner_shuts_down() {
         return;
     };
     let (node_a, _data_a) = start_named_node(&nats, Some("node-a"));
-    let (node_b, _data_b) = start_named_node(&nats, Some("node-b"));
+    let (node_b, _data_b) = start_node_with(
+        &nats,
+        Some("node-b"),
+        &[("TROUPE_RUNTIME__IDLE_PASSIVATE_SECS", "1")],
+    );
     let (a, b) = (Api::of(&node_a), Api::of(&node_b));
     a.wait_ready(200);
     b.wait_ready(200);
@@ -46,12 +50,7 @@ fn a_session_runs_on_one_node_and_moves_when_its_owner_shuts_down() {
     assert_eq!(body["error"]["code"], "owned_elsewhere", "{body}");
     assert_eq!(body["error"]["node"], "node-a", "{body}");
 
-    let metrics = a
-        .client()
-        .get(format!("{}/metrics", node_a.base()))
-        .send()
-        .and_then(|r| r.text())
-        .expect("metrics");
+    let metrics = metrics_of(&a, &node_a);
     assert!(
         metrics.contains("troupe_node_info{node=\"node-a\"} 1"),
         "{metrics}"
@@ -73,10 +72,34 @@ fn a_session_runs_on_one_node_and_moves_when_its_owner_shuts_down() {
     );
     let second = body["turn_id"].as_str().expect("turn").to_string();
     b.wait_all_completed(&session, &[second]);
-    let events = b.events(&session);
+
+    // Idle on B, the session passivates and its lease goes with it: C runs it at once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !metrics_of(&b, &node_b).contains("troupe_leases_held 0") {
+        assert!(Instant::now() < deadline, "B never passivated the session");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (node_c, _data_c) = start_named_node(&nats, Some("node-c"));
+    let c = Api::of(&node_c);
+    c.wait_ready(200);
+    let moved = Instant::now();
+    let (status, body) = c.post(&turns, json!({"content": "on c"}));
+    assert_eq!(status, 202, "{body}");
+    assert!(moved.elapsed() < LEASE_TTL, "C waited for the lease");
+    let third = body["turn_id"].as_str().expect("turn").to_string();
+    c.wait_all_completed(&session, &[third]);
+    let events = c.events(&session);
     let seqs: Vec<u64> = events
         .iter()
         .map(|e| e["seq"].as_u64().expect("seq"))
         .collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "gapless");
+}
+
+fn metrics_of(api: &Api, node: &server_process::ServerProcess) -> String {
+    api.client()
+        .get(format!("{}/metrics", node.base()))
+        .send()
+        .and_then(|r| r.text())
+        .expect("metrics")
 }
