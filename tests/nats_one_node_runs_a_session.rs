@@ -103,3 +103,90 @@ fn metrics_of(api: &Api, node: &server_process::ServerProcess) -> String {
         .and_then(|r| r.text())
         .expect("metrics")
 }
+
+/// A node starting next to another on one machine reaps the agent processes a dead server left
+/// behind, never those of a session another node runs: a fake `claude` that hangs keeps
+/// running on A while B starts on the same NATS.
+#[test]
+fn a_starting_node_leaves_the_agents_of_another_nodes_sessions_alone() {
+    let Some(nats) = NatsServer::start("nats_one_node_runs_a_session_agents") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pids = dir.path().join("pids.json");
+    let fake = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_clis/claude");
+    let config = dir.path().join("troupe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.fake]\nkind = \"claude-cli\"\ncommand = \"{}\"\nenv = {{ FAKE_PIDS = \"{}\" }}\n",
+            fake.display(),
+            pids.display()
+        ),
+    )
+    .expect("write config");
+    let url = nats.url();
+    let ttl = LEASE_TTL.as_millis().to_string();
+    let start = |name: &str| {
+        let data = tempfile::tempdir().expect("temp dir");
+        let args = [
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--store",
+            url.as_str(),
+            "--node-id",
+            name,
+        ];
+        let env = [("TROUPE_CLUSTER__LEASE_TTL_MS", ttl.as_str())];
+        (
+            server_process::ServerProcess::start(data.path(), &args, &env),
+            data,
+        )
+    };
+    let (node_a, _data_a) = start("node-a");
+    let a = Api::of(&node_a);
+    a.wait_ready(200);
+    let (status, body) = a.post("/api/v1/sessions", json!({"provider": "fake"}));
+    assert_eq!(status, 201, "{body}");
+    let session = body["session"]["id"].as_str().expect("id").to_string();
+    let (status, body) = a.post(
+        &format!("/api/v1/sessions/{session}/turns"),
+        json!({"content": "spawn"}),
+    );
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (agent, grandchild) = loop {
+        if let Some(v) = std::fs::read_to_string(&pids)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        {
+            let pid = |key: &str| v[key].as_i64().expect("pid") as i32;
+            break (pid("pid"), pid("grandchild"));
+        }
+        assert!(Instant::now() < deadline, "the agent never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    let (node_b, _data_b) = start("node-b");
+    Api::of(&node_b).wait_ready(200);
+    let alive = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    assert!(
+        alive(agent) && alive(grandchild),
+        "node B's startup killed node A's agent"
+    );
+    assert!(a.runs(&session));
+    let (_, table) = a.get("/api/v1/admin/actors");
+    let row = table["actors"]
+        .as_array()
+        .expect("actors")
+        .iter()
+        .find(|row| row["session_id"] == session.as_str())
+        .cloned()
+        .expect("A's row");
+    assert_eq!(row["run"]["pid"], agent, "{row}");
+    // The agent's group outlives nothing of the test.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(agent),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
