@@ -317,8 +317,8 @@ impl SessionRegistry {
         let registry = ctx.address();
         let load = async move {
             let store = shared.store.clone();
-            // A session that does not exist takes no lease.
-            if store.get_session(id).await?.is_none() {
+            // A session that does not exist takes no lease (embedded stores need none).
+            if store.leases_expire() && store.get_session(id).await?.is_none() {
                 return Err(RuntimeError::SessionNotFound);
             }
             let lease_sent = Instant::now();
@@ -426,7 +426,8 @@ impl Handler<SessionStopped> for SessionRegistry {
 
     /// Forgets the actor and gives up its lease, so another node can take the session at
     /// once. The release is handed to the store now, before any later activation's
-    /// acquisition, so the two land in that order.
+    /// acquisition, so the two land in that order; an activation already under way keeps
+    /// the lease instead.
     fn handle(&mut self, msg: SessionStopped, _ctx: &mut Context<Self>) {
         if self
             .live
@@ -434,6 +435,10 @@ impl Handler<SessionStopped> for SessionRegistry {
             .is_some_and(|e| e.generation == msg.generation)
         {
             self.live.remove(&msg.id);
+            if self.loading.contains_key(&msg.id) {
+                // Activated again already: the new activation keeps the lease.
+                return;
+            }
             let id = msg.id;
             let released = self.shared.store.release_lease(id);
             actix::spawn(async move {

@@ -31,6 +31,15 @@ pub fn start_named_node(
     nats: &NatsServer,
     node_id: Option<&str>,
 ) -> (ServerProcess, tempfile::TempDir) {
+    start_node_with(nats, node_id, &[])
+}
+
+/// [`start_named_node`] with more environment (configuration overrides).
+pub fn start_node_with(
+    nats: &NatsServer,
+    node_id: Option<&str>,
+    extra_env: &[(&str, &str)],
+) -> (ServerProcess, tempfile::TempDir) {
     let data = tempfile::tempdir().expect("temp dir");
     let url = nats.url();
     let mut args = vec!["--store", url.as_str()];
@@ -40,6 +49,7 @@ pub fn start_named_node(
     let ttl = LEASE_TTL.as_millis().to_string();
     let mut env = ENV.to_vec();
     env.push(("TROUPE_CLUSTER__LEASE_TTL_MS", ttl.as_str()));
+    env.extend_from_slice(extra_env);
     let node = ServerProcess::start(data.path(), &args, &env);
     (node, data)
 }
