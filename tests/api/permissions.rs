@@ -121,15 +121,25 @@ async fn a_websocket_client_that_subscribes_again_sees_the_request_and_answers_i
         ))
         .await
         .unwrap();
-    let ack = next_frame(&mut second, |f| f["id"] == "p").await;
+    // The ack and the events the answer lets happen may come in either order: the turn can
+    // go on (and its events be delivered) before the answer's own ack is sent.
+    let (mut ack, mut result, mut completed) = (None, None, None);
+    while ack.is_none() || result.is_none() || completed.is_none() {
+        let frame = next_frame(&mut second, |_| true).await;
+        match (frame["type"].as_str(), frame["kind"].as_str()) {
+            _ if frame["id"] == "p" => ack = Some(frame),
+            (Some("event"), Some("tool.result")) => result = Some(frame),
+            (Some("event"), Some("turn.completed")) => completed = Some(frame),
+            _ => {}
+        }
+    }
+    let (ack, result, completed) = (ack.unwrap(), result.unwrap(), completed.unwrap());
     assert_eq!(ack["type"], "ack", "{ack}");
     assert_eq!(ack["result"]["option_id"], "reject");
-    let result = next_kind(&mut second, "tool.result").await;
     assert_eq!(
         result["data"]["is_error"], true,
         "the rejected tool did not run"
     );
-    let completed = next_kind(&mut second, "turn.completed").await;
     assert_eq!(completed["data"]["outcome"], "success");
 }
 
