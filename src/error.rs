@@ -61,6 +61,8 @@ pub enum ErrorCode {
     ProviderUnavailable,
     /// The store failed.
     StoreUnavailable,
+    /// Another node of the cluster runs the session.
+    OwnedElsewhere,
     /// A bug, or an actor that stopped answering; never bad input.
     Internal,
 }
@@ -80,7 +82,9 @@ impl ErrorCode {
             SessionBusy | SessionFailed | SessionArchived | NotRunning | TurnRunning
             | PermissionResolved => StatusCode::CONFLICT,
             QueueFull | BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
-            ProviderUnavailable | StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProviderUnavailable | StoreUnavailable | OwnedElsewhere => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -112,6 +116,7 @@ impl ErrorCode {
             BudgetExceeded => "budget_exceeded",
             ProviderUnavailable => "provider_unavailable",
             StoreUnavailable => "store_unavailable",
+            OwnedElsewhere => "owned_elsewhere",
             Internal => "internal",
         }
     }
@@ -136,6 +141,7 @@ impl ErrorCode {
             RuntimeError::BudgetExceeded(_) => BudgetExceeded,
             RuntimeError::ProviderUnavailable(_) => ProviderUnavailable,
             RuntimeError::Store(_) => StoreUnavailable,
+            RuntimeError::OwnedElsewhere { .. } => OwnedElsewhere,
             RuntimeError::Internal(_) => Internal,
         }
     }
@@ -237,6 +243,7 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::QueueFull { max } => error.with("max", max),
             RuntimeError::UnknownProvider(name) => error.with("provider", name),
             RuntimeError::InvalidField { field, .. } => error.with("field", field),
+            RuntimeError::OwnedElsewhere { node } => error.with("node", node),
             RuntimeError::Internal(_) | RuntimeError::Store(_) => {
                 log::error!("request failed: {error}");
                 error

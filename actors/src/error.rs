@@ -61,6 +61,12 @@ pub enum RuntimeError {
     /// The provider cannot be used now.
     #[error("provider unavailable: {0}")]
     ProviderUnavailable(String),
+    /// Another node holds the session's lease: the session runs there, not here.
+    #[error("session is owned by node `{node}`")]
+    OwnedElsewhere {
+        /// The node id of the lease holder.
+        node: String,
+    },
     /// The store failed.
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),
@@ -90,6 +96,7 @@ impl RuntimeError {
             RuntimeError::PermissionResolved => "permission_resolved",
             RuntimeError::BudgetExceeded(_) => "budget_exceeded",
             RuntimeError::ProviderUnavailable(_) => "provider_unavailable",
+            RuntimeError::OwnedElsewhere { .. } => "owned_elsewhere",
             RuntimeError::Store(_) => "store_unavailable",
             RuntimeError::Internal(_) => "internal",
         }

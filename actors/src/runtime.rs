@@ -81,6 +81,7 @@ impl RuntimeBuilder {
         let registry = SessionRegistry::new(shared.clone()).start();
         crate::retention::start(&shared, &registry);
         let runtime = Runtime { shared, registry };
+        crate::cluster::serve::start(&runtime, runtime.node_id());
         let recovering = runtime.clone();
         actix::spawn(async move { recovering.recover().await });
         runtime
@@ -131,6 +132,11 @@ impl Runtime {
     /// The shared parts (store, providers, settings, feed, metrics).
     pub fn shared(&self) -> &Arc<RuntimeShared> {
         &self.shared
+    }
+
+    /// This node's id among the nodes sharing the store.
+    pub fn node_id(&self) -> &str {
+        &self.shared.settings.node_id
     }
 
     /// The store.

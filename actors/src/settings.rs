@@ -52,7 +52,11 @@ pub struct Settings {
     /// Which sessions the store keeps for how long (the sweeper removes the rest).
     pub retention: crate::retention::Retention,
     /// Prices and budgets (session, provider, owner per day).
-    pub usage: crate::usage::UsageSettings,
+    pub usage: crate::usage::UsageSettings,    /// This node's id among the nodes sharing a store: the holder named in its leases.
+    /// Unique per running process (default: the host name and 6 random hex digits).
+    pub node_id: String,
+    /// How a node forwards operations to the node that runs a session (several nodes).
+    pub forwarding: crate::cluster::ForwardSettings,
 }
 
 impl Default for Settings {
@@ -76,8 +80,21 @@ impl Default for Settings {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             retention: Default::default(),
             usage: Default::default(),
+            node_id: default_node_id(),
+            forwarding: Default::default(),
         }
     }
+}
+
+/// The host name and 6 random hex digits: unique per process, readable in the actor table.
+pub fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "troupe".into());
+    format!("{host}-{:06x}", fastrand::u32(..0x0100_0000))
 }
 
 impl Settings {

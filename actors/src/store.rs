@@ -305,6 +305,12 @@ pub trait Store: Send + Sync + 'static {
     /// Writes and flushes a probe, the readiness check. It may block: call it off the actor
     /// threads.
     fn check_writable(&self) -> Result<(), StoreError>;
+
+    /// How nodes sharing this store reach each other and follow sessions they do not run
+    /// ([`cluster`](crate::cluster)); `None` for a store of one process (sled, memory).
+    fn cluster(&self) -> Option<&dyn crate::cluster::ClusterLink> {
+        None
+    }
 }
 
 /// A store in this process whose reads answer at once (sled, memory): it implements its reads

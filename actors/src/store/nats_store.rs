@@ -11,6 +11,7 @@
 //! task ([`writer`]) that publishes them in submission order, pipelined, and confirms each
 //! once JetStream has acknowledged it (stored on the server: durable).
 
+mod cluster_link;
 mod layout;
 mod reads;
 mod writer;
@@ -390,5 +391,8 @@ impl super::Store for NatsStore {
     fn check_writable(&self) -> Result<(), StoreError> {
         let shared = self.shared.clone();
         self.block(async move { shared.check_writable().await })
+    }
+    fn cluster(&self) -> Option<&dyn crate::cluster::ClusterLink> {
+        Some(self)
     }
 }
