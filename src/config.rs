@@ -50,6 +50,39 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Budgets for every session and every owner's day (`[budgets]`).
     pub budgets: BudgetsConfig,
+    /// Several nodes on one NATS store: how requests reach the node that runs a session.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: several nodes on one NATS store (`docs/OPERATIONS.md`, "Several nodes").
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Seconds a request forwarded to the node that runs its session waits for the answer.
+    pub request_timeout_secs: f64,
+    /// Seconds a request keeps looking for the session's node while nobody answers for the
+    /// one that held it (it died: its lease has to expire first).
+    pub owner_gone_wait_secs: f64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        let forwarding = troupe_actors::cluster::ForwardSettings::default();
+        ClusterConfig {
+            request_timeout_secs: forwarding.request_timeout.as_secs_f64(),
+            owner_gone_wait_secs: forwarding.owner_gone_wait.as_secs_f64(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The runtime's forwarding settings.
+    pub fn forwarding(&self) -> troupe_actors::cluster::ForwardSettings {
+        troupe_actors::cluster::ForwardSettings {
+            request_timeout: Duration::from_secs_f64(self.request_timeout_secs.max(0.001)),
+            owner_gone_wait: Duration::from_secs_f64(self.owner_gone_wait_secs.max(0.0)),
+        }
+    }
 }
 
 /// Global budgets; providers and tokens may set their own (`docs/OPERATIONS.md`, "Usage and
@@ -83,6 +116,7 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             providers: BTreeMap::new(),
             budgets: BudgetsConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }

@@ -349,6 +349,12 @@ pub struct RegistryFiguresSchema {
     pub activations: u64,
     /// Agent process groups a previous server left alive, killed at this start.
     pub reaped_process_groups: u64,
+    /// Session operations sent to the node that runs their session (several nodes).
+    pub forwarded_requests: u64,
+    /// Session operations other nodes forwarded here.
+    pub forwards_served: u64,
+    /// Follows of sessions another node runs, read from the store's stream.
+    pub remote_follows: u64,
 }
 
 /// Every error answer: `{"error": {"code", "message", …}}`.

@@ -114,6 +114,12 @@ pub struct RegistryFigures {
     pub activations: u64,
     /// Agent process groups a previous server left alive, killed at this start.
     pub reaped_process_groups: u64,
+    /// Session operations sent to the node that runs their session.
+    pub forwarded_requests: u64,
+    /// Session operations other nodes forwarded here.
+    pub forwards_served: u64,
+    /// Follows of sessions another node runs, read from the store's stream.
+    pub remote_follows: u64,
 }
 
 /// A running runtime: a cheap, cloneable handle.
@@ -331,6 +337,9 @@ impl Runtime {
             passivated: stats.sessions.saturating_sub(live as u64),
             activations: RuntimeMetrics::get(&self.shared.metrics.activations),
             reaped_process_groups: RuntimeMetrics::get(&self.shared.metrics.process_groups_reaped),
+            forwarded_requests: self.shared.metrics.forwarded_total(),
+            forwards_served: RuntimeMetrics::get(&self.shared.metrics.forwards_served),
+            remote_follows: RuntimeMetrics::get(&self.shared.metrics.remote_follows),
         })
     }
 
