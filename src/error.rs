@@ -338,6 +338,7 @@ mod tests {
             BudgetExceeded,
             ProviderUnavailable,
             StoreUnavailable,
+            OwnedElsewhere,
             Internal,
         ];
         for code in &all {
@@ -347,7 +348,7 @@ mod tests {
                 | UnknownProvider | InvalidSessionKey | ProjectNotAllowed | SessionBusy
                 | QueueFull | SessionFailed | SessionArchived | NotRunning | TurnRunning
                 | PermissionNotFound | PermissionResolved | BudgetExceeded
-                | ProviderUnavailable | StoreUnavailable | Internal => {}
+                | ProviderUnavailable | StoreUnavailable | OwnedElsewhere | Internal => {}
             }
         }
         all

@@ -33,10 +33,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Creates a session on `node` and runs a first turn there, so that `node` activates it and
 /// holds its lease. Returns the session id and the turn id.
 fn session_owned_by(node: &Node, key: &str, content: &str) -> (String, String) {
-    let (status, body) = node.post(
-        "/api/v1/sessions",
-        json!({"provider": "echo", "key": key}),
-    );
+    let (status, body) = node.post("/api/v1/sessions", json!({"provider": "echo", "key": key}));
     assert_eq!(status, 201, "{body}");
     let session = body["session"]["id"].as_str().expect("id").to_string();
     let (status, body) = node.post(
@@ -128,7 +125,9 @@ fn assert_same_as_log(seen: &[Value], log: &[Value]) {
         .collect();
     for event in seen {
         let seq = event["seq"].as_u64().expect("seq");
-        let stored = by_seq.get(&seq).unwrap_or_else(|| panic!("seq {seq} not in the log"));
+        let stored = by_seq
+            .get(&seq)
+            .unwrap_or_else(|| panic!("seq {seq} not in the log"));
         for field in ["kind", "turn_id", "data"] {
             assert_eq!(event[field], stored[field], "seq {seq}: {field}");
         }
@@ -178,7 +177,10 @@ fn a_websocket_on_node_c_follows_a_session_on_node_a_while_rest_on_node_b_sends_
     assert!(b.metric("troupe_forwarded_requests_total{op=\"send\"}") >= 3.0);
     assert!(c.metric("troupe_remote_follows_total") >= 1.0);
     assert!(a.metric("troupe_forwards_served_total") >= 3.0);
-    assert_eq!(a.metric("troupe_forwarded_requests_total{op=\"send\"}"), 0.0);
+    assert_eq!(
+        a.metric("troupe_forwarded_requests_total{op=\"send\"}"),
+        0.0
+    );
 }
 
 /// One chat completion on `node` in the session `key` names: its session id and answer.
@@ -247,15 +249,24 @@ fn openai_requests_with_one_session_key_over_three_nodes_run_in_one_session() {
     assert_eq!(actor_nodes(&cluster, &session).len(), 1, "one node runs it");
     // Every request was one turn of that session, each completed once.
     let events = cluster.nodes[0].events(&session);
-    let accepted = events.iter().filter(|e| e["kind"] == "turn.accepted").count();
-    let completed = events.iter().filter(|e| e["kind"] == "turn.completed").count();
+    let accepted = events
+        .iter()
+        .filter(|e| e["kind"] == "turn.accepted")
+        .count();
+    let completed = events
+        .iter()
+        .filter(|e| e["kind"] == "turn.completed")
+        .count();
     assert_eq!((accepted, completed), (12, 12));
     let forwarded: f64 = cluster
         .nodes
         .iter()
         .map(|n| n.metric("troupe_forwarded_requests_total{op=\"send\"}"))
         .sum();
-    assert!(forwarded >= 8.0, "the two nodes that do not own it forwarded their sends");
+    assert!(
+        forwarded >= 8.0,
+        "the two nodes that do not own it forwarded their sends"
+    );
 }
 
 /// An SSE stream of `session` on `node` after `after_seq`, read on its own thread: each event
@@ -317,7 +328,11 @@ fn sse_on_a_node_that_does_not_own_the_session_resumes_after_seq_and_sees_every_
         let (seq, event) = stream
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("the live turn's events over SSE");
-        assert_eq!(seq, resume_after + seen.len() as u64 + 1, "every event once");
+        assert_eq!(
+            seq,
+            resume_after + seen.len() as u64 + 1,
+            "every event once"
+        );
         assert_eq!(event["seq"], seq);
         let done = event["kind"] == "turn.completed" && event["turn_id"] == live_turn.as_str();
         seen.push(event);
@@ -325,7 +340,10 @@ fn sse_on_a_node_that_does_not_own_the_session_resumes_after_seq_and_sees_every_
             break;
         }
     }
-    assert!(seen.len() as u64 > before.len() as u64 - resume_after, "replay and live");
+    assert!(
+        seen.len() as u64 > before.len() as u64 - resume_after,
+        "replay and live"
+    );
     assert_same_as_log(&seen, &a.events(&session));
     assert_eq!(actor_nodes(&cluster, &session), vec![a.id.as_str()]);
     assert!(b.metric("troupe_remote_follows_total") >= 1.0);

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use troupe_actors::cluster::wire::{Reply, SessionCall, SessionOp};
 use troupe_actors::cluster::LinkError;
-use troupe_actors::session::{TurnReceipt, TurnList};
+use troupe_actors::session::{TurnList, TurnReceipt};
 use troupe_actors::{
-    BusyMode, NatsOptions, NatsStore, NewSession, Runtime, SendTurn, SessionView, Settings,
-    Store, TurnId,
+    BusyMode, NatsOptions, NatsStore, NewSession, Runtime, SendTurn, SessionView, Settings, Store,
+    TurnId,
 };
 
 /// How long the test waits for anything the nodes do.
@@ -93,7 +93,8 @@ async fn a_node_answers_forwarded_operations_and_another_tails_the_stream() {
             ..SendTurn::default()
         },
     };
-    let Reply::Ok(receipt) = reply::<TurnReceipt>(link.request("node-a", call(id, send), WAIT).await)
+    let Reply::Ok(receipt) =
+        reply::<TurnReceipt>(link.request("node-a", call(id, send), WAIT).await)
     else {
         panic!("send failed");
     };
@@ -106,7 +107,10 @@ async fn a_node_answers_forwarded_operations_and_another_tails_the_stream() {
         Reply::Ok(()) => panic!("an unknown turn was cancelled"),
     }
     // Bad input is an error answer, never a crash of the answering node.
-    match reply::<()>(link.request("node-a", Bytes::from_static(b"{\"op\":"), WAIT).await) {
+    match reply::<()>(
+        link.request("node-a", Bytes::from_static(b"{\"op\":"), WAIT)
+            .await,
+    ) {
         Reply::Err(e) => assert_eq!(e.code, "invalid_request"),
         Reply::Ok(()) => panic!("garbage was accepted"),
     }
@@ -128,8 +132,10 @@ async fn a_node_answers_forwarded_operations_and_another_tails_the_stream() {
         }
     }
     assert!(kinds.contains(&"turn.accepted"), "{kinds:?}");
-    let Reply::Ok(turns) = reply::<TurnList>(link.request("node-a", call(id, SessionOp::Turns), WAIT).await)
-    else {
+    let Reply::Ok(turns) = reply::<TurnList>(
+        link.request("node-a", call(id, SessionOp::Turns), WAIT)
+            .await,
+    ) else {
         panic!("turns failed");
     };
     assert_eq!(turns.turns.len(), 1);

@@ -2,6 +2,8 @@
 //! passivation (a stopped actor is reactivated from the store and the call is made again) and
 //! where the session runs (another node's session gets the call forwarded).
 
+use crate::cluster::forward::{forward, Forwarded};
+use crate::cluster::wire::SessionOp;
 use crate::error::RuntimeError;
 use crate::ids::{SessionId, TurnId};
 use crate::record::{BusyMode, SessionView};
@@ -12,8 +14,6 @@ use crate::session::{
     SendTurn, Session, Snapshot, Subscribe, TurnList, TurnReceipt, UpdateSession,
 };
 use crate::subscription::Subscription;
-use crate::cluster::forward::{forward, Forwarded};
-use crate::cluster::wire::SessionOp;
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use serde::de::DeserializeOwned;
@@ -204,8 +204,12 @@ impl SessionHandle {
         } else {
             Resend::Never
         };
-        self.call(resend, || turn.clone(), || SessionOp::Send { turn: turn.clone() })
-            .await
+        self.call(
+            resend,
+            || turn.clone(),
+            || SessionOp::Send { turn: turn.clone() },
+        )
+        .await
     }
 
     /// Sends `content` with `mode` and no options.
@@ -252,25 +256,38 @@ impl SessionHandle {
 
     /// Aborts the running turn.
     pub async fn abort(&self) -> Result<AbortResult, RuntimeError> {
-        self.call(Resend::Never, || Abort, || SessionOp::Abort).await
+        self.call(Resend::Never, || Abort, || SessionOp::Abort)
+            .await
     }
 
     /// Aborts the running attempt only if it answers `turn` (`aborted: false` otherwise).
     pub async fn abort_turn(&self, turn: TurnId) -> Result<AbortResult, RuntimeError> {
-        self.call(Resend::Never, || AbortTurn(turn), || SessionOp::AbortTurn { turn })
-            .await
+        self.call(
+            Resend::Never,
+            || AbortTurn(turn),
+            || SessionOp::AbortTurn { turn },
+        )
+        .await
     }
 
     /// Cancels a queued turn.
     pub async fn cancel_turn(&self, turn: TurnId) -> Result<(), RuntimeError> {
-        self.call(Resend::Never, || CancelTurn(turn), || SessionOp::CancelTurn { turn })
-            .await
+        self.call(
+            Resend::Never,
+            || CancelTurn(turn),
+            || SessionOp::CancelTurn { turn },
+        )
+        .await
     }
 
     /// Moves a queued turn to the front.
     pub async fn promote_turn(&self, turn: TurnId) -> Result<(), RuntimeError> {
-        self.call(Resend::Safe, || PromoteTurn(turn), || SessionOp::PromoteTurn { turn })
-            .await
+        self.call(
+            Resend::Safe,
+            || PromoteTurn(turn),
+            || SessionOp::PromoteTurn { turn },
+        )
+        .await
     }
 
     /// Holds the queue.
@@ -293,12 +310,14 @@ impl SessionHandle {
 
     /// The session object.
     pub async fn info(&self) -> Result<SessionView, RuntimeError> {
-        self.call(Resend::Safe, || GetInfo, || SessionOp::Info).await
+        self.call(Resend::Safe, || GetInfo, || SessionOp::Info)
+            .await
     }
 
     /// Every turn with positions of the open ones.
     pub async fn turns(&self) -> Result<TurnList, RuntimeError> {
-        self.call(Resend::Safe, || ListTurns, || SessionOp::Turns).await
+        self.call(Resend::Safe, || ListTurns, || SessionOp::Turns)
+            .await
     }
 
     /// A page of events after `after_seq`.

@@ -41,7 +41,8 @@ pub struct RuntimeMetrics {
     /// Usage counted, by provider (tokens and cost of every attempt).
     pub usage: std::sync::Mutex<std::collections::BTreeMap<String, crate::usage::Usage>>,
     /// Agent process groups a previous server left alive, killed at startup.
-    pub process_groups_reaped: AtomicU64,    /// Operations sent to the node that runs their session, by operation (index:
+    pub process_groups_reaped: AtomicU64,
+    /// Operations sent to the node that runs their session, by operation (index:
     /// [`SessionOp::index`](crate::cluster::wire::SessionOp::index)).
     pub forwarded: [AtomicU64; crate::cluster::wire::SessionOp::NAMES.len()],
     /// Operations other nodes forwarded here and this node ran.

@@ -52,7 +52,8 @@ pub struct Settings {
     /// Which sessions the store keeps for how long (the sweeper removes the rest).
     pub retention: crate::retention::Retention,
     /// Prices and budgets (session, provider, owner per day).
-    pub usage: crate::usage::UsageSettings,    /// This node's id among the nodes sharing a store: the holder named in its leases.
+    pub usage: crate::usage::UsageSettings,
+    /// This node's id among the nodes sharing a store: the holder named in its leases.
     /// Unique per running process (default: the host name and 6 random hex digits).
     pub node_id: String,
     /// How a node forwards operations to the node that runs a session (several nodes).

@@ -81,7 +81,9 @@ fn start_nats(cli: &Cli) -> Result<(String, SpawnedNats), Error> {
             }
         }
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let dir = tempfile::tempdir()?;
     let child = Command::new(&program)
         .args(["-js", "-a", "127.0.0.1", "-p"])

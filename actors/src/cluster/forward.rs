@@ -49,7 +49,11 @@ pub(crate) async fn forward<R: DeserializeOwned>(
     log::debug!(
         "session {session}: {} forwarded to node {node}: {}",
         SessionOp::NAMES[index],
-        if answer.is_ok() { "answered" } else { "no answer" }
+        if answer.is_ok() {
+            "answered"
+        } else {
+            "no answer"
+        }
     );
     match answer {
         Ok(bytes) => match serde_json::from_slice::<Reply<R>>(&bytes) {

@@ -278,7 +278,8 @@ mod tests {
             let op = SessionOp::Update {
                 update: update.clone(),
             };
-            let back: SessionOp = serde_json::from_slice(&serde_json::to_vec(&op).unwrap()).unwrap();
+            let back: SessionOp =
+                serde_json::from_slice(&serde_json::to_vec(&op).unwrap()).unwrap();
             let SessionOp::Update { update: back } = back else {
                 panic!("another op came back");
             };

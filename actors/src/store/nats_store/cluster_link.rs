@@ -70,7 +70,10 @@ impl ClusterLink for NatsStore {
 
 impl Shared {
     /// Subscribes to `subject` and hands each request over with a way to answer it.
-    async fn serve(self: Arc<Self>, subject: String) -> Result<mpsc::Receiver<Incoming>, StoreError> {
+    async fn serve(
+        self: Arc<Self>,
+        subject: String,
+    ) -> Result<mpsc::Receiver<Incoming>, StoreError> {
         let mut requests = self
             .client
             .subscribe(subject.clone())
