@@ -66,7 +66,7 @@ impl Application {
         settings.fallbacks = fallbacks(&provider_configs);
         settings.retention = config.retention.retention();
         settings.usage = config.usage_settings(&provider_configs);
-        settings.forwarding = config.cluster.forwarding();
+        config.cluster.apply(&mut settings)?;
         let mut builder = Runtime::builder().shared_store(store).settings(settings);
         for (name, provider) in providers.iter() {
             builder = builder.shared_provider(name.clone(), provider.clone());

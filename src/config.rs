@@ -1,6 +1,10 @@
 //! Configuration: defaults, then a TOML file, then `TROUPE_*` environment overrides
 //! (`TROUPE_BIND`, `TROUPE_DATA_DIR`, nested keys with `__`: `TROUPE_RUNTIME__MAX_QUEUE=50`).
 
+mod cluster;
+
+pub use cluster::ClusterConfig;
+
 use crate::providers::{default_provider_configs, ProviderConfig};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -50,39 +54,8 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Budgets for every session and every owner's day (`[budgets]`).
     pub budgets: BudgetsConfig,
-    /// Several nodes on one NATS store: how requests reach the node that runs a session.
+    /// This node among the nodes sharing a NATS store (`[cluster]`).
     pub cluster: ClusterConfig,
-}
-
-/// `[cluster]`: several nodes on one NATS store (`docs/OPERATIONS.md`, "Several nodes").
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ClusterConfig {
-    /// Seconds a request forwarded to the node that runs its session waits for the answer.
-    pub request_timeout_secs: f64,
-    /// Seconds a request keeps looking for the session's node while nobody answers for the
-    /// one that held it (it died: its lease has to expire first).
-    pub owner_gone_wait_secs: f64,
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        let forwarding = troupe_actors::cluster::ForwardSettings::default();
-        ClusterConfig {
-            request_timeout_secs: forwarding.request_timeout.as_secs_f64(),
-            owner_gone_wait_secs: forwarding.owner_gone_wait.as_secs_f64(),
-        }
-    }
-}
-
-impl ClusterConfig {
-    /// The runtime's forwarding settings.
-    pub fn forwarding(&self) -> troupe_actors::cluster::ForwardSettings {
-        troupe_actors::cluster::ForwardSettings {
-            request_timeout: Duration::from_secs_f64(self.request_timeout_secs.max(0.001)),
-            owner_gone_wait: Duration::from_secs_f64(self.owner_gone_wait_secs.max(0.0)),
-        }
-    }
 }
 
 /// Global budgets; providers and tokens may set their own (`docs/OPERATIONS.md`, "Usage and
@@ -565,6 +538,9 @@ pub enum ConfigError {
     /// `--store` names no store.
     #[error("--store `{0}`: expected sled, memory or a NATS URL (nats://host:port)")]
     Store(String),
+    /// `[cluster]` has a value that cannot work.
+    #[error("[cluster] {0}")]
+    Cluster(String),
 }
 
 impl Config {

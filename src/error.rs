@@ -377,6 +377,12 @@ mod tests {
             (RuntimeError::UnknownProvider("x".into()), 400),
             (RuntimeError::SessionBusy, 409),
             (
+                RuntimeError::OwnedElsewhere {
+                    node: "node-b".into(),
+                },
+                503,
+            ),
+            (
                 RuntimeError::Store(troupe_actors::store::StoreError::Engine("disk".into())),
                 503,
             ),

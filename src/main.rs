@@ -34,6 +34,10 @@ enum Command {
         /// (`nats://127.0.0.1:4222`) to share the store with other nodes.
         #[arg(long)]
         store: Option<String>,
+        /// This node's id among the nodes sharing a NATS store (overrides the configuration;
+        /// default: the host name and 6 random hex digits).
+        #[arg(long)]
+        node_id: Option<String>,
     },
     /// Speak the Agent Client Protocol on stdio, backed by a Troupe server (for editors).
     Acp {
@@ -51,13 +55,14 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let (config, bind, data, store) = match Cli::parse().command {
+    let (config, bind, data, store, node_id) = match Cli::parse().command {
         Command::Serve {
             config,
             bind,
             data,
             store,
-        } => (config, bind, data, store),
+            node_id,
+        } => (config, bind, data, store, node_id),
         Command::Acp {
             url,
             token,
@@ -80,6 +85,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(store) = store {
         config.store.apply_flag(&store)?;
+    }
+    if node_id.is_some() {
+        config.cluster.node_id = node_id;
     }
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(config).await?;

@@ -417,8 +417,41 @@ impl Collector for RuntimeCollector {
             "Provider attempts running now",
             m.running_attempts.load(Relaxed),
         )?;
+        cluster(&mut encoder, &self.runtime)?;
         usage(&mut encoder, m)
     }
+}
+
+/// `troupe_node_info{node}`, the leases this node holds, its takeovers and the sessions it
+/// stopped for a lease it could not renew.
+fn cluster(encoder: &mut DescriptorEncoder, runtime: &Runtime) -> fmt::Result {
+    let info = ConstGauge::new(1i64);
+    let mut family = encoder.encode_descriptor(
+        "node_info",
+        "This node's id among the nodes sharing a store",
+        None,
+        info.metric_type(),
+    )?;
+    info.encode(family.encode_family(&[("node", runtime.node_id())])?)?;
+    gauge(
+        encoder,
+        "leases_held",
+        "Session leases this node holds",
+        runtime.store().leases_held() as i64,
+    )?;
+    let m = runtime.metrics();
+    counter(
+        encoder,
+        "takeovers",
+        "Sessions with open turns taken over because no node held their lease",
+        &m.takeovers,
+    )?;
+    counter(
+        encoder,
+        "lease_renew_failures",
+        "Sessions stopped because their lease was not renewed in time or another node took it",
+        &m.leases_lost,
+    )
 }
 
 /// `troupe_tokens_total{provider, kind}` and `troupe_cost_usd_total{provider}`: the usage of

@@ -349,6 +349,12 @@ pub struct RegistryFiguresSchema {
     pub activations: u64,
     /// Agent process groups a previous server left alive, killed at this start.
     pub reaped_process_groups: u64,
+    /// This node's id among the nodes sharing a store (`[cluster] node_id`).
+    pub node_id: String,
+    /// Session leases this node holds (0 on an embedded store, which needs none).
+    pub leases_held: usize,
+    /// Sessions with open turns this node took over because no node held their lease.
+    pub takeovers: u64,
     /// Session operations sent to the node that runs their session (several nodes).
     pub forwarded_requests: u64,
     /// Session operations other nodes forwarded here.

@@ -10,176 +10,16 @@
 mod external;
 #[path = "support/nats_server.rs"]
 mod nats_server;
+#[path = "support/nodes.rs"]
+mod nodes;
 #[path = "support/server_process.rs"]
 mod server_process;
 
 use nats_server::NatsServer;
+use nodes::{follow_over_websocket, start_node, words, Api, LEASE_TTL};
 use serde_json::{json, Value};
-use server_process::ServerProcess;
 use std::collections::BTreeMap;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite;
-
-/// Short retries and no grace: the test never waits on production durations.
-const ENV: &[(&str, &str)] = &[
-    ("TROUPE_RUNTIME__RETRY_BASE_MS", "10"),
-    ("TROUPE_RUNTIME__RETRY_MAX_MS", "50"),
-    ("TROUPE_SHUTDOWN_GRACE_SECS", "0"),
-];
-
-fn start_node(nats: &NatsServer) -> (ServerProcess, tempfile::TempDir) {
-    let data = tempfile::tempdir().expect("temp dir");
-    let url = nats.url();
-    let node = ServerProcess::start(data.path(), &["--store", &url], ENV);
-    (node, data)
-}
-
-/// Typed REST calls against one node.
-struct Api {
-    client: reqwest::blocking::Client,
-    base: String,
-}
-
-impl Api {
-    fn of(node: &ServerProcess) -> Api {
-        Api {
-            client: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("client"),
-            base: node.base(),
-        }
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .expect("GET");
-        let status = resp.status().as_u16();
-        (status, resp.json().unwrap_or(Value::Null))
-    }
-
-    fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let resp = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .expect("POST");
-        let status = resp.status().as_u16();
-        (status, resp.json().unwrap_or(Value::Null))
-    }
-
-    fn ready(&self) -> u16 {
-        self.client
-            .get(format!("{}/readyz", self.base))
-            .send()
-            .map_or(0, |r| r.status().as_u16())
-    }
-
-    /// Every event of `session`, paging through the log.
-    fn events(&self, session: &str) -> Vec<Value> {
-        let mut out: Vec<Value> = Vec::new();
-        loop {
-            let after = out.last().map_or(0, |e| e["seq"].as_u64().expect("seq"));
-            let (status, body) = self.get(&format!(
-                "/api/v1/sessions/{session}/events?after_seq={after}&limit=500"
-            ));
-            assert_eq!(status, 200, "{body}");
-            let page = body["events"].as_array().expect("events").clone();
-            if page.is_empty() {
-                return out;
-            }
-            out.extend(page);
-        }
-    }
-
-    fn turns(&self, session: &str) -> Vec<Value> {
-        let (status, body) = self.get(&format!("/api/v1/sessions/{session}/turns"));
-        assert_eq!(status, 200, "{body}");
-        body["turns"].as_array().expect("turns").clone()
-    }
-
-    /// Waits until each of `turns` has a `turn.completed` in the log and every turn of the
-    /// session completed (an interrupted one is re-queued as a new turn and runs again).
-    fn wait_all_completed(&self, session: &str, turns: &[String]) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let events = self.events(session);
-            let completed = |turn: &String| {
-                events
-                    .iter()
-                    .any(|e| e["kind"] == "turn.completed" && e["turn_id"] == turn.as_str())
-            };
-            let all_done = self
-                .turns(session)
-                .iter()
-                .all(|t| t["status"] == "completed");
-            if all_done && turns.iter().all(completed) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "turns did not complete: {:?}",
-                self.turns(session)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn wait_ready(&self, want: u16) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.ready() != want {
-            assert!(Instant::now() < deadline, "/readyz never answered {want}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// A WebSocket client on its own thread: subscribes to `session` and sends one turn, then
-/// hands every frame it receives to the test.
-fn follow_over_websocket(
-    node: &ServerProcess,
-    session: &str,
-    content: &str,
-) -> mpsc::Receiver<Value> {
-    let url = format!("ws://{}/api/v1/ws", node.address);
-    let (tx, rx) = mpsc::channel();
-    let (session, content) = (session.to_string(), content.to_string());
-    std::thread::spawn(move || {
-        let (mut socket, _) = tungstenite::connect(url).expect("websocket");
-        let frames = [
-            json!({"type": "subscribe", "id": "s", "session_id": session, "after_seq": 0}),
-            json!({"type": "send", "id": "t", "session_id": session, "content": content,
-                   "options": {"script": {"chunk_delay_ms": 20}}}),
-        ];
-        for frame in frames {
-            socket
-                .send(tungstenite::Message::text(frame.to_string()))
-                .expect("send frame");
-        }
-        // Ends when the node is killed (the socket errors) or the test hangs up.
-        while let Ok(message) = socket.read() {
-            if let tungstenite::Message::Text(text) = message {
-                let frame: Value = serde_json::from_str(text.as_str()).expect("json frame");
-                if tx.send(frame).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    rx
-}
-
-fn words(n: usize, tag: &str) -> String {
-    (0..n)
-        .map(|i| format!("{tag}{i}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
 
 #[test]
 fn a_node_killed_mid_turn_loses_nothing_and_another_node_carries_on() {
@@ -247,14 +87,22 @@ fn a_node_killed_mid_turn_loses_nothing_and_another_node_carries_on() {
         }
     }
 
-    // Another node on the same NATS, with a data directory of its own.
+    // Another node on the same NATS, with a data directory of its own. Until the dead node's
+    // lease expires the session is its own; then the new node takes it over.
     let (node, _data2) = start_node(&nats);
     let api = Api::of(&node);
     api.wait_ready(200);
-    let (status, body) = api.post(
-        "/api/v1/sessions",
-        json!({"provider": "echo", "key": "survivor"}),
-    );
+    let deadline = Instant::now() + LEASE_TTL + Duration::from_secs(5);
+    let (status, body) = loop {
+        let (status, body) = api.post(
+            "/api/v1/sessions",
+            json!({"provider": "echo", "key": "survivor"}),
+        );
+        if body["error"]["code"] != "owned_elsewhere" || Instant::now() > deadline {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(
         (status, body["session"]["id"].as_str()),
         (200, Some(session.as_str())),

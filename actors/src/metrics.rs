@@ -36,6 +36,12 @@ pub struct RuntimeMetrics {
     pub panics: AtomicU64,
     /// Sessions stopped because a store write failed (fail-stop).
     pub store_failures: AtomicU64,
+    /// Sessions stopped because their lease could not be renewed in time or another node
+    /// took it (a subset of `store_failures`).
+    pub leases_lost: AtomicU64,
+    /// Sessions with open turns this node activated because no node held their lease (their
+    /// owner died or stopped), startup recovery included.
+    pub takeovers: AtomicU64,
     /// Sessions removed by retention, by why (index: [`crate::retention::Expiry::ALL`]).
     pub sessions_expired: [AtomicU64; 3],
     /// Usage counted, by provider (tokens and cost of every attempt).

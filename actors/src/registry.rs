@@ -13,7 +13,7 @@ use crate::metrics::RuntimeMetrics;
 use crate::record::{SessionRecord, SessionView};
 use crate::session::{Session, SessionArgs};
 use crate::shared::RuntimeShared;
-use crate::store::CreateOutcome;
+use crate::store::{CreateOutcome, LeaseGrant};
 use crate::time::Timestamp;
 use actix::prelude::*;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -228,6 +228,11 @@ pub struct LiveSessions;
 #[rtype(result = "()")]
 pub struct BeginShutdown;
 
+/// Whether graceful shutdown began.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct IsShuttingDown;
+
 /// Whether the registry answers, for the readiness check.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -306,21 +311,45 @@ impl SessionRegistry {
         let shared = self.shared.clone();
         let registry = ctx.address();
         let load = async move {
-            let record = shared
-                .store
-                .get_session(id)
+            let store = shared.store.clone();
+            // A session that does not exist takes no lease.
+            if store.get_session(id).await?.is_none() {
+                return Err(RuntimeError::SessionNotFound);
+            }
+            let lease_sent = Instant::now();
+            let settings = &shared.settings;
+            match store
+                .acquire_lease(id, &settings.node_id, settings.lease_ttl)
                 .await?
-                .ok_or(RuntimeError::SessionNotFound)?;
-            let session = Session::load(SessionArgs {
-                record,
-                shared,
-                registry: registry.clone().recipient(),
-                generation,
-                panic_notice: registry.recipient(),
-                recent_panics,
-            })
-            .await?;
-            Ok(session)
+            {
+                LeaseGrant::Granted => {}
+                LeaseGrant::HeldBy(node) => return Err(RuntimeError::OwnedElsewhere { node }),
+            }
+            // Read under the lease: the previous owner writes nothing more.
+            let loaded = async {
+                let record = store
+                    .get_session(id)
+                    .await?
+                    .ok_or(RuntimeError::SessionNotFound)?;
+                let session = Session::load(SessionArgs {
+                    record,
+                    shared: shared.clone(),
+                    registry: registry.clone().recipient(),
+                    generation,
+                    panic_notice: registry.recipient(),
+                    recent_panics,
+                    lease_sent,
+                })
+                .await?;
+                Ok(session)
+            }
+            .await;
+            if loaded.is_err() {
+                if let Err(e) = store.release_lease(id).await {
+                    log::error!("session {id}: releasing the lease of a failed load: {e}");
+                }
+            }
+            loaded
         };
         ctx.spawn(
             load.into_actor(self)
@@ -390,6 +419,9 @@ impl Handler<Activate> for SessionRegistry {
 impl Handler<SessionStopped> for SessionRegistry {
     type Result = ();
 
+    /// Forgets the actor and gives up its lease, so another node can take the session at
+    /// once. The release is handed to the store now, before any later activation's
+    /// acquisition, so the two land in that order.
     fn handle(&mut self, msg: SessionStopped, _ctx: &mut Context<Self>) {
         if self
             .live
@@ -397,6 +429,13 @@ impl Handler<SessionStopped> for SessionRegistry {
             .is_some_and(|e| e.generation == msg.generation)
         {
             self.live.remove(&msg.id);
+            let id = msg.id;
+            let released = self.shared.store.release_lease(id);
+            actix::spawn(async move {
+                if let Err(e) = released.await {
+                    log::error!("session {id}: releasing its lease: {e}");
+                }
+            });
         }
     }
 }
@@ -486,6 +525,14 @@ impl Handler<EndExpire> for SessionRegistry {
         for id in msg.0 {
             self.expiring.remove(&id);
         }
+    }
+}
+
+impl Handler<IsShuttingDown> for SessionRegistry {
+    type Result = bool;
+
+    fn handle(&mut self, _msg: IsShuttingDown, _ctx: &mut Context<Self>) -> bool {
+        self.shutting_down
     }
 }
 

@@ -9,7 +9,8 @@ use crate::owner_feed::OwnerFeed;
 use crate::provider::{EchoProvider, Provider, ProviderSet};
 use crate::record::{SessionState, SessionView};
 use crate::registry::{
-    Activate, BeginShutdown, KeysInFlight, LiveSessions, NewSession, Ping, SessionRegistry,
+    Activate, BeginShutdown, IsShuttingDown, KeysInFlight, LiveSessions, NewSession, Ping,
+    SessionRegistry,
 };
 use crate::session::{ActorSnapshot, Drain, Interrupt, Session, Snapshot, UpdateSession};
 use crate::settings::Settings;
@@ -114,6 +115,12 @@ pub struct RegistryFigures {
     pub activations: u64,
     /// Agent process groups a previous server left alive, killed at this start.
     pub reaped_process_groups: u64,
+    /// This node's id among the nodes sharing a store.
+    pub node_id: String,
+    /// Session leases this node holds (0 on an embedded store, which needs none).
+    pub leases_held: usize,
+    /// Sessions with open turns this node took over because no node held their lease.
+    pub takeovers: u64,
     /// Session operations sent to the node that runs their session.
     pub forwarded_requests: u64,
     /// Session operations other nodes forwarded here.
@@ -140,11 +147,6 @@ impl Runtime {
         &self.shared
     }
 
-    /// This node's id among the nodes sharing the store.
-    pub fn node_id(&self) -> &str {
-        &self.shared.settings.node_id
-    }
-
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.shared.store
@@ -158,6 +160,11 @@ impl Runtime {
     /// The settings.
     pub fn settings(&self) -> &Settings {
         &self.shared.settings
+    }
+
+    /// This node's id among the nodes sharing a store ([`Settings::node_id`]).
+    pub fn node_id(&self) -> &str {
+        &self.shared.settings.node_id
     }
 
     /// The counters.
@@ -337,6 +344,9 @@ impl Runtime {
             passivated: stats.sessions.saturating_sub(live as u64),
             activations: RuntimeMetrics::get(&self.shared.metrics.activations),
             reaped_process_groups: RuntimeMetrics::get(&self.shared.metrics.process_groups_reaped),
+            node_id: self.node_id().to_string(),
+            leases_held: self.shared.store.leases_held(),
+            takeovers: RuntimeMetrics::get(&self.shared.metrics.takeovers),
             forwarded_requests: self.shared.metrics.forwarded_total(),
             forwards_served: RuntimeMetrics::get(&self.shared.metrics.forwards_served),
             remote_follows: RuntimeMetrics::get(&self.shared.metrics.remote_follows),
@@ -385,31 +395,64 @@ impl Runtime {
         if let Err(e) = self.shared.store.flush() {
             log::error!("store flush at shutdown failed: {e}");
         }
+        // After every write of the drained sessions: other nodes take them over at once.
+        if let Err(e) = self.shared.store.release_all_leases().await {
+            log::error!("releasing the leases at shutdown failed: {e}");
+        }
         log::info!("runtime stopped: {} session actor(s) drained", addrs.len());
     }
 
-    /// Startup recovery: reactivates every session that has open turns.
+    /// Startup recovery: reactivates every session that has open turns. On a store shared
+    /// by several nodes the same pass then runs every [`Settings::lease_check_interval`]:
+    /// sessions with open turns that no node holds the lease of (their owner died) are
+    /// taken over here, with the same recovery as a restart.
     async fn recover(&self) {
         let started = Instant::now();
-        let ids = match self.shared.store.active_sessions().await {
-            Ok(ids) => ids,
-            Err(e) => {
-                log::error!("startup recovery could not list sessions: {e}");
-                return;
-            }
-        };
-        if ids.is_empty() {
+        match self.take_over().await {
+            Ok(0) => {}
+            Ok(count) => log::info!(
+                "startup recovery: {count} session(s) with open turns reactivated in {:?}",
+                started.elapsed()
+            ),
+            Err(e) => log::error!("startup recovery could not list sessions: {e}"),
+        }
+        if !self.shared.store.leases_expire() {
             return;
         }
-        let count = ids.len();
-        for id in ids {
-            if let Err(e) = self.activate(id).await {
-                log::error!("session {id}: recovery failed: {e}");
+        let mut every = tokio::time::interval(self.shared.settings.lease_check_interval());
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if self.registry.send(IsShuttingDown).await.unwrap_or(true) {
+                return;
+            }
+            match self.take_over().await {
+                Ok(0) => {}
+                Ok(count) => log::info!("took over {count} session(s) whose owner went away"),
+                Err(e) => log::warn!("looking for sessions to take over: {e}"),
             }
         }
-        log::info!(
-            "startup recovery: {count} session(s) with open turns reactivated in {:?}",
-            started.elapsed()
-        );
+    }
+
+    /// Activates the sessions with open turns (the store's active index, not a scan of every
+    /// session) that no node holds the lease of; how many it activated.
+    async fn take_over(&self) -> Result<usize, RuntimeError> {
+        let store = &self.shared.store;
+        let mut count = 0;
+        for id in store.active_sessions().await? {
+            if store.lease_holder(id).await?.is_some() {
+                continue;
+            }
+            match self.activate(id).await {
+                Ok(_) => {
+                    count += 1;
+                    RuntimeMetrics::bump(&self.shared.metrics.takeovers);
+                }
+                // Another node was quicker.
+                Err(RuntimeError::OwnedElsewhere { .. }) => {}
+                Err(e) => log::error!("session {id}: recovery failed: {e}"),
+            }
+        }
+        Ok(count)
     }
 }

@@ -14,6 +14,7 @@
 //! - `attempt`: dispatching turns and running their attempts on the provider;
 //! - `outcome`: how turns end (success, failure, retry, fallback, recovery);
 //! - `budget`: usage counted into the totals, and the budget checks;
+//! - `lease`: keeping the session's lease on a store shared by several nodes;
 //! - `turn_handlers` and `handlers`: the messages that act on turns and on the session;
 //! - `messages`: the messages themselves and their answers.
 
@@ -21,6 +22,7 @@ mod attempt;
 mod budget;
 mod handlers;
 mod journal;
+mod lease;
 mod messages;
 mod outcome;
 mod permissions;
@@ -63,6 +65,9 @@ pub struct SessionArgs {
     pub panic_notice: Recipient<SessionPanicked>,
     /// Panics of this session within the panic window before this activation.
     pub recent_panics: u32,
+    /// When the session's lease was last sent to the store (its acquisition): the lease
+    /// holds until at least this plus the lease TTL.
+    pub lease_sent: Instant,
 }
 
 /// The attempt that runs now, and the turns it answers.
@@ -200,6 +205,9 @@ pub struct Session {
     journal: Journal,
     /// The confirmations of the journal's writes, until `started` makes them a stream.
     confirmations: Option<mpsc::UnboundedReceiver<Confirmation>>,
+    /// When the newest write the store confirmed (each renews the lease) was sent: on a store
+    /// whose leases expire, the session stops once this is too old ([`Session::check_lease`]).
+    lease_sent: Instant,
 }
 
 impl Session {
@@ -240,6 +248,7 @@ impl Session {
             store_failed: false,
             journal,
             confirmations: Some(confirmations),
+            lease_sent: args.lease_sent,
         })
     }
 
@@ -366,6 +375,7 @@ impl Actor for Session {
                 "too many panics",
             );
         }
+        self.keep_lease(ctx);
         self.recover_orphans(Cutoff::Died);
         let interval = self.shared.settings.idle_check_interval();
         ctx.run_interval(interval, |act, ctx| act.check_idle(ctx));

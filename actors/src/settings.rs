@@ -56,6 +56,11 @@ pub struct Settings {
     /// This node's id among the nodes sharing a store: the holder named in its leases.
     /// Unique per running process (default: the host name and 6 random hex digits).
     pub node_id: String,
+    /// How long a session's lease lasts unless renewed, on a store whose leases expire
+    /// ([`crate::store::Store::leases_expire`]): after a node dies, another takes its
+    /// sessions over this long after its last renewal. Whole seconds (NATS counts message
+    /// TTLs in seconds).
+    pub lease_ttl: Duration,
     /// How a node forwards operations to the node that runs a session (several nodes).
     pub forwarding: crate::cluster::ForwardSettings,
 }
@@ -82,6 +87,7 @@ impl Default for Settings {
             retention: Default::default(),
             usage: Default::default(),
             node_id: default_node_id(),
+            lease_ttl: Duration::from_secs(10),
             forwarding: Default::default(),
         }
     }
@@ -106,6 +112,23 @@ impl Settings {
             .saturating_mul(1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX));
         let jitter = 0.8 + fastrand::f64() * 0.4;
         exp.mul_f64(jitter).min(self.retry_max)
+    }
+
+    /// How often a live session renews its lease when it writes nothing else.
+    pub fn lease_renew_interval(&self) -> Duration {
+        self.lease_ttl / 4
+    }
+
+    /// How long after the send of its last confirmed renewal a session stops, its lease
+    /// counted lost: well before the TTL, so it has stopped before the server could let
+    /// another node take the lease.
+    pub fn lease_stop_after(&self) -> Duration {
+        self.lease_ttl * 3 / 5
+    }
+
+    /// How often a live session checks its lease, and a node looks for sessions to take over.
+    pub fn lease_check_interval(&self) -> Duration {
+        (self.lease_ttl / 10).max(Duration::from_millis(20))
     }
 
     /// How often a live session checks whether it is idle enough to passivate.

@@ -26,6 +26,7 @@ use crate::record::{SessionRecord, TurnRecord};
 use crate::usage::{OwnerDayUsage, UsageIncrement};
 use futures::future::BoxFuture;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -49,12 +50,28 @@ pub enum StoreError {
         /// The seq the log really ends at.
         actual: u64,
     },
+    /// This node no longer holds the session's lease: another node may own it now, so the
+    /// write was refused (fencing) and nothing of it landed.
+    #[error("session {session}: this node no longer holds its lease")]
+    LeaseLost {
+        /// The session written to.
+        session: SessionId,
+    },
     /// The store was written by a newer schema.
     #[error("schema version {found} is newer than this build's {SCHEMA_VERSION}")]
     SchemaTooNew {
         /// The version found on disk.
         found: u32,
     },
+}
+
+/// The answer to [`Store::acquire_lease`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseGrant {
+    /// This node holds the lease now (or held it already): it may run the session.
+    Granted,
+    /// Another node holds it: the session runs there.
+    HeldBy(String),
 }
 
 /// What a [`Write::Create`] did.
@@ -305,6 +322,52 @@ pub trait Store: Send + Sync + 'static {
     /// Writes and flushes a probe, the readiness check. It may block: call it off the actor
     /// threads.
     fn check_writable(&self) -> Result<(), StoreError>;
+
+    /// Whether leases expire unless renewed and fence the writes of the session they cover
+    /// (a store shared by several nodes). `false` for the embedded stores: one process owns
+    /// everything, every lease is granted and nothing needs renewing.
+    fn leases_expire(&self) -> bool {
+        false
+    }
+
+    /// Takes the lease of `session` for `node` for `ttl` (or keeps it, when this node holds
+    /// it already), unless another node holds it. From then on every commit of the session
+    /// renews the lease and is refused ([`StoreError::LeaseLost`]) once another node took it;
+    /// a [`Write::Commit`] of an empty batch renews it alone. The lease is taken when the call
+    /// is made, in order with the writes submitted before it.
+    fn acquire_lease(
+        &self,
+        session: SessionId,
+        node: &str,
+        ttl: Duration,
+    ) -> StoreRead<LeaseGrant> {
+        let _ = (session, node, ttl);
+        ready(Ok(LeaseGrant::Granted))
+    }
+
+    /// Gives up the lease of `session`, after the writes submitted before this call, so
+    /// another node can take it at once. Nothing when this node does not hold it.
+    fn release_lease(&self, session: SessionId) -> StoreRead<()> {
+        let _ = session;
+        ready(Ok(()))
+    }
+
+    /// Gives up every lease this node holds (graceful shutdown), after the writes submitted
+    /// before this call.
+    fn release_all_leases(&self) -> StoreRead<()> {
+        ready(Ok(()))
+    }
+
+    /// The node that holds the lease of `session`, if any (`None` on the embedded stores).
+    fn lease_holder(&self, session: SessionId) -> StoreRead<Option<String>> {
+        let _ = session;
+        ready(Ok(None))
+    }
+
+    /// How many leases this node holds.
+    fn leases_held(&self) -> usize {
+        0
+    }
 
     /// How nodes sharing this store reach each other and follow sessions they do not run
     /// ([`cluster`](crate::cluster)); `None` for a store of one process (sled, memory).

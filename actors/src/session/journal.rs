@@ -17,6 +17,7 @@ use crate::time::Timestamp;
 use actix::prelude::*;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// The store's answer to one of the session's writes, delivered to the actor as a stream item.
@@ -37,6 +38,9 @@ struct InFlight {
     events: Vec<Arc<Event>>,
     /// Replies that wait for it (and so for everything before it).
     waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    /// When it was handed to the store: on a store with leases, the write renews the
+    /// session's lease from (no earlier than) this moment.
+    sent: Instant,
 }
 
 /// Writes in flight, oldest first, and the one that waits for them.
@@ -65,6 +69,8 @@ pub(crate) struct Released {
     pub events: Vec<Arc<Event>>,
     /// Replies waiting for it.
     waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    /// When it was handed to the store.
+    pub sent: Instant,
 }
 
 impl Released {
@@ -117,6 +123,7 @@ impl Journal {
                 ticket: 0,
                 events,
                 waiters: Vec::new(),
+                sent: Instant::now(),
             },
         ));
     }
@@ -158,6 +165,7 @@ impl Journal {
             ticket,
             events: batch.events.clone(),
             waiters,
+            sent: Instant::now(),
         });
         let confirmations = self.confirmations.clone();
         store.submit(
@@ -205,6 +213,7 @@ impl Journal {
             Some(write) if write.ticket == ticket => Ok(Released {
                 events: write.events,
                 waiters: write.waiters,
+                sent: write.sent,
             }),
             other => Err(StoreError::Engine(format!(
                 "the store confirmed write {ticket} out of order (expected {:?})",
@@ -305,6 +314,9 @@ impl Session {
             self.id()
         );
         RuntimeMetrics::bump(&self.metrics().store_failures);
+        if matches!(error, StoreError::LeaseLost { .. }) {
+            RuntimeMetrics::bump(&self.metrics().leases_lost);
+        }
         self.journal.fail_all(&error);
         self.stop_attempt(ctx);
         // Dropping the run stops its provider; the store still says `running`, which the
@@ -374,6 +386,7 @@ impl StreamHandler<Confirmation> for Session {
         }
         match self.journal.confirm(confirmation) {
             Ok(released) => {
+                self.lease_sent = self.lease_sent.max(released.sent);
                 let id = self.id();
                 self.journal.submit_pending(self.shared.store.as_ref(), id);
                 self.deliver(&released.events);

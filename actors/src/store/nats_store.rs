@@ -13,10 +13,11 @@
 
 mod cluster_link;
 mod layout;
+mod lease;
 mod reads;
 mod writer;
 
-use super::{StoreError, StoreRead, StoreStats, Write, WriteDone, SCHEMA_VERSION};
+use super::{LeaseGrant, StoreError, StoreRead, StoreStats, Write, WriteDone, SCHEMA_VERSION};
 use crate::event::Event;
 use crate::ids::{ScopedKey, SessionId, TurnId};
 use crate::process_groups::ProcessGroupRecord;
@@ -24,6 +25,7 @@ use crate::record::{SessionRecord, TurnRecord};
 use crate::usage::OwnerDayUsage;
 use async_nats::jetstream;
 use layout::{engine_err, Subjects};
+use lease::{LeaseBook, LeaseJob};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,6 +76,19 @@ struct Shared {
     stream: jetstream::stream::Stream,
     /// The subjects under the configured prefix.
     subjects: Subjects,
+    /// The leases this node holds: the fences its commits carry.
+    leases: LeaseBook,
+}
+
+/// What the writer is handed, in order: a write, or a lease operation.
+// Writes are nearly every job and went through the channel unboxed before leases did: boxing
+// them would cost an allocation per write to save room on the rare lease job.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    /// A submitted write and who waits for it.
+    Write(Write, WriteDone),
+    /// Taking or giving up a lease.
+    Lease(LeaseJob),
 }
 
 /// The store on NATS JetStream. Reads and writes run on the store's own runtime thread.
@@ -81,7 +96,7 @@ pub struct NatsStore {
     /// Shared with every spawned read and the writer.
     shared: Arc<Shared>,
     /// Where writes are submitted; `None` once the store is being dropped.
-    tx: Option<mpsc::UnboundedSender<(Write, WriteDone)>>,
+    tx: Option<mpsc::UnboundedSender<Job>>,
     /// The runtime the client lives on.
     handle: tokio::runtime::Handle,
     /// The runtime's thread: runs the writer until every submitted write is answered; joined
@@ -126,6 +141,27 @@ impl NatsStore {
             tx: Some(tx),
             handle,
             thread: Some(thread),
+        })
+    }
+
+    /// Hands a lease job to the writer now (in order with the writes submitted before) and
+    /// waits for its answer.
+    fn lease_job<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, StoreError>>) -> LeaseJob,
+    ) -> StoreRead<T> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let sent = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(Job::Lease(job(answer))).is_ok());
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::Engine("the NATS store's writer stopped".into()));
+            }
+            answered
+                .await
+                .map_err(|_| StoreError::Engine("the NATS store's writer stopped".into()))?
         })
     }
 
@@ -230,6 +266,7 @@ async fn connect(options: &NatsOptions) -> Result<Shared, StoreError> {
         js,
         stream,
         subjects,
+        leases: LeaseBook::default(),
     };
     shared.check_schema().await?;
     Ok(shared)
@@ -283,7 +320,7 @@ impl super::Store for NatsStore {
             done(Err(StoreError::Engine("the NATS store is closing".into())));
             return;
         };
-        if let Err(mpsc::error::SendError((_, done))) = tx.send((write, done)) {
+        if let Err(mpsc::error::SendError(Job::Write(_, done))) = tx.send(Job::Write(write, done)) {
             done(Err(StoreError::Engine(
                 "the NATS store's writer stopped".into(),
             )));
@@ -392,6 +429,48 @@ impl super::Store for NatsStore {
         let shared = self.shared.clone();
         self.block(async move { shared.check_writable().await })
     }
+
+    fn leases_expire(&self) -> bool {
+        true
+    }
+
+    fn acquire_lease(
+        &self,
+        session: SessionId,
+        node: &str,
+        ttl: Duration,
+    ) -> StoreRead<LeaseGrant> {
+        let node = node.to_string();
+        self.lease_job(move |answer| LeaseJob::Acquire {
+            session,
+            node,
+            ttl,
+            answer,
+        })
+    }
+
+    fn release_lease(&self, session: SessionId) -> StoreRead<()> {
+        self.lease_job(move |answer| LeaseJob::Release {
+            session: Some(session),
+            answer,
+        })
+    }
+
+    fn release_all_leases(&self) -> StoreRead<()> {
+        self.lease_job(|answer| LeaseJob::Release {
+            session: None,
+            answer,
+        })
+    }
+
+    fn lease_holder(&self, session: SessionId) -> StoreRead<Option<String>> {
+        self.read(move |s| async move { lease::holder(&s, session).await })
+    }
+
+    fn leases_held(&self) -> usize {
+        self.shared.leases.count()
+    }
+
     fn cluster(&self) -> Option<&dyn crate::cluster::ClusterLink> {
         Some(self)
     }

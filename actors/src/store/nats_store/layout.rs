@@ -14,6 +14,9 @@
 //! P.act.<sid>                 the session has open turns ("1"); an empty message with a TTL
 //!                             says it has none and then expires, so the index holds only
 //!                             active sessions
+//! P.lease.<sid>               the node that may run the session ({"node":"<id>"}), with a
+//!                             TTL, renewed by the owner's commits; empty once released
+//!                             (lease.rs)
 //! P.use.<owner>.<day>         the owner's usage that UTC day (JSON); compare-and-set
 //! P.ev.<sid>.<seq>            one event (its wire JSON); appended with expected last
 //!                             subject seq 0: nobody wrote that seq before
@@ -157,6 +160,10 @@ impl Subjects {
 
     pub(super) fn all_active(&self) -> String {
         format!("{}.act.*", self.prefix)
+    }
+
+    pub(super) fn lease(&self, id: SessionId) -> String {
+        format!("{}.lease.{}", self.prefix, id.0)
     }
 
     pub(super) fn usage(&self, owner: &str, day: &str) -> String {

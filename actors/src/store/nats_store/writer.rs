@@ -16,12 +16,13 @@
 //! total with the sequence it was read at (compare-and-set, retried when another node added
 //! to it first).
 
-mod publish;
+pub(super) mod publish;
 mod session_writes;
 mod waves;
 
 use super::layout::encode;
-use super::Shared;
+use super::lease;
+use super::{Job, Shared};
 use crate::ids::SessionId;
 use crate::process_groups::ProcessGroupChange;
 use crate::store::{StoreError, Write, WriteDone, Written};
@@ -45,42 +46,60 @@ const IN_FLIGHT: usize = 32;
 
 /// Where each session's log ends, as this writer left it (spares a read per append). Only
 /// the writer uses it; an entry is set after its write landed and dropped after a failure.
-type Ends = Mutex<HashMap<SessionId, u64>>;
+pub(super) type Ends = Mutex<HashMap<SessionId, u64>>;
 
-/// The writer's loop: take what is waiting, apply it wave by wave, answer in order.
-pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(Write, WriteDone)>) {
+/// The writer's loop: take what is waiting, apply it wave by wave, answer in order. A lease
+/// job cuts the group: the writes before it land first, the writes after it after it.
+pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job>) {
     let ends: Ends = Mutex::new(HashMap::new());
-    while let Some(first) = rx.recv().await {
-        let mut group = vec![first];
+    let mut next = rx.recv().await;
+    while let Some(job) = next.take() {
+        let mut group = match job {
+            Job::Lease(job) => {
+                lease::run(&shared, &ends, job).await;
+                next = rx.recv().await;
+                continue;
+            }
+            Job::Write(write, done) => vec![(write, done)],
+        };
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(next) => group.push(next),
+                Ok(Job::Write(write, done)) => group.push((write, done)),
+                Ok(lease_job) => {
+                    next = Some(lease_job);
+                    break;
+                }
                 Err(_) => break,
             }
         }
-        let (writes, dones): (Vec<Write>, Vec<WriteDone>) = group.into_iter().unzip();
-        let mut answers: Vec<Option<Result<Written, StoreError>>> = vec![None; writes.len()];
-        for wave in waves(&shared.subjects, writes) {
-            let results: Vec<(Vec<usize>, Result<Written, StoreError>)> =
-                futures::stream::iter(wave)
-                    .map(|unit| {
-                        let members = unit.members();
-                        let shared = &shared;
-                        let ends = &ends;
-                        async move { (members, apply(shared, ends, unit).await) }
-                    })
-                    .buffered(IN_FLIGHT)
-                    .collect()
-                    .await;
-            for (members, result) in results {
-                for member in members {
-                    answers[member] = Some(result.clone());
-                }
+        apply_group(&shared, &ends, group).await;
+        if next.is_none() {
+            next = rx.recv().await;
+        }
+    }
+}
+
+/// Applies a group of writes wave by wave and answers each, in submission order.
+async fn apply_group(shared: &Arc<Shared>, ends: &Ends, group: Vec<(Write, WriteDone)>) {
+    let (writes, dones): (Vec<Write>, Vec<WriteDone>) = group.into_iter().unzip();
+    let mut answers: Vec<Option<Result<Written, StoreError>>> = vec![None; writes.len()];
+    for wave in waves(&shared.subjects, writes) {
+        let results: Vec<(Vec<usize>, Result<Written, StoreError>)> = futures::stream::iter(wave)
+            .map(|unit| {
+                let members = unit.members();
+                async move { (members, apply(shared, ends, unit).await) }
+            })
+            .buffered(IN_FLIGHT)
+            .collect()
+            .await;
+        for (members, result) in results {
+            for member in members {
+                answers[member] = Some(result.clone());
             }
         }
-        for (done, answer) in dones.into_iter().zip(answers) {
-            done(answer.unwrap_or_else(|| Err(StoreError::Engine("a write got no answer".into()))));
-        }
+    }
+    for (done, answer) in dones.into_iter().zip(answers) {
+        done(answer.unwrap_or_else(|| Err(StoreError::Engine("a write got no answer".into()))));
     }
 }
 
@@ -102,6 +121,7 @@ async fn apply(shared: &Shared, ends: &Ends, unit: Unit) -> Result<Written, Stor
             ends.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&session);
+            shared.leases.forget(session);
             delete(shared, session).await.map(|()| Written::Done)
         }
         Unit::ProcessGroup { change, .. } => match change {

@@ -12,18 +12,18 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::HeaderMap;
 
 /// One message of a write.
-pub(super) struct Message {
-    pub(super) subject: String,
-    pub(super) payload: Vec<u8>,
+pub(in crate::store::nats_store) struct Message {
+    pub(in crate::store::nats_store) subject: String,
+    pub(in crate::store::nats_store) payload: Vec<u8>,
     /// `Nats-Expected-Last-Subject-Sequence`: the revision the subject must be at.
-    pub(super) expect: Option<u64>,
+    pub(in crate::store::nats_store) expect: Option<u64>,
     /// `Nats-TTL`: the message expires after this long.
-    pub(super) ttl: Option<&'static str>,
+    pub(in crate::store::nats_store) ttl: Option<String>,
 }
 
 impl Message {
     /// A message written whatever the subject holds.
-    pub(super) fn put(subject: String, payload: Vec<u8>) -> Self {
+    pub(in crate::store::nats_store) fn put(subject: String, payload: Vec<u8>) -> Self {
         Message {
             subject,
             payload,
@@ -33,7 +33,7 @@ impl Message {
     }
 
     /// A message that lands only where nothing was written before.
-    pub(super) fn new_only(subject: String, payload: Vec<u8>) -> Self {
+    pub(in crate::store::nats_store) fn new_only(subject: String, payload: Vec<u8>) -> Self {
         Message {
             expect: Some(0),
             ..Message::put(subject, payload)
@@ -42,7 +42,10 @@ impl Message {
 }
 
 /// Removes every message under `filter`.
-pub(super) async fn purge(shared: &Shared, filter: &str) -> Result<(), StoreError> {
+pub(in crate::store::nats_store) async fn purge(
+    shared: &Shared,
+    filter: &str,
+) -> Result<(), StoreError> {
     shared
         .stream
         .purge()
@@ -53,7 +56,7 @@ pub(super) async fn purge(shared: &Shared, filter: &str) -> Result<(), StoreErro
 }
 
 /// Why a publish did not land.
-pub(super) enum Failed {
+pub(in crate::store::nats_store) enum Failed {
     /// An expected last subject sequence did not hold: nothing of the batch landed.
     Expectation,
     /// Anything else (connection, server): nothing of the batch landed either.
@@ -61,7 +64,7 @@ pub(super) enum Failed {
 }
 
 impl Failed {
-    pub(super) fn into_store(self) -> StoreError {
+    pub(in crate::store::nats_store) fn into_store(self) -> StoreError {
         match self {
             Failed::Expectation => StoreError::Engine("wrong last sequence".into()),
             Failed::Other(e) => StoreError::Engine(e),
@@ -70,7 +73,10 @@ impl Failed {
 }
 
 /// Publishes messages as one atomic batch (a single message plainly) and waits for the ack.
-pub(super) async fn publish(shared: &Shared, messages: Vec<Message>) -> Result<u64, Failed> {
+pub(in crate::store::nats_store) async fn publish(
+    shared: &Shared,
+    messages: Vec<Message>,
+) -> Result<u64, Failed> {
     let n = messages.len();
     let batch_id = (n > 1).then(|| uuid::Uuid::now_v7().simple().to_string());
     let mut ack = None;
@@ -83,7 +89,7 @@ pub(super) async fn publish(shared: &Shared, messages: Vec<Message>) -> Result<u
             );
         }
         if let Some(ttl) = message.ttl {
-            headers.insert(NATS_MESSAGE_TTL, ttl);
+            headers.insert(NATS_MESSAGE_TTL, ttl.as_str());
         }
         if let Some(id) = &batch_id {
             headers.insert(NATS_BATCH_ID, id.as_str());

@@ -1,6 +1,7 @@
 //! The writes themselves: a session's commit, a create, a key's claim, a delete, each as
 //! the messages of one atomic batch (or, beyond one batch, fenced batches of leading events
-//! first), with the server's checks and the retries when a compare-and-set lost.
+//! first), with the server's checks and the retries when a compare-and-set lost. A commit of a
+//! session this node holds the lease of carries the lease as its last message ([`super::super::lease`]).
 
 use super::publish::{publish, purge, Failed, Message};
 use super::{Ends, MAX_BATCH_MESSAGES};
@@ -24,7 +25,10 @@ pub(super) async fn commit(
     session: SessionId,
     batch: &Batch,
 ) -> Result<(), StoreError> {
-    if batch.is_empty() {
+    // Refused before anything is tried when the lease is lost (or not held). An empty batch
+    // is a lease renewal: the fence alone.
+    let leased = shared.leases.fence(shared, session)?.is_some();
+    if batch.is_empty() && !leased {
         return Ok(());
     }
     let s = &shared.subjects;
@@ -52,7 +56,7 @@ pub(super) async fn commit(
     // the rest of the events with every other write. A failure on the way leaves a prefix of
     // the log that nobody was shown and none of the records.
     let others = message_count(batch) - batch.events.len();
-    let events = leading_events(shared, ends, session, &batch.events, others).await?;
+    let events = leading_events(shared, ends, session, &batch.events, others, true).await?;
     let first_seq = events.first().map(|e| e.seq);
     for _ in 0..RETRIES {
         let mut messages = Vec::new();
@@ -63,8 +67,15 @@ pub(super) async fn commit(
         messages.extend(content(shared, session, batch));
         messages.extend(usage_totals(shared, &batch.usage).await?);
         messages.extend(event_messages(shared, session, events));
+        // Last, so its revision is the batch's acknowledged sequence.
+        let fence = shared.leases.fence(shared, session)?;
+        let fenced = fence.is_some();
+        messages.extend(fence);
         match publish(shared, messages).await {
-            Ok(_) => {
+            Ok(sequence) => {
+                if fenced {
+                    shared.leases.landed(session, sequence);
+                }
                 if let Some(last) = batch.events.last() {
                     ends.lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -74,6 +85,9 @@ pub(super) async fn commit(
             }
             Err(Failed::Expectation) => {
                 forget_end(ends, session);
+                if fenced && shared.leases.check_refused(shared, session).await? {
+                    return Err(StoreError::LeaseLost { session });
+                }
                 if let Some(first) = first_seq {
                     if shared.last(&s.event(session, first)).await?.is_some() {
                         return Err(StoreError::SeqConflict {
@@ -97,20 +111,32 @@ pub(super) async fn commit(
 }
 
 /// Publishes the leading events of a write too big for one atomic batch (besides `others`
-/// messages), in fenced batches of their own, and hands back the events left for the
-/// write's last batch (at least one, if there were any).
+/// messages), in fenced batches of their own (each with the session's lease too when
+/// `leased`: a commit, not a create), and hands back the events left for the write's last
+/// batch (at least one, if there were any).
 async fn leading_events<'a>(
     shared: &Shared,
     ends: &Ends,
     session: SessionId,
     events: &'a [Arc<Event>],
     others: usize,
+    leased: bool,
 ) -> Result<&'a [Arc<Event>], StoreError> {
     let mut events = events;
     while others + events.len() > MAX_BATCH_MESSAGES && events.len() > 1 {
         let (chunk, rest) = events.split_at(MAX_BATCH_MESSAGES.min(events.len() - 1));
-        match publish(shared, event_messages(shared, session, chunk).collect()).await {
-            Ok(_) => {
+        let mut messages: Vec<Message> = event_messages(shared, session, chunk).collect();
+        let fence = match leased {
+            true => shared.leases.fence(shared, session)?,
+            false => None,
+        };
+        let fenced = fence.is_some();
+        messages.extend(fence);
+        match publish(shared, messages).await {
+            Ok(sequence) => {
+                if fenced {
+                    shared.leases.landed(session, sequence);
+                }
                 if let Some(last) = chunk.last() {
                     ends.lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -119,6 +145,9 @@ async fn leading_events<'a>(
             }
             Err(Failed::Expectation) => {
                 forget_end(ends, session);
+                if fenced && shared.leases.check_refused(shared, session).await? {
+                    return Err(StoreError::LeaseLost { session });
+                }
                 return Err(StoreError::SeqConflict {
                     session,
                     expected: chunk[0].seq,
@@ -176,7 +205,7 @@ fn content(shared: &Shared, session: SessionId, batch: &Batch) -> Vec<Message> {
     match batch.active {
         Some(true) => messages.push(Message::put(s.active(session), b"1".to_vec())),
         Some(false) => messages.push(Message {
-            ttl: Some("1s"),
+            ttl: Some("1s".into()),
             ..Message::put(s.active(session), Vec::new())
         }),
         None => {}
@@ -252,7 +281,7 @@ pub(super) async fn create(
     let others = 2 + usize::from(key.is_some()) * 2 + message_count(rest)
         - usize::from(rest.record.is_some()) * 2
         - rest.events.len();
-    let events = leading_events(shared, ends, id, &all, others).await?;
+    let events = leading_events(shared, ends, id, &all, others, false).await?;
     let led = events.len() < all.len();
     for _ in 0..RETRIES {
         let mut messages = vec![
@@ -370,6 +399,7 @@ pub(super) async fn delete(shared: &Shared, session: SessionId) -> Result<(), St
         s.turns(session),
         s.client_ids(session),
         s.active(session),
+        s.lease(session),
         s.owner(&record.owner, session),
         s.record(session),
     ] {
