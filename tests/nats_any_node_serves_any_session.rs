@@ -9,6 +9,10 @@
 //! - SSE on a node that does not own the session resumes after `after_seq` and sees every
 //!   event once, the live ones too.
 //! - `/metrics` on the forwarding nodes counts what they forwarded.
+//! - When the owner dies (`kill -9`), a command to another node waits until the lease expired
+//!   and lands once on the new owner; a follower on a third node carries on with no gap.
+//! - A command the owner does not answer in time (`SIGSTOP`) is never sent again unless it is
+//!   idempotent (`client_message_id`): the other one answers `internal`, "may or may not".
 
 #[path = "support/external.rs"]
 mod external;
@@ -347,4 +351,110 @@ fn sse_on_a_node_that_does_not_own_the_session_resumes_after_seq_and_sees_every_
     assert_same_as_log(&seen, &a.events(&session));
     assert_eq!(actor_nodes(&cluster, &session), vec![a.id.as_str()]);
     assert!(b.metric("troupe_remote_follows_total") >= 1.0);
+}
+
+#[test]
+fn when_the_owner_dies_commands_wait_for_its_lease_and_followers_carry_on() {
+    let Some(mut cluster) = Cluster::start("nats_any_node_serves_any_session_owner_dies", 3) else {
+        return;
+    };
+    let (session, first) = session_owned_by(&cluster.nodes[0], "orphaned", &words(10, "first"));
+    let frames = follow_over_websocket(&cluster.nodes[2], &session, 0);
+    let before = events_until_completed(&frames, 0, &BTreeSet::from([first]));
+    let owner = cluster.nodes.remove(0);
+    let nats_cluster::Node { process, .. } = owner;
+    process.kill9();
+
+    // B's send finds A's lease, nobody answering for A, and waits until the lease expired
+    // and the session is B's (or C's): the send is accepted once, not refused.
+    let (b, c) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let started = Instant::now();
+    let (status, body) = b.post(
+        &format!("/api/v1/sessions/{session}/turns"),
+        json!({"content": words(5, "after-death")}),
+    );
+    let waited = started.elapsed();
+    assert_eq!(status, 202, "{body}");
+    let ttl = Duration::from_millis(nats_cluster::LEASE_TTL_MS.parse().expect("ms"));
+    assert!(waited <= ttl + Duration::from_secs(2), "waited {waited:?}");
+    let turn = body["turn_id"].as_str().expect("turn").to_string();
+
+    // The WebSocket on C never stopped: the new owner's events follow the old owner's.
+    let after = events_until_completed(&frames, before.len() as u64, &BTreeSet::from([turn]));
+    assert_same_as_log(&after, &c.events(&session));
+    let runs = actor_nodes(&cluster, &session);
+    assert_eq!(runs.len(), 1, "one node runs it now: {runs:?}");
+    let accepted = c
+        .events(&session)
+        .iter()
+        .filter(|e| e["kind"] == "turn.accepted")
+        .count();
+    assert_eq!(accepted, 2, "the send was accepted once");
+}
+
+/// Sends SIGSTOP or SIGCONT to `node`.
+fn signal(node: &Node, signal: &str) {
+    let pid = node.process.child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[test]
+fn a_send_the_owner_does_not_answer_in_time_is_never_sent_twice_unless_it_is_idempotent() {
+    let env = [("TROUPE_CLUSTER__REQUEST_TIMEOUT_SECS", "1")];
+    let Some(cluster) = Cluster::start_with("nats_any_node_serves_any_session_stalled", 2, &env)
+    else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (session, first) = session_owned_by(a, "stalled", &words(5, "first"));
+    let frames = follow_over_websocket(b, &session, 0);
+    let before = events_until_completed(&frames, 0, &BTreeSet::from([first]));
+    signal(a, "-STOP");
+
+    // No answer in time: a send without a client_message_id may have been applied; it is
+    // not sent again, and the client is told so.
+    let turns = format!("/api/v1/sessions/{session}/turns");
+    let started = Instant::now();
+    let (status, body) = b.post(&turns, json!({"content": "maybe"}));
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "internal", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("may or may not")),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "one timeout, no resend"
+    );
+
+    // With a client_message_id it is sent again until it lands: A's lease expires while it is
+    // stopped, and B takes the session over.
+    let (status, body) = b.post(
+        &turns,
+        json!({"content": "surely", "client_message_id": "once"}),
+    );
+    assert_eq!(status, 202, "{body}");
+    let surely = body["turn_id"].as_str().expect("turn").to_string();
+    signal(a, "-CONT");
+    let seen = events_until_completed(
+        &frames,
+        before.len() as u64,
+        &BTreeSet::from([surely.clone()]),
+    );
+    let log = b.events(&session);
+    assert_same_as_log(&seen, &log);
+    let accepted: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["kind"] == "turn.accepted")
+        .collect();
+    // The first send never ran (A was stopped, then fenced): only `first` and `surely`.
+    assert_eq!(accepted.len(), 2, "{accepted:?}");
+    assert_eq!(accepted[1]["turn_id"], surely.as_str());
+    assert_eq!(actor_nodes(&cluster, &session), vec![b.id.as_str()]);
 }

@@ -39,8 +39,13 @@ pub struct Node {
 impl Cluster {
     /// Starts NATS and `count` nodes; `None` when `nats-server` is missing (and not in CI).
     pub fn start(test: &str, count: usize) -> Option<Cluster> {
+        Self::start_with(test, count, &[])
+    }
+
+    /// [`Cluster::start`] with more environment for every node.
+    pub fn start_with(test: &str, count: usize, env: &[(&str, &str)]) -> Option<Cluster> {
         let nats = NatsServer::start(test)?;
-        let nodes = (0..count).map(|n| Node::start(&nats, n)).collect();
+        let nodes = (0..count).map(|n| Node::start(&nats, n, env)).collect();
         let cluster = Cluster { nodes, nats };
         for node in &cluster.nodes {
             node.wait_ready();
@@ -50,21 +55,19 @@ impl Cluster {
 }
 
 impl Node {
-    fn start(nats: &NatsServer, n: usize) -> Node {
+    fn start(nats: &NatsServer, n: usize, extra: &[(&str, &str)]) -> Node {
         let data = tempfile::tempdir().expect("temp dir");
         let id = format!("node-{n}");
         let url = nats.url();
-        let process = ServerProcess::start(
-            data.path(),
-            &["--store", &url],
-            &[
-                ("TROUPE_CLUSTER__NODE_ID", id.as_str()),
-                ("TROUPE_CLUSTER__LEASE_TTL_MS", LEASE_TTL_MS),
-                ("TROUPE_RUNTIME__RETRY_BASE_MS", "10"),
-                ("TROUPE_RUNTIME__RETRY_MAX_MS", "50"),
-                ("TROUPE_SHUTDOWN_GRACE_SECS", "0"),
-            ],
-        );
+        let mut env = vec![
+            ("TROUPE_CLUSTER__NODE_ID", id.as_str()),
+            ("TROUPE_CLUSTER__LEASE_TTL_MS", LEASE_TTL_MS),
+            ("TROUPE_RUNTIME__RETRY_BASE_MS", "10"),
+            ("TROUPE_RUNTIME__RETRY_MAX_MS", "50"),
+            ("TROUPE_SHUTDOWN_GRACE_SECS", "0"),
+        ];
+        env.extend_from_slice(extra);
+        let process = ServerProcess::start(data.path(), &["--store", &url], &env);
         let base = process.base();
         Node {
             id,
