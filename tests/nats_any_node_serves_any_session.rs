@@ -274,7 +274,7 @@ fn openai_requests_with_one_session_key_over_three_nodes_run_in_one_session() {
 }
 
 /// An SSE stream of `session` on `node` after `after_seq`, read on its own thread: each event
-/// frame's `(seq, data)`.
+/// frame's `(seq, data)`, and the closing frame's data with seq 0.
 fn follow_over_sse(node: &Node, session: &str, after_seq: u64) -> mpsc::Receiver<(u64, Value)> {
     let url = format!(
         "{}/api/v1/sessions/{session}/events/stream?after_seq={after_seq}",
@@ -296,9 +296,10 @@ fn follow_over_sse(node: &Node, session: &str, after_seq: u64) -> mpsc::Receiver
             if let Some(id) = line.strip_prefix("id: ") {
                 seq = id.trim().parse().ok();
             } else if let Some(data) = line.strip_prefix("data: ") {
-                let (Some(seq), Ok(data)) = (seq.take(), serde_json::from_str(data)) else {
+                let Ok(data) = serde_json::from_str(data) else {
                     continue;
                 };
+                let seq = seq.take().unwrap_or(0);
                 if tx.send((seq, data)).is_err() {
                     return;
                 }
@@ -351,6 +352,18 @@ fn sse_on_a_node_that_does_not_own_the_session_resumes_after_seq_and_sees_every_
     assert_same_as_log(&seen, &a.events(&session));
     assert_eq!(actor_nodes(&cluster, &session), vec![a.id.as_str()]);
     assert!(b.metric("troupe_remote_follows_total") >= 1.0);
+
+    // Deleted through a third node (forwarded to A): B's stream ends `deleted`, as on A.
+    let c = &cluster.nodes[2];
+    let resp = c
+        .client
+        .delete(format!("{}/api/v1/sessions/{session}", c.base))
+        .send()
+        .expect("DELETE");
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let (seq, closed) = stream.recv_timeout(WAIT).expect("the stream closes");
+    assert_eq!((seq, &closed["reason"]), (0, &json!("deleted")), "{closed}");
+    assert!(c.metric("troupe_forwarded_requests_total{op=\"delete\"}") >= 1.0);
 }
 
 #[test]
