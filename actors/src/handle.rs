@@ -65,6 +65,9 @@ pub struct SessionHandle {
     runtime: Runtime,
     /// The last known live actor.
     addr: Arc<Mutex<Option<Addr<Session>>>>,
+    /// The node last found running the session, when another one: calls go there without
+    /// asking the store again, until it fails to take one.
+    owner: Arc<Mutex<Option<String>>>,
     /// Whether an operation on a session another node owns is sent there: `false` on the
     /// owner's side of a forwarded request, so that a request never travels twice.
     forwards: bool,
@@ -76,6 +79,7 @@ impl SessionHandle {
             id,
             runtime,
             addr: Arc::default(),
+            owner: Arc::default(),
             forwards: true,
         }
     }
@@ -104,11 +108,20 @@ impl SessionHandle {
         Ok(addr)
     }
 
-    /// Where the session runs now: activates it here unless another node owns it.
+    /// Where the session runs now: the node last found running it, or else here (activated)
+    /// unless another node owns it.
     async fn route(&self) -> Result<Route, RuntimeError> {
+        if self.forwards {
+            if let Some(node) = self.owner.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+                return Ok(Route::Remote(node));
+            }
+        }
         match self.addr().await {
             Ok(addr) => Ok(Route::Local(addr)),
-            Err(RuntimeError::OwnedElsewhere { node }) if self.forwards => Ok(Route::Remote(node)),
+            Err(RuntimeError::OwnedElsewhere { node }) if self.forwards => {
+                *self.owner.lock().unwrap_or_else(|e| e.into_inner()) = Some(node.clone());
+                Ok(Route::Remote(node))
+            }
             Err(e) => Err(e),
         }
     }
@@ -140,7 +153,12 @@ impl SessionHandle {
         op: SessionOp,
         attempts: &mut Attempts,
     ) -> Option<Result<R, RuntimeError>> {
-        let why = match forward::<R>(&self.runtime, node, self.id, op).await {
+        let answer = forward::<R>(&self.runtime, node, self.id, op).await;
+        if !matches!(answer, Forwarded::Answered(_)) {
+            // Ask the store where the session runs before the next call.
+            *self.owner.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        let why = match answer {
             Forwarded::Answered(result) => return Some(result),
             Forwarded::NotDone(why) => why,
             Forwarded::Unknown(why) if resend == Resend::Safe => why,
