@@ -57,16 +57,16 @@ impl Application {
         let address = config.checked_bind()?;
         let store = open_store(&config)?;
         // Before anything can run a turn again: no agent of the previous server may still work.
-        let reaped = reap_orphans(&store)
+        let mut settings = config.runtime.settings();
+        config.cluster.apply(&mut settings)?;
+        let reaped = reap_orphans(&store, &settings.node_id)
             .await
             .context("reaping agent processes left by the previous server")?;
         let provider_configs = config.provider_configs();
         let providers = build_providers(&provider_configs)?;
-        let mut settings = config.runtime.settings();
         settings.fallbacks = fallbacks(&provider_configs);
         settings.retention = config.retention.retention();
         settings.usage = config.usage_settings(&provider_configs);
-        config.cluster.apply(&mut settings)?;
         let mut builder = Runtime::builder().shared_store(store).settings(settings);
         for (name, provider) in providers.iter() {
             builder = builder.shared_provider(name.clone(), provider.clone());

@@ -326,10 +326,14 @@ impl SessionHandle {
             .await
     }
 
-    /// The session object.
+    /// The session object, from the node that runs the session; as the store has it when
+    /// that node cannot be asked (on the node answering a forwarded call that no longer runs
+    /// the session).
     pub async fn info(&self) -> Result<SessionView, RuntimeError> {
-        self.call(Resend::Safe, || GetInfo, || SessionOp::Info)
-            .await
+        match self.call(Resend::Safe, || GetInfo, || SessionOp::Info).await {
+            Err(RuntimeError::OwnedElsewhere { .. }) => self.runtime.stored_view(self.id).await,
+            answer => answer,
+        }
     }
 
     /// Every turn with positions of the open ones.
@@ -338,14 +342,29 @@ impl SessionHandle {
             .await
     }
 
-    /// A page of events after `after_seq`.
+    /// A page of events after `after_seq`, from the node that runs the session; read from the
+    /// store when that node cannot be asked (what the store holds was acknowledged, so nothing
+    /// undurable is shown).
     pub async fn events(&self, after_seq: u64, limit: usize) -> Result<EventPage, RuntimeError> {
-        self.call(
-            Resend::Safe,
-            || ReadEvents { after_seq, limit },
-            || SessionOp::Events { after_seq, limit },
-        )
-        .await
+        match self
+            .call(
+                Resend::Safe,
+                || ReadEvents { after_seq, limit },
+                || SessionOp::Events { after_seq, limit },
+            )
+            .await
+        {
+            Err(RuntimeError::OwnedElsewhere { .. }) => {
+                let store = self.runtime.store();
+                let last_seq = store.last_seq(self.id).await?;
+                let events = store.read_events(self.id, after_seq, limit).await?;
+                Ok(EventPage {
+                    events: events.into_iter().map(Arc::new).collect(),
+                    last_seq,
+                })
+            }
+            answer => answer,
+        }
     }
 
     /// Renames, archives or backfills the project.

@@ -228,6 +228,11 @@ pub struct LiveSessions;
 #[rtype(result = "()")]
 pub struct BeginShutdown;
 
+/// The ids of the live (or loading) sessions.
+#[derive(Message)]
+#[rtype(result = "HashSet<SessionId>")]
+pub struct LiveIds;
+
 /// Whether graceful shutdown began.
 #[derive(Message)]
 #[rtype(result = "bool")]
@@ -312,8 +317,8 @@ impl SessionRegistry {
         let registry = ctx.address();
         let load = async move {
             let store = shared.store.clone();
-            // A session that does not exist takes no lease.
-            if store.get_session(id).await?.is_none() {
+            // A session that does not exist takes no lease (embedded stores need none).
+            if store.leases_expire() && store.get_session(id).await?.is_none() {
                 return Err(RuntimeError::SessionNotFound);
             }
             let lease_sent = Instant::now();
@@ -421,7 +426,8 @@ impl Handler<SessionStopped> for SessionRegistry {
 
     /// Forgets the actor and gives up its lease, so another node can take the session at
     /// once. The release is handed to the store now, before any later activation's
-    /// acquisition, so the two land in that order.
+    /// acquisition, so the two land in that order; an activation already under way keeps
+    /// the lease instead.
     fn handle(&mut self, msg: SessionStopped, _ctx: &mut Context<Self>) {
         if self
             .live
@@ -429,6 +435,10 @@ impl Handler<SessionStopped> for SessionRegistry {
             .is_some_and(|e| e.generation == msg.generation)
         {
             self.live.remove(&msg.id);
+            if self.loading.contains_key(&msg.id) {
+                // Activated again already: the new activation keeps the lease.
+                return;
+            }
             let id = msg.id;
             let released = self.shared.store.release_lease(id);
             actix::spawn(async move {
@@ -525,6 +535,21 @@ impl Handler<EndExpire> for SessionRegistry {
         for id in msg.0 {
             self.expiring.remove(&id);
         }
+    }
+}
+
+impl Handler<LiveIds> for SessionRegistry {
+    type Result = MessageResult<LiveIds>;
+
+    fn handle(&mut self, _msg: LiveIds, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.live
+                .iter()
+                .filter(|(_, e)| e.addr.connected())
+                .map(|(id, _)| *id)
+                .chain(self.loading.keys().copied())
+                .collect(),
+        )
     }
 }
 

@@ -225,7 +225,8 @@ pub(crate) async fn sweep(
 }
 
 /// Deletes the held sessions that are still due when read again (an actor may have changed
-/// one between the page read and the hold) and have no open turn; how many were deleted.
+/// one between the page read and the hold), have no open turn and run on no node; how many
+/// were deleted.
 async fn expire_held(
     shared: &Arc<RuntimeShared>,
     due: &[(SessionId, Expiry)],
@@ -239,8 +240,10 @@ async fn expire_held(
         let Some(record) = store.get_session(*id).await? else {
             continue;
         };
+        // A session another node runs (it holds the lease) is left to that node's sweeper.
         if due_now(store, retention, &record, now).await? == Some(*why)
             && store.open_turns(*id).await?.is_empty()
+            && store.lease_holder(*id).await?.is_none()
         {
             confirmed.push((*id, *why));
         }

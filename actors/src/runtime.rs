@@ -7,9 +7,9 @@ use crate::ids::{ScopedKey, SessionId};
 use crate::metrics::RuntimeMetrics;
 use crate::owner_feed::OwnerFeed;
 use crate::provider::{EchoProvider, Provider, ProviderSet};
-use crate::record::{SessionState, SessionView};
+use crate::record::{SessionRecord, SessionState, SessionView};
 use crate::registry::{
-    Activate, BeginShutdown, IsShuttingDown, KeysInFlight, LiveSessions, NewSession, Ping,
+    Activate, BeginShutdown, IsShuttingDown, KeysInFlight, LiveIds, LiveSessions, NewSession, Ping,
     SessionRegistry,
 };
 use crate::session::{ActorSnapshot, Drain, Interrupt, Session, Snapshot, UpdateSession};
@@ -296,15 +296,7 @@ impl Runtime {
             {
                 continue;
             }
-            let store = &self.shared.store;
-            let queue_len = store.open_turns(record.id).await?.len();
-            let running = record.running_since.is_some();
-            let view = SessionView::new(
-                &record,
-                running,
-                store.last_seq(record.id).await?,
-                queue_len.saturating_sub(usize::from(running)),
-            );
+            let view = self.view_of(&record).await?;
             if filter.state.is_some_and(|s| s != view.state) {
                 continue;
             }
@@ -314,6 +306,27 @@ impl Runtime {
             }
         }
         Ok(out)
+    }
+
+    /// The session object of a record, as the store has it (no actor).
+    async fn view_of(&self, record: &SessionRecord) -> Result<SessionView, RuntimeError> {
+        let store = &self.shared.store;
+        let queue_len = store.open_turns(record.id).await?.len();
+        let running = record.running_since.is_some();
+        Ok(SessionView::new(
+            record,
+            running,
+            store.last_seq(record.id).await?,
+            queue_len.saturating_sub(usize::from(running)),
+        ))
+    }
+
+    /// The session object of `id` as the store has it: for a session another node runs.
+    pub(crate) async fn stored_view(&self, id: SessionId) -> Result<SessionView, RuntimeError> {
+        match self.shared.store.get_session(id).await? {
+            Some(record) => self.view_of(&record).await,
+            None => Err(RuntimeError::SessionNotFound),
+        }
     }
 
     /// A row per live session actor.
@@ -435,12 +448,18 @@ impl Runtime {
     }
 
     /// Activates the sessions with open turns (the store's active index, not a scan of every
-    /// session) that no node holds the lease of; how many it activated.
+    /// session) that no node holds the lease of; how many it activated. Sessions live here
+    /// are skipped without a read.
     async fn take_over(&self) -> Result<usize, RuntimeError> {
         let store = &self.shared.store;
+        let live = self
+            .registry
+            .send(LiveIds)
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
         let mut count = 0;
         for id in store.active_sessions().await? {
-            if store.lease_holder(id).await?.is_some() {
+            if live.contains(&id) || store.lease_holder(id).await?.is_some() {
                 continue;
             }
             match self.activate(id).await {

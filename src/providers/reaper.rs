@@ -62,9 +62,19 @@ enum Verdict {
 /// Kills every recorded group that is still alive (see the module docs), clears every
 /// record, and says what it did. Runs before the runtime starts; it takes at most the longest
 /// recorded `kill_grace_ms` plus a moment.
-pub async fn reap_orphans(store: &Arc<dyn Store>) -> Result<ReapReport, StoreError> {
+///
+/// On a store shared by several nodes, the groups of a session whose lease another node
+/// holds (`node` is this one's id) belong to that node's running attempts: they are neither
+/// killed nor forgotten.
+pub async fn reap_orphans(store: &Arc<dyn Store>, node: &str) -> Result<ReapReport, StoreError> {
     let started = Instant::now();
-    let records = store.process_groups().await?;
+    let mut records = Vec::new();
+    for record in store.process_groups().await? {
+        match store.lease_holder(record.session_id).await? {
+            Some(holder) if holder != node => {}
+            _ => records.push(record),
+        }
+    }
     let mut report = ReapReport {
         recorded: records.len(),
         ..ReapReport::default()

@@ -96,6 +96,16 @@ impl NatsServer {
         }
     }
 
+    /// Sends `signal` (`-STOP`, `-CONT`) to the server.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("nats-server runs").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} nats-server");
+    }
+
     /// Starts it again on the same port and store directory.
     pub fn restart(&mut self) {
         self.kill();

@@ -6,6 +6,7 @@
 use super::nats_server::NatsServer;
 use super::server_process::ServerProcess;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite;
@@ -30,6 +31,15 @@ pub fn start_named_node(
     nats: &NatsServer,
     node_id: Option<&str>,
 ) -> (ServerProcess, tempfile::TempDir) {
+    start_node_with(nats, node_id, &[])
+}
+
+/// [`start_named_node`] with more environment (configuration overrides).
+pub fn start_node_with(
+    nats: &NatsServer,
+    node_id: Option<&str>,
+    extra_env: &[(&str, &str)],
+) -> (ServerProcess, tempfile::TempDir) {
     let data = tempfile::tempdir().expect("temp dir");
     let url = nats.url();
     let mut args = vec!["--store", url.as_str()];
@@ -39,6 +49,7 @@ pub fn start_named_node(
     let ttl = LEASE_TTL.as_millis().to_string();
     let mut env = ENV.to_vec();
     env.push(("TROUPE_CLUSTER__LEASE_TTL_MS", ttl.as_str()));
+    env.extend_from_slice(extra_env);
     let node = ServerProcess::start(data.path(), &args, &env);
     (node, data)
 }
@@ -95,9 +106,16 @@ impl Api {
 
     /// Every event of `session`, paging through the log.
     pub fn events(&self, session: &str) -> Vec<Value> {
+        self.events_after(session, 0)
+    }
+
+    /// Every event of `session` after `after_seq`, paging through the log (a client resuming).
+    pub fn events_after(&self, session: &str, after_seq: u64) -> Vec<Value> {
         let mut out: Vec<Value> = Vec::new();
         loop {
-            let after = out.last().map_or(0, |e| e["seq"].as_u64().expect("seq"));
+            let after = out
+                .last()
+                .map_or(after_seq, |e| e["seq"].as_u64().expect("seq"));
             let (status, body) = self.get(&format!(
                 "/api/v1/sessions/{session}/events?after_seq={after}&limit=500"
             ));
@@ -107,6 +125,27 @@ impl Api {
                 return out;
             }
             out.extend(page);
+        }
+    }
+
+    /// Whether this node runs `session` now (a live actor in its actor table).
+    pub fn runs(&self, session: &str) -> bool {
+        let (status, table) = self.get("/api/v1/admin/actors");
+        assert_eq!(status, 200, "{table}");
+        table["actors"]
+            .as_array()
+            .expect("actors")
+            .iter()
+            .any(|row| row["session_id"] == session)
+    }
+
+    /// Waits until this node runs `session` (its owner's lease expired and this node took it
+    /// over).
+    pub fn wait_owned(&self, session: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.runs(session) {
+            assert!(Instant::now() < deadline, "never took {session} over");
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -141,6 +180,85 @@ impl Api {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// After a kill: the log of `session` is gapless; every event a client was shown
+    /// (`seen`, by seq) is there unchanged; every accepted turn completed exactly once, the
+    /// one that ran at the kill `interrupted` and then run again as a new turn with its
+    /// content. Answers the log.
+    pub fn check_recovered(
+        &self,
+        session: &str,
+        accepted: &[String],
+        seen: &BTreeMap<u64, Value>,
+    ) -> Vec<Value> {
+        let events = self.events(session);
+        let seqs: Vec<u64> = events
+            .iter()
+            .map(|e| e["seq"].as_u64().expect("seq"))
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "the log is gapless"
+        );
+        let by_seq: BTreeMap<u64, &Value> = events
+            .iter()
+            .map(|e| (e["seq"].as_u64().unwrap_or(0), e))
+            .collect();
+        for (seq, shown) in seen {
+            let stored = by_seq
+                .get(seq)
+                .unwrap_or_else(|| panic!("seq {seq} was shown, then lost"));
+            for field in ["kind", "data", "turn_id", "ts"] {
+                assert_eq!(
+                    stored[field], shown[field],
+                    "seq {seq}: {field} changed after the kill"
+                );
+            }
+        }
+        // Exactly one completion per accepted turn; the interrupted one was re-queued as a new
+        // turn with the same content, which ran to the end.
+        let turns = self.turns(session);
+        let content_of = |id: &str| {
+            turns
+                .iter()
+                .find(|t| t["turn_id"] == id)
+                .map(|t| t["content"].clone())
+                .expect("a listed turn")
+        };
+        let mut interrupted = 0;
+        for turn in accepted {
+            let outcomes: Vec<&str> = events
+                .iter()
+                .filter(|e| e["kind"] == "turn.completed" && e["turn_id"] == turn.as_str())
+                .map(|e| e["data"]["outcome"].as_str().unwrap_or("?"))
+                .collect();
+            match outcomes.as_slice() {
+                ["success"] => {}
+                ["interrupted"] => {
+                    interrupted += 1;
+                    let content = content_of(turn);
+                    assert!(
+                        turns.iter().any(|t| t["turn_id"] != turn.as_str()
+                            && t["content"] == content
+                            && t["outcome"] == "success"),
+                        "turn {turn} was interrupted and never ran again"
+                    );
+                }
+                other => panic!("turn {turn}: completions {other:?}"),
+            }
+        }
+        assert_eq!(
+            interrupted, 1,
+            "the turn running at the kill ended interrupted"
+        );
+        let completions = events
+            .iter()
+            .filter(|e| e["kind"] == "turn.completed")
+            .count();
+        assert_eq!(completions, turns.len(), "one turn.completed per turn");
+        events
     }
 
     pub fn wait_ready(&self, want: u16) {
@@ -192,4 +310,91 @@ pub fn words(n: usize, tag: &str) -> String {
         .map(|i| format!("{tag}{i}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A long turn sent over a WebSocket that follows the session from seq 0, and two queued
+/// turns sent over REST: what a client was told and shown until a node is killed.
+pub struct TurnsInFlight {
+    /// The WebSocket's frames.
+    pub frames: mpsc::Receiver<Value>,
+    /// The accepted turns, the long one first.
+    pub accepted: Vec<String>,
+    /// The events the client was shown, by seq.
+    pub seen: BTreeMap<u64, Value>,
+}
+
+impl TurnsInFlight {
+    /// Sends a turn of `words` words on `node` (echo: a chunk per two words, `chunk_delay_ms`
+    /// apart) and two queued ones, and returns once `deltas` of its deltas were shown.
+    pub fn start(
+        node: &ServerProcess,
+        api: &Api,
+        session: &str,
+        words_in_turn: usize,
+        deltas: usize,
+    ) -> TurnsInFlight {
+        let frames = follow_over_websocket(node, session, &words(words_in_turn, "long"));
+        let mut accepted = Vec::new();
+        let mut seen: BTreeMap<u64, Value> = BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut queued_sent = false;
+        while !queued_sent
+            || seen
+                .values()
+                .filter(|e| e["kind"] == "message.delta")
+                .count()
+                < deltas
+        {
+            let frame = frames
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("events over the WebSocket");
+            match frame["type"].as_str() {
+                Some("ack") => accepted.push(
+                    frame["result"]["turn_id"]
+                        .as_str()
+                        .expect("turn")
+                        .to_string(),
+                ),
+                Some("event") => {
+                    let seq = frame["seq"].as_u64().expect("seq");
+                    assert!(
+                        seen.insert(seq, frame).is_none(),
+                        "seq {seq} delivered twice"
+                    );
+                }
+                _ => {}
+            }
+            if !queued_sent && !accepted.is_empty() {
+                for n in 0..2 {
+                    let (status, body) = api.post(
+                        &format!("/api/v1/sessions/{session}/turns"),
+                        json!({"content": words(10, &format!("queued{n}-"))}),
+                    );
+                    assert_eq!(status, 202, "{body}");
+                    accepted.push(body["turn_id"].as_str().expect("turn").to_string());
+                }
+                queued_sent = true;
+            }
+        }
+        TurnsInFlight {
+            frames,
+            accepted,
+            seen,
+        }
+    }
+
+    /// After the node was killed: whatever the socket still had on its way was shown to the
+    /// client too.
+    pub fn drain_after_kill(&mut self) {
+        while let Ok(frame) = self.frames.recv_timeout(Duration::from_millis(200)) {
+            if frame["type"] == "event" {
+                self.seen.insert(frame["seq"].as_u64().expect("seq"), frame);
+            }
+        }
+    }
+
+    /// The highest seq the client was shown.
+    pub fn last_seen(&self) -> u64 {
+        self.seen.keys().next_back().copied().unwrap_or(0)
+    }
 }

@@ -42,14 +42,20 @@ const RELEASED_TTL: &str = "1s";
 pub(super) enum LeaseJob {
     /// Take (or keep) a session's lease.
     Acquire {
+        /// The session to run.
         session: SessionId,
+        /// This node's id: the lease's value.
         node: String,
+        /// How long the lease lasts unless renewed.
         ttl: Duration,
+        /// Who waits for the grant.
         answer: tokio::sync::oneshot::Sender<Result<LeaseGrant, StoreError>>,
     },
     /// Give up a session's lease, or (`None`) every lease this node holds.
     Release {
+        /// The session, or every one.
         session: Option<SessionId>,
+        /// Who waits for the release.
         answer: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
     },
 }
@@ -77,6 +83,7 @@ struct Held {
 /// The leases this node holds, by session; shared by the writer's commits and lease jobs.
 #[derive(Default)]
 pub(super) struct LeaseBook {
+    /// Each held lease with the revision the next fence expects.
     held: Mutex<HashMap<SessionId, Held>>,
     /// This node has taken a lease: it runs sessions under leases, so a commit of a session
     /// it holds none of is refused (a store used without leases, as by the contract tests,

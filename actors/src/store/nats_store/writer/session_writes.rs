@@ -403,14 +403,16 @@ pub(super) async fn delete(shared: &Shared, session: SessionId) -> Result<(), St
             }
         }
     }
+    // The lease first: a node still running the session has its next commit refused instead
+    // of writing into a half-deleted session.
     for filter in [
+        s.lease(session),
         s.keys_of_session(session),
         s.provider_ids_of_session(session),
         s.events(session),
         s.turns(session),
         s.client_ids(session),
         s.active(session),
-        s.lease(session),
         s.owner(&record.owner, session),
         s.record(session),
     ] {
