@@ -330,7 +330,10 @@ impl SessionHandle {
     /// that node cannot be asked (on the node answering a forwarded call that no longer runs
     /// the session).
     pub async fn info(&self) -> Result<SessionView, RuntimeError> {
-        match self.call(Resend::Safe, || GetInfo, || SessionOp::Info).await {
+        match self
+            .call(Resend::Safe, || GetInfo, || SessionOp::Info)
+            .await
+        {
             Err(RuntimeError::OwnedElsewhere { .. }) => self.runtime.stored_view(self.id).await,
             answer => answer,
         }
