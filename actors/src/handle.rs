@@ -56,7 +56,7 @@ struct Attempts {
 ///
 /// Every operation goes where the session runs: to its actor in this process, or (several
 /// nodes on one shared store) to the node that holds its lease ([`crate::cluster`]). The rule
-/// for sending an operation again is the same both ways ([`Resend`]).
+/// for sending an operation again after a failure of unknown outcome is the same both ways.
 #[derive(Clone)]
 pub struct SessionHandle {
     /// The session.
