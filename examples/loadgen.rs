@@ -8,6 +8,7 @@
 //! target/release/examples/loadgen --url http://127.0.0.1:7878 turn-latency
 //! target/release/examples/loadgen fill-store --dir /tmp/big --sessions 10000 --events 1000000
 //! target/release/examples/loadgen restart --dir /tmp/big
+//! target/release/examples/loadgen --spawn --nodes 3 openai-chat --keyed
 //! ```
 //!
 //! Every loop is bounded in count, and every scenario in time (`--max-secs`).
@@ -28,6 +29,8 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+#[path = "loadgen/cluster.rs"]
+mod cluster;
 #[path = "loadgen/keyless.rs"]
 mod keyless;
 
@@ -60,6 +63,18 @@ struct Cli {
     /// Stop any scenario after this long.
     #[arg(long, global = true, default_value_t = 300)]
     max_secs: u64,
+    /// With `--spawn`: this many nodes (1 too) on one NATS JetStream store instead of one
+    /// node on sled; `openai-chat`, `create-storm` and `create-distinct` spread their
+    /// requests over them in turn.
+    #[arg(long, global = true)]
+    nodes: Option<usize>,
+    /// With `--spawn`: the NATS server the nodes share (default: one started here, even for
+    /// one node).
+    #[arg(long, global = true)]
+    nats: Option<String>,
+    /// The `nats-server` binary to start (default `.venv/bin/nats-server`, then `PATH`).
+    #[arg(long, global = true)]
+    nats_server: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Clone)]
@@ -110,6 +125,10 @@ enum Scenario {
         /// Words in each reply (one chunk per two words).
         #[arg(long, default_value_t = 20)]
         words: usize,
+        /// One `X-Session-Key` per client (a conversation), its requests one after another;
+        /// without, every request is keyless (a one-off session).
+        #[arg(long)]
+        keyed: bool,
     },
     /// N sessions created and live: RSS per live idle session, then after passivation.
     /// Needs `--spawn` (which sets a short idle passivation) or `--pid`.
@@ -221,16 +240,28 @@ async fn run(cli: &Cli) -> Result<(), Error> {
         let (k, v) = pair.split_once('=').ok_or("--troupe-env takes KEY=VALUE")?;
         env.push((k, v.to_string()));
     }
-    let spawned = if cli.spawn {
+    let on_nats = cli.spawn && (cli.nodes.is_some() || cli.nats.is_some());
+    let cluster = if on_nats {
+        Some(cluster::Cluster::start(cli, &env)?)
+    } else {
+        None
+    };
+    let spawned = if cli.spawn && !on_nats {
         Some(Server::troupe(cli, None, &env)?)
     } else {
         None
     };
-    let base = match &spawned {
-        Some(server) => server.base.clone(),
-        None => loopback_only(&cli.url)?,
+    let bases = match (&cluster, &spawned) {
+        (Some(cluster), _) => cluster.bases(),
+        (None, Some(server)) => vec![server.base.clone()],
+        (None, None) => vec![loopback_only(&cli.url)?],
     };
-    let pid = spawned.as_ref().map(|s| s.child.id()).or(cli.pid);
+    let base = bases[0].clone();
+    let pid = spawned
+        .as_ref()
+        .or(cluster.as_ref().map(|c| &c.nodes[0]))
+        .map(|s| s.child.id())
+        .or(cli.pid);
     let load = load_average();
     match cli.scenario.clone() {
         Scenario::WsStream(args) => {
@@ -246,9 +277,9 @@ async fn run(cli: &Cli) -> Result<(), Error> {
                 json!((troupe.events_per_sec() / bare.events_per_sec() * 1000.0).round() / 1000.0);
             report("ws-stream", &line, Some(load_average()));
         }
-        Scenario::CreateStorm { n } => create_storm(&base, n, load).await?,
+        Scenario::CreateStorm { n } => create_storm(&bases, n, load).await?,
         Scenario::CreateDistinct { n, concurrency } => {
-            create_distinct(&base, n, concurrency, load).await?
+            create_distinct(&bases, n, concurrency, load).await?
         }
         Scenario::TurnLatency { turns } => turn_latency(&base, turns, load).await?,
         Scenario::Replay { events, repeats } => replay(&base, events, repeats, load).await?,
@@ -256,7 +287,16 @@ async fn run(cli: &Cli) -> Result<(), Error> {
             requests,
             concurrency,
             words,
-        } => openai_chat(&base, requests, concurrency, words, load).await?,
+            keyed,
+        } => {
+            let shape = ChatShape {
+                requests,
+                concurrency,
+                words,
+                keyed,
+            };
+            openai_chat(&bases, shape, load).await?
+        }
         Scenario::IdleSessions { n, .. } => {
             let pid = pid.ok_or("idle-sessions needs --spawn or --pid")?;
             idle_sessions(&base, pid, n, load).await?
@@ -843,15 +883,16 @@ mod baseline {
 // ---------------------------------------------------------------------------------------------
 // Sessions
 
-async fn create_storm(base: &str, n: usize, load: f64) -> Result<(), Error> {
+async fn create_storm(bases: &[String], n: usize, load: f64) -> Result<(), Error> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(n)
         .build()?;
     let key = format!("storm-{}", uuid::Uuid::now_v7());
     let started = Instant::now();
-    let calls = (0..n).map(|_| {
+    let calls = (0..n).map(|i| {
         let client = client.clone();
         let key = key.clone();
+        let base = bases[i % bases.len()].as_str();
         async move {
             let t = Instant::now();
             let value = create_session(&client, base, json!({"provider": "echo", "key": key}))
@@ -880,8 +921,8 @@ async fn create_storm(base: &str, n: usize, load: f64) -> Result<(), Error> {
     let one = ids.len() == 1 && created == 1;
     report(
         "create-storm",
-        &json!({"requests": n, "distinct_sessions": ids.len(), "created_true": created,
-                "one_session": one, "secs": round3(took.as_secs_f64()),
+        &json!({"requests": n, "nodes": bases.len(), "distinct_sessions": ids.len(),
+                "created_true": created, "one_session": one, "secs": round3(took.as_secs_f64()),
                 "p50_ms": p50, "p99_ms": p99}),
         Some(load),
     );
@@ -891,7 +932,12 @@ async fn create_storm(base: &str, n: usize, load: f64) -> Result<(), Error> {
     Ok(())
 }
 
-async fn create_distinct(base: &str, n: usize, concurrency: usize, load: f64) -> Result<(), Error> {
+async fn create_distinct(
+    bases: &[String],
+    n: usize,
+    concurrency: usize,
+    load: f64,
+) -> Result<(), Error> {
     let client = reqwest::Client::new();
     let run = format!("d-{}", uuid::Uuid::now_v7());
     let started = Instant::now();
@@ -900,6 +946,7 @@ async fn create_distinct(base: &str, n: usize, concurrency: usize, load: f64) ->
         .map(|i| {
             let client = client.clone();
             let key = format!("{run}-{i}");
+            let base = bases[i % bases.len()].as_str();
             async move {
                 let t = Instant::now();
                 create_session(&client, base, json!({"provider": "echo", "key": key}))
@@ -916,7 +963,8 @@ async fn create_distinct(base: &str, n: usize, concurrency: usize, load: f64) ->
     let (p50, p99) = percentiles(&mut latencies);
     report(
         "create-distinct",
-        &json!({"sessions": n, "concurrency": concurrency, "secs": round3(took.as_secs_f64()),
+        &json!({"sessions": n, "nodes": bases.len(), "concurrency": concurrency,
+                "secs": round3(took.as_secs_f64()),
                 "sessions_per_sec": round(n as f64 / took.as_secs_f64()),
                 "p50_ms": p50, "p99_ms": p99}),
         Some(load),
@@ -1050,32 +1098,37 @@ async fn replay(base: &str, events: usize, repeats: usize, load: f64) -> Result<
     Ok(())
 }
 
-async fn openai_chat(
-    base: &str,
+/// The shape of an `openai-chat` run.
+#[derive(Clone, Copy, Debug)]
+struct ChatShape {
     requests: usize,
     concurrency: usize,
-    words_per_reply: usize,
-    load: f64,
-) -> Result<(), Error> {
+    words: usize,
+    keyed: bool,
+}
+
+/// `concurrency` clients, each sending its share of the requests one after another, request
+/// `i` to node `i mod nodes`; a keyed client keeps one `X-Session-Key` (one conversation).
+async fn openai_chat(bases: &[String], shape: ChatShape, load: f64) -> Result<(), Error> {
     let client = reqwest::Client::new();
-    let url = format!("{base}/v1/chat/completions");
-    let content = words(words_per_reply);
+    let content = words(shape.words);
+    let run = uuid::Uuid::now_v7();
     let started = Instant::now();
-    let mut latencies = Vec::with_capacity(requests);
-    let mut calls = futures::stream::iter(0..requests)
-        .map(|_| {
-            let client = client.clone();
-            let body = json!({"model": "echo", "stream": true,
-                              "messages": [{"role": "user", "content": content}]});
-            let url = url.clone();
-            async move {
+    let clients = (0..shape.concurrency.max(1)).map(|c| {
+        let (client, content) = (client.clone(), content.clone());
+        async move {
+            let mut latencies = Vec::new();
+            let mut i = c;
+            while i < shape.requests {
+                let url = format!("{}/v1/chat/completions", bases[i % bases.len()]);
+                let body = json!({"model": "echo", "stream": true,
+                                  "messages": [{"role": "user", "content": content}]});
+                let mut post = client.post(&url).json(&body);
+                if shape.keyed {
+                    post = post.header("X-Session-Key", format!("chat-{run}-{c}"));
+                }
                 let t = Instant::now();
-                let resp = client
-                    .post(&url)
-                    .json(&body)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let resp = post.send().await.map_err(|e| e.to_string())?;
                 if !resp.status().is_success() {
                     return Err(format!("chat: {}", resp.status()));
                 }
@@ -1083,19 +1136,23 @@ async fn openai_chat(
                 if !text.trim_end().ends_with("data: [DONE]") {
                     return Err("chat: stream did not end with [DONE]".into());
                 }
-                Ok::<_, String>(t.elapsed().as_micros() as u64)
+                latencies.push(t.elapsed().as_micros() as u64);
+                i += shape.concurrency.max(1);
             }
-        })
-        .buffer_unordered(concurrency);
-    while let Some(latency) = calls.next().await {
-        latencies.push(latency?);
+            Ok::<_, String>(latencies)
+        }
+    });
+    let mut latencies = Vec::with_capacity(shape.requests);
+    for result in futures::future::join_all(clients).await {
+        latencies.extend(result?);
     }
     let took = started.elapsed();
     let (p50, p99) = percentiles(&mut latencies);
     report(
         "openai-chat",
-        &json!({"requests": requests, "concurrency": concurrency, "reply_words": words_per_reply,
-                "requests_per_sec": round(requests as f64 / took.as_secs_f64()),
+        &json!({"requests": shape.requests, "concurrency": shape.concurrency,
+                "nodes": bases.len(), "keyed": shape.keyed, "reply_words": shape.words,
+                "requests_per_sec": round(shape.requests as f64 / took.as_secs_f64()),
                 "p50_ms": p50, "p99_ms": p99}),
         Some(load),
     );

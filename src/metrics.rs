@@ -20,6 +20,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::Arc;
 use std::time::Instant;
+use troupe_actors::cluster::wire::SessionOp;
 use troupe_actors::metrics::{RuntimeMetrics, OUTCOMES};
 use troupe_actors::retention::Expiry;
 use troupe_actors::Runtime;
@@ -309,6 +310,29 @@ impl Collector for RuntimeCollector {
             ConstCounter::new(RuntimeMetrics::get(value))
                 .encode(family.encode_family(&[("kind", kind.as_str())])?)?;
         }
+        let forwarded = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "forwarded_requests",
+            "Session operations sent to the node that runs their session, by operation",
+            None,
+            forwarded.metric_type(),
+        )?;
+        for (op, value) in SessionOp::NAMES.iter().zip(&m.forwarded) {
+            ConstCounter::new(RuntimeMetrics::get(value))
+                .encode(family.encode_family(&[("op", *op)])?)?;
+        }
+        counter(
+            &mut encoder,
+            "forwards_served",
+            "Session operations other nodes forwarded here, run on this node",
+            &m.forwards_served,
+        )?;
+        counter(
+            &mut encoder,
+            "remote_follows",
+            "Follows of sessions another node runs, read from the store's stream",
+            &m.remote_follows,
+        )?;
         counter(
             &mut encoder,
             "turns_accepted",

@@ -355,6 +355,12 @@ pub struct RegistryFiguresSchema {
     pub leases_held: usize,
     /// Sessions with open turns this node took over because no node held their lease.
     pub takeovers: u64,
+    /// Session operations sent to the node that runs their session (several nodes).
+    pub forwarded_requests: u64,
+    /// Session operations other nodes forwarded here.
+    pub forwards_served: u64,
+    /// Follows of sessions another node runs, read from the store's stream.
+    pub remote_follows: u64,
 }
 
 /// Every error answer: `{"error": {"code", "message", …}}`.

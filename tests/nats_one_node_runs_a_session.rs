@@ -1,6 +1,6 @@
 //! Two real `troupe serve --store nats://…` nodes on one real `nats-server -js`: a session
-//! runs on the node that activated it, which holds its lease; the other node refuses to run it
-//! (`owned_elsewhere`, naming the owner) instead of activating it a second time. Operators see
+//! runs on the node that activated it, which holds its lease; the other node forwards what it
+//! gets for the session to that node instead of activating it a second time. Operators see
 //! the node id and the leases held in `/metrics` and the actor table. When the owner shuts
 //! down gracefully it gives its leases up, and the other node runs the session at once,
 //! without waiting for the lease to expire; so does a node whose session passivates.
@@ -43,12 +43,17 @@ fn a_session_runs_on_one_node_and_moves_when_its_owner_shuts_down() {
     let first = body["turn_id"].as_str().expect("turn").to_string();
     a.wait_all_completed(&session, &[first]);
 
-    // B does not run it a second time: A holds the lease (renewed past its TTL).
+    // B does not run it a second time: A holds the lease (renewed past its TTL), and B
+    // forwards the send to A, which runs it.
     std::thread::sleep(LEASE_TTL + Duration::from_millis(500));
-    let (status, body) = b.post(&turns, json!({"content": "on b"}));
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "owned_elsewhere", "{body}");
-    assert_eq!(body["error"]["node"], "node-a", "{body}");
+    let (status, body) = b.post(&turns, json!({"content": "via b"}));
+    assert_eq!(status, 202, "{body}");
+    let forwarded = body["turn_id"].as_str().expect("turn").to_string();
+    a.wait_all_completed(&session, &[forwarded]);
+    let (status, table) = b.get("/api/v1/admin/actors");
+    assert_eq!(status, 200, "{table}");
+    assert_eq!(table["actors"].as_array().map(Vec::len), Some(0), "{table}");
+    assert_eq!(table["registry"]["forwarded_requests"], 1, "{table}");
 
     let metrics = metrics_of(&a, &node_a);
     assert!(

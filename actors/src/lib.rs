@@ -21,6 +21,8 @@
 //! - [`usage`]: tokens and cost normalized, totals per session and owner day, budgets.
 //! - [`process_groups`]: the durable record of running agent process groups, read by the
 //!   reaper that kills what a crashed server left behind.
+//! - [`cluster`]: several nodes on one shared store: operations forwarded to the node that
+//!   runs the session, sessions followed from the store on any node.
 //! - [`event`], [`record`], [`ids`], [`time`]: the data and its wire shapes.
 //!
 //! # Supervision tree
@@ -40,6 +42,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod error;
 pub mod event;
 pub mod event_log;

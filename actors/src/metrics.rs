@@ -48,6 +48,13 @@ pub struct RuntimeMetrics {
     pub usage: std::sync::Mutex<std::collections::BTreeMap<String, crate::usage::Usage>>,
     /// Agent process groups a previous server left alive, killed at startup.
     pub process_groups_reaped: AtomicU64,
+    /// Operations sent to the node that runs their session, by operation (index:
+    /// [`SessionOp::index`](crate::cluster::wire::SessionOp::index)).
+    pub forwarded: [AtomicU64; crate::cluster::wire::SessionOp::NAMES.len()],
+    /// Operations other nodes forwarded here and this node ran.
+    pub forwards_served: AtomicU64,
+    /// Follows of sessions another node runs, fed from the store's stream.
+    pub remote_follows: AtomicU64,
 }
 
 /// Every outcome, in the order of [`RuntimeMetrics::turns_completed`].
@@ -87,6 +94,11 @@ impl RuntimeMetrics {
     pub fn usage_by_provider(&self) -> Vec<(String, crate::usage::Usage)> {
         let by_provider = self.usage.lock().unwrap_or_else(|e| e.into_inner());
         by_provider.iter().map(|(p, u)| (p.clone(), *u)).collect()
+    }
+
+    /// Operations forwarded to other nodes, all operations together.
+    pub fn forwarded_total(&self) -> u64 {
+        self.forwarded.iter().map(Self::get).sum()
     }
 
     /// Reads a counter.

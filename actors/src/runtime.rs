@@ -82,6 +82,7 @@ impl RuntimeBuilder {
         let registry = SessionRegistry::new(shared.clone()).start();
         crate::retention::start(&shared, &registry);
         let runtime = Runtime { shared, registry };
+        crate::cluster::serve::start(&runtime, runtime.node_id());
         let recovering = runtime.clone();
         actix::spawn(async move { recovering.recover().await });
         runtime
@@ -120,6 +121,12 @@ pub struct RegistryFigures {
     pub leases_held: usize,
     /// Sessions with open turns this node took over because no node held their lease.
     pub takeovers: u64,
+    /// Session operations sent to the node that runs their session.
+    pub forwarded_requests: u64,
+    /// Session operations other nodes forwarded here.
+    pub forwards_served: u64,
+    /// Follows of sessions another node runs, read from the store's stream.
+    pub remote_follows: u64,
 }
 
 /// A running runtime: a cheap, cloneable handle.
@@ -353,6 +360,9 @@ impl Runtime {
             node_id: self.node_id().to_string(),
             leases_held: self.shared.store.leases_held(),
             takeovers: RuntimeMetrics::get(&self.shared.metrics.takeovers),
+            forwarded_requests: self.shared.metrics.forwarded_total(),
+            forwards_served: RuntimeMetrics::get(&self.shared.metrics.forwards_served),
+            remote_follows: RuntimeMetrics::get(&self.shared.metrics.remote_follows),
         })
     }
 

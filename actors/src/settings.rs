@@ -61,6 +61,8 @@ pub struct Settings {
     /// sessions over this long after its last renewal. Whole seconds (NATS counts message
     /// TTLs in seconds).
     pub lease_ttl: Duration,
+    /// How a node forwards operations to the node that runs a session (several nodes).
+    pub forwarding: crate::cluster::ForwardSettings,
 }
 
 impl Default for Settings {
@@ -86,6 +88,7 @@ impl Default for Settings {
             usage: Default::default(),
             node_id: default_node_id(),
             lease_ttl: Duration::from_secs(10),
+            forwarding: Default::default(),
         }
     }
 }

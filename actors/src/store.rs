@@ -368,6 +368,12 @@ pub trait Store: Send + Sync + 'static {
     fn leases_held(&self) -> usize {
         0
     }
+
+    /// How nodes sharing this store reach each other and follow sessions they do not run
+    /// ([`cluster`](crate::cluster)); `None` for a store of one process (sled, memory).
+    fn cluster(&self) -> Option<&dyn crate::cluster::ClusterLink> {
+        None
+    }
 }
 
 /// A store in this process whose reads answer at once (sled, memory): it implements its reads

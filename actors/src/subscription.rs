@@ -35,7 +35,7 @@ impl CloseReason {
 }
 
 /// Shared between a subscription and its slot: why it was closed.
-type CloseCell = Arc<Mutex<Option<CloseReason>>>;
+pub(crate) type CloseCell = Arc<Mutex<Option<CloseReason>>>;
 
 /// The session's side of a subscriber.
 pub(crate) struct SubscriberSlot {

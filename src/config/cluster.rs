@@ -1,9 +1,11 @@
-//! `[cluster]`: who this node is among the nodes sharing a NATS store, and how long the lease
-//! on a session it runs lasts (docs/OPERATIONS.md, "Several nodes").
+//! `[cluster]`: who this node is among the nodes sharing a NATS store, how long the lease on a
+//! session it runs lasts, and how long it waits for the nodes it forwards requests to
+//! (docs/OPERATIONS.md, "Several nodes").
 
 use super::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+use troupe_actors::cluster::ForwardSettings;
 use troupe_actors::Settings;
 
 /// `[cluster]`.
@@ -17,13 +19,21 @@ pub struct ClusterConfig {
     /// sessions over this long after its last renewal. Whole seconds (NATS counts message
     /// TTLs in seconds).
     pub lease_ttl_ms: u64,
+    /// Seconds a request forwarded to the node that runs its session waits for the answer.
+    pub request_timeout_secs: f64,
+    /// Seconds a request keeps looking for the session's node while nobody answers for the
+    /// one that held it (it died: its lease has to expire first).
+    pub owner_gone_wait_secs: f64,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
+        let forwarding = ForwardSettings::default();
         ClusterConfig {
             node_id: None,
             lease_ttl_ms: 10_000,
+            request_timeout_secs: forwarding.request_timeout.as_secs_f64(),
+            owner_gone_wait_secs: forwarding.owner_gone_wait.as_secs_f64(),
         }
     }
 }
@@ -42,6 +52,20 @@ impl ClusterConfig {
             )));
         }
         settings.lease_ttl = Duration::from_millis(self.lease_ttl_ms);
+        for (key, secs) in [
+            ("request_timeout_secs", self.request_timeout_secs),
+            ("owner_gone_wait_secs", self.owner_gone_wait_secs),
+        ] {
+            if !secs.is_finite() || secs < 0.0 {
+                return Err(ConfigError::Cluster(format!(
+                    "{key} = {secs}: must be a number of seconds, 0 or more"
+                )));
+            }
+        }
+        settings.forwarding = ForwardSettings {
+            request_timeout: Duration::from_secs_f64(self.request_timeout_secs.max(0.001)),
+            owner_gone_wait: Duration::from_secs_f64(self.owner_gone_wait_secs),
+        };
         if let Some(node_id) = &self.node_id {
             let valid = !node_id.is_empty()
                 && node_id.len() <= MAX_NODE_ID
@@ -77,6 +101,7 @@ mod tests {
         let config = ClusterConfig {
             lease_ttl_ms: 2000,
             node_id: Some("node-a".into()),
+            ..ClusterConfig::default()
         };
         config.apply(&mut settings).expect("accepted");
         assert_eq!(settings.lease_ttl, Duration::from_secs(2));

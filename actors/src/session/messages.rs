@@ -9,12 +9,12 @@ use crate::record::{BusyMode, SessionState, SessionView, TurnStatus, TurnView};
 use crate::subscription::Subscription;
 use crate::time::Timestamp;
 use actix::Message;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 
 /// A user message for the session.
-#[derive(Message, Clone, Debug, Default)]
+#[derive(Message, Clone, Debug, Default, Serialize, Deserialize)]
 #[rtype(result = "Result<TurnReceipt, RuntimeError>")]
 pub struct SendTurn {
     /// The message text.
@@ -80,7 +80,7 @@ impl SendTurn {
 }
 
 /// The answer to [`SendTurn`].
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TurnReceipt {
     /// The turn's id (the original one for a repeated `client_message_id`).
     pub turn_id: TurnId,
@@ -90,7 +90,7 @@ pub struct TurnReceipt {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<usize>,
     /// True when the `client_message_id` was seen before and nothing new was accepted.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
 }
 
@@ -108,7 +108,7 @@ pub struct Subscribe {
 pub struct Abort;
 
 /// The answer to [`Abort`].
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AbortResult {
     /// Whether a turn was running and is now aborted.
     pub aborted: bool,
@@ -132,7 +132,7 @@ pub struct CancelTurn(pub TurnId);
 pub struct PromoteTurn(pub TurnId);
 
 /// A client's answer to a permission request of the running attempt.
-#[derive(Message, Clone, Debug)]
+#[derive(Message, Clone, Debug, Serialize, Deserialize)]
 #[rtype(result = "Result<PermissionResolution, RuntimeError>")]
 pub struct AnswerPermission {
     /// The request answered.
@@ -144,7 +144,7 @@ pub struct AnswerPermission {
 }
 
 /// The answer to [`AnswerPermission`]: what `permission.resolved` says.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PermissionResolution {
     /// The request.
     pub request_id: String,
@@ -177,7 +177,7 @@ pub struct GetInfo;
 pub struct ListTurns;
 
 /// The answer to [`ListTurns`].
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TurnList {
     /// Every turn, oldest first; open ones with their position.
     pub turns: Vec<TurnView>,
@@ -196,7 +196,7 @@ pub struct ReadEvents {
 }
 
 /// The answer to [`ReadEvents`].
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EventPage {
     /// The events, in seq order.
     pub events: Vec<Arc<Event>>,
@@ -205,7 +205,7 @@ pub struct EventPage {
 }
 
 /// Changes the title or archives.
-#[derive(Message, Clone, Debug, Default)]
+#[derive(Message, Clone, Debug, Default, Serialize, Deserialize)]
 #[rtype(result = "Result<SessionView, RuntimeError>")]
 pub struct UpdateSession {
     /// New title.
@@ -221,8 +221,23 @@ pub struct UpdateSession {
     /// prompt carries a transcript of this one. The model is cleared unless `model` is given.
     pub provider: Option<String>,
     /// A new budget of the session (`Some(None)`: back to the configured one). A held queue
-    /// runs again when the new budget leaves something to spend.
+    /// runs again when the new budget leaves something to spend. On the wire (forwarded to
+    /// another node): absent, `null`, or the budget.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub budget: Option<Option<crate::usage::Budget>>,
+}
+
+/// A field that is present, even as `null`: `Some` of what it holds.
+fn present<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// Aborts, cancels the queue, deletes the log and stops the actor.
@@ -236,7 +251,7 @@ pub struct DeleteSession;
 pub struct Snapshot;
 
 /// What operators see of a live session actor.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ActorSnapshot {
     /// The session.
     pub session_id: crate::SessionId,
@@ -259,7 +274,7 @@ pub struct ActorSnapshot {
 }
 
 /// The running attempt, for the actor table.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunInfo {
     /// The turn being answered.
     pub turn_id: TurnId,
@@ -270,7 +285,7 @@ pub struct RunInfo {
     /// The provider's process id, if any.
     pub pid: Option<u32>,
     /// Permission requests waiting for an answer: the attempt waits for approval.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting_for_approval: Vec<String>,
 }
 

@@ -11,6 +11,7 @@
 //! task ([`writer`]) that publishes them in submission order, pipelined, and confirms each
 //! once JetStream has acknowledged it (stored on the server: durable).
 
+mod cluster_link;
 mod layout;
 mod lease;
 mod reads;
@@ -479,5 +480,9 @@ impl super::Store for NatsStore {
 
     fn leases_held(&self) -> usize {
         self.shared.leases.count()
+    }
+
+    fn cluster(&self) -> Option<&dyn crate::cluster::ClusterLink> {
+        Some(self)
     }
 }

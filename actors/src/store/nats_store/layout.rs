@@ -25,6 +25,9 @@
 //! P.meta.schema, P.meta.probe schema version, readiness probe
 //! ```
 //!
+//! Not in the stream: `P-rpc.<node id>`, where each node answers the session operations other
+//! nodes forward to it ([`crate::cluster`]).
+//!
 //! `<owner>`, `<scoped key>`, `<client id>` and `<provider id>` are free text: they are written
 //! as `x` + URL-safe base64, a valid subject token whatever they hold.
 
@@ -198,6 +201,20 @@ impl Subjects {
 
     pub(super) fn process_groups(&self) -> String {
         format!("{}.pg.*.*", self.prefix)
+    }
+
+    /// Where node `node` answers forwarded requests: OUTSIDE the stream's subjects (nothing
+    /// of it is stored). A node id other than letters, digits, `-` and `_` is a [`token`].
+    pub(super) fn rpc(&self, node: &str) -> String {
+        let plain = !node.is_empty()
+            && node
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if plain {
+            format!("{}-rpc.{}", self.prefix, node)
+        } else {
+            format!("{}-rpc.{}", self.prefix, token(node.as_bytes()))
+        }
     }
 
     pub(super) fn schema(&self) -> String {

@@ -16,8 +16,17 @@ use crate::usage::Usage;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// How often a write whose compare-and-set lost to another node is tried again.
-const RETRIES: usize = 8;
+/// How often a write whose compare-and-set lost to another node is tried again. Nodes that
+/// add to one owner's usage total at once (every node's sessions of that owner) race for it:
+/// each loser waits a little, at random, before it reads the total again ([`lost_race`]).
+const RETRIES: u32 = 24;
+
+/// A compare-and-set lost (the `attempt`th time): waits up to 2^attempt ms (at most 64 ms), at
+/// random, so that the nodes racing for one key do not collide again in step.
+async fn lost_race(attempt: u32) {
+    let most = 1u64 << attempt.min(6);
+    tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(0..=most))).await;
+}
 
 /// A commit of one session: its messages as one atomic batch.
 pub(super) async fn commit(
@@ -60,7 +69,7 @@ pub(super) async fn commit(
         true,
     )
     .await?;
-    for _ in 0..RETRIES {
+    for attempt in 0..RETRIES {
         let mut messages = Vec::new();
         if let Some(record) = &batch.record {
             messages.push(Message::put(s.record(session), encode(record)));
@@ -103,6 +112,7 @@ pub(super) async fn commit(
                     tail = found;
                 }
                 // Or a usage total moved under us (another node added to it): read it again.
+                lost_race(attempt).await;
             }
             Err(e) => {
                 forget_end(ends, session);
@@ -379,7 +389,7 @@ pub(super) async fn create(
     let mut tail = Tail::default();
     let events = leading_events(shared, ends, id, &mut tail, &all, others, false).await?;
     let led = events.len() < all.len();
-    for _ in 0..RETRIES {
+    for attempt in 0..RETRIES {
         let mut messages = vec![
             Message::put(s.record(id), encode(record)),
             Message::put(s.owner(&record.owner, id), Vec::new()),
@@ -419,6 +429,7 @@ pub(super) async fn create(
                 }
                 tail = found;
                 // The key was deleted in between, or a usage total moved: try again.
+                lost_race(attempt).await;
             }
             Err(e) => {
                 forget_end(ends, id);
