@@ -56,7 +56,11 @@ impl NatsServer {
             _dir: Some(dir),
             port: free_port(),
         };
-        server.spawn();
+        // The port was free when picked; should another process take it first, nats-server
+        // exits and a new port is picked.
+        while !server.spawn() {
+            server.port = free_port();
+        }
         Some(server)
     }
 
@@ -70,8 +74,9 @@ impl NatsServer {
         &self.store_dir
     }
 
-    fn spawn(&mut self) {
-        let child = Command::new(&self.program)
+    /// Starts the server on its port; `false` when it exited instead (the port was taken).
+    fn spawn(&mut self) -> bool {
+        let mut child = Command::new(&self.program)
             .args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .arg("-sd")
@@ -80,12 +85,18 @@ impl NatsServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn nats-server");
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        // Listening is not enough: another process (a test's server on a port picked the same
+        // way) may hold the port. Ready is when the port greets with NATS's `INFO`.
+        while !speaks_nats(self.port) {
+            if child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
             assert!(Instant::now() < deadline, "nats-server did not listen");
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.child = Some(child);
+        true
     }
 
     /// Kills the server (SIGKILL) and waits for it.
@@ -109,7 +120,7 @@ impl NatsServer {
     /// Starts it again on the same port and store directory.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        assert!(self.spawn(), "nats-server could not take its port again");
     }
 }
 
@@ -117,4 +128,15 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether the server on `port` greets a new connection with NATS's `INFO` line.
+fn speaks_nats(port: u16) -> bool {
+    use std::io::Read;
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut greeting = [0u8; 4];
+    stream.read_exact(&mut greeting).is_ok() && &greeting == b"INFO"
 }
