@@ -20,6 +20,8 @@ mod external;
 mod nats_cluster;
 #[path = "support/nats_server.rs"]
 mod nats_server;
+#[path = "support/nodes.rs"]
+mod nodes;
 #[path = "support/server_process.rs"]
 mod server_process;
 
@@ -193,7 +195,7 @@ fn a_websocket_on_node_c_follows_a_session_on_node_a_while_rest_on_node_b_sends_
 /// One chat completion on `node` in the session `key` names: its session id and answer.
 fn chat(node: &Node, key: &str, content: &str) -> (String, String) {
     let resp = node
-        .client
+        .client()
         .post(format!("{}/v1/chat/completions", node.base))
         .header("X-Session-Key", key)
         .json(&json!({"model": "echo", "messages": [{"role": "user", "content": content}]}))
@@ -359,7 +361,7 @@ fn sse_on_a_node_that_does_not_own_the_session_resumes_after_seq_and_sees_every_
     // Deleted through a third node (forwarded to A): B's stream ends `deleted`, as on A.
     let c = &cluster.nodes[2];
     let resp = c
-        .client
+        .client()
         .delete(format!("{}/api/v1/sessions/{session}", c.base))
         .send()
         .expect("DELETE");
@@ -403,7 +405,7 @@ fn when_the_owner_dies_commands_wait_for_its_lease_and_followers_carry_on() {
     );
     let waited = started.elapsed();
     assert_eq!(status, 202, "{body}");
-    let ttl = Duration::from_millis(nats_cluster::LEASE_TTL_MS.parse().expect("ms"));
+    let ttl = nodes::LEASE_TTL;
     assert!(waited <= ttl + Duration::from_secs(2), "waited {waited:?}");
     let turn = body["turn_id"].as_str().expect("turn").to_string();
 

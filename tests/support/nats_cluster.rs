@@ -1,18 +1,17 @@
 //! Three (or any number of) real `troupe serve --store nats://…` nodes on one real
-//! `nats-server -js`, each with its node id and a short lease TTL, and typed REST calls on
-//! them.
+//! `nats-server -js`, each with its node id and the test lease TTL, and typed REST calls on
+//! them (those of [`Api`]).
 #![allow(dead_code)]
 //
-// A test file includes `support/external.rs`, `support/nats_server.rs` and
-// `support/server_process.rs` next to this one.
+// A test file includes `support/external.rs`, `support/nats_server.rs`, `support/nodes.rs`
+// and `support/server_process.rs` next to this one.
 
 use super::nats_server::NatsServer;
+use super::nodes::{start_node_with, Api};
 use super::server_process::ServerProcess;
-use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::ops::Deref;
 
-/// The lease TTL the nodes use (the shortest NATS allows: whole seconds).
-pub const LEASE_TTL_MS: &str = "2000";
+pub use super::nodes::words;
 
 /// A NATS server and the nodes on it.
 pub struct Cluster {
@@ -22,7 +21,7 @@ pub struct Cluster {
     pub nats: NatsServer,
 }
 
-/// One node: its process, its data directory and a client.
+/// One node: its process, its data directory and a client ([`Api`], which it derefs to).
 pub struct Node {
     /// Its node id.
     pub id: String,
@@ -32,8 +31,16 @@ pub struct Node {
     pub base: String,
     /// Its data directory (nothing of the cluster's state is in it).
     _data: tempfile::TempDir,
-    /// A blocking client.
-    pub client: reqwest::blocking::Client,
+    /// Typed REST calls on it.
+    api: Api,
+}
+
+impl Deref for Node {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl Cluster {
@@ -48,7 +55,7 @@ impl Cluster {
         let nodes = (0..count).map(|n| Node::start(&nats, n, env)).collect();
         let cluster = Cluster { nodes, nats };
         for node in &cluster.nodes {
-            node.wait_ready();
+            node.wait_ready(200);
         }
         Some(cluster)
     }
@@ -56,28 +63,14 @@ impl Cluster {
 
 impl Node {
     fn start(nats: &NatsServer, n: usize, extra: &[(&str, &str)]) -> Node {
-        let data = tempfile::tempdir().expect("temp dir");
         let id = format!("node-{n}");
-        let url = nats.url();
-        let mut env = vec![
-            ("TROUPE_CLUSTER__NODE_ID", id.as_str()),
-            ("TROUPE_CLUSTER__LEASE_TTL_MS", LEASE_TTL_MS),
-            ("TROUPE_RUNTIME__RETRY_BASE_MS", "10"),
-            ("TROUPE_RUNTIME__RETRY_MAX_MS", "50"),
-            ("TROUPE_SHUTDOWN_GRACE_SECS", "0"),
-        ];
-        env.extend_from_slice(extra);
-        let process = ServerProcess::start(data.path(), &["--store", &url], &env);
-        let base = process.base();
+        let (process, data) = start_node_with(nats, Some(&id), extra);
         Node {
             id,
+            base: process.base(),
+            api: Api::of(&process),
             process,
-            base,
             _data: data,
-            client: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("client"),
         }
     }
 
@@ -86,30 +79,9 @@ impl Node {
         format!("ws://{}/api/v1/ws", self.process.address)
     }
 
-    pub fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .expect("GET");
-        let status = resp.status().as_u16();
-        (status, resp.json().unwrap_or(Value::Null))
-    }
-
-    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let resp = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .expect("POST");
-        let status = resp.status().as_u16();
-        (status, resp.json().unwrap_or(Value::Null))
-    }
-
     /// The `/metrics` text.
     pub fn metrics(&self) -> String {
-        self.client
+        self.client()
             .get(format!("{}/metrics", self.base))
             .send()
             .expect("GET /metrics")
@@ -124,45 +96,4 @@ impl Node {
             .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
             .unwrap_or(0.0)
     }
-
-    /// Every event of `session`, paging through the log.
-    pub fn events(&self, session: &str) -> Vec<Value> {
-        let mut out: Vec<Value> = Vec::new();
-        loop {
-            let after = out.last().map_or(0, |e| e["seq"].as_u64().expect("seq"));
-            let (status, body) = self.get(&format!(
-                "/api/v1/sessions/{session}/events?after_seq={after}&limit=500"
-            ));
-            assert_eq!(status, 200, "{body}");
-            let page = body["events"].as_array().expect("events").clone();
-            if page.is_empty() {
-                return out;
-            }
-            out.extend(page);
-        }
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let status = self
-                .client
-                .get(format!("{}/readyz", self.base))
-                .send()
-                .map_or(0, |r| r.status().as_u16());
-            if status == 200 {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{} never got ready", self.id);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// `n` words tagged `tag`: an echo turn of `n` chunks.
-pub fn words(n: usize, tag: &str) -> String {
-    (0..n)
-        .map(|i| format!("{tag}{i}"))
-        .collect::<Vec<_>>()
-        .join(" ")
 }

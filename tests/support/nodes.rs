@@ -64,7 +64,8 @@ impl Api {
     pub fn of(node: &ServerProcess) -> Api {
         Api {
             client: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(10))
+                // Longer than a forwarded request's own timeout, so its answer is seen.
+                .timeout(Duration::from_secs(30))
                 .build()
                 .expect("client"),
             base: node.base(),
